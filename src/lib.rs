@@ -1,0 +1,11 @@
+//! Courier: a chat server with durable job queues, in one binary.
+//!
+//! Layers, outermost first (data flows down, events flow back up through the queue's hub):
+//! - `http` — axum routes, wire (serde) types, the API error mapping;
+//! - `queue` — job options, the state machine's engine, scheduler, workers, events, metrics;
+//! - `store` — storage traits and their backends (sled by default).
+//!
+//! `config` parses settings; `server` wires the layers together and runs until shutdown.
+
+pub mod queue;
+pub mod store;

@@ -1,0 +1,3 @@
+//! Durable job queues with Bull's semantics.
+
+pub mod model;

@@ -1,0 +1,21 @@
+//! The embedded sled backend (the default): everything lives in `DATA_DIR/db`.
+
+mod committer;
+mod jobs;
+
+use std::path::Path;
+
+pub use jobs::SledJobStore;
+
+use super::StoreError;
+
+/// Opens (or creates) the sled database under `data_dir`.
+pub fn open_db(data_dir: &Path) -> Result<sled::Db, StoreError> {
+    sled::Config::new()
+        .path(data_dir.join("db"))
+        // The job indexes live in memory already; sled's page cache only needs the hot records.
+        .cache_capacity(64 * 1024 * 1024)
+        .mode(sled::Mode::HighThroughput)
+        .open()
+        .map_err(|err| StoreError::Io(format!("cannot open the database in {}: {err}", data_dir.display())))
+}
