@@ -240,6 +240,8 @@ pub struct TakenJob {
     pub token: u64,
     /// When the job became ready to run (for wait-time metrics).
     pub ready_at: Millis,
+    /// Whether other jobs were still waiting after this one was taken.
+    pub more_waiting: bool,
 }
 
 /// What a failed attempt leads to.

@@ -462,6 +462,7 @@ impl JobStore for SledJobStore {
             attempts_made: status.attempts_made,
             token,
             ready_at: status.ready_at,
+            more_waiting: !guard.set(JobState::Waiting).is_empty(),
         }))
     }
 

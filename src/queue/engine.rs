@@ -1,0 +1,960 @@
+//! The queue engine: named queues over a [`JobStore`], with workers, a timer and retention.
+//!
+//! Each registered queue runs three kinds of tasks once started:
+//! - `concurrency` workers that take the next job, run its processor and record the outcome;
+//!   an idle worker sleeps on a `Notify` that adds, promotions and retries signal;
+//! - one timer that sleeps until the next delayed job is due or the next lease expires (never
+//!   polling), promotes due jobs and takes expired leases away from hung workers;
+//! - one retention task that trims finished jobs to the queue's defaults.
+//!
+//! The engine holds no job state of its own beyond the leases of running jobs: the store is the
+//! truth, and every transition is one call to it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use parking_lot::{Mutex, RwLock};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::clock::Clock;
+use super::error::QueueError;
+use super::events::{EventHub, EventKind, QueueEvent};
+use super::metrics::{MetricsSnapshot, QueueMetrics};
+use super::model::{
+    Added, Counts, FailOutcome, Job, JobOptions, JobPage, JobState, KeepJobs, Millis, NewJob,
+    TakenJob,
+};
+use super::options;
+use crate::store::{JobStore, RemovedOutcome};
+
+/// Longest job name accepted.
+pub const MAX_NAME_LEN: usize = 128;
+/// Default limit on a job's data (JSON text).
+pub const DEFAULT_MAX_DATA_BYTES: usize = 1024 * 1024;
+/// Processor key that handles job names without a processor of their own.
+pub const ANY_NAME: &str = "*";
+
+/// At most `max` jobs start per `duration_ms` (Bull's limiter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub max: u32,
+    pub duration_ms: u64,
+}
+
+/// How one queue runs.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    pub name: String,
+    pub concurrency: usize,
+    pub rate_limit: Option<RateLimit>,
+    /// How long a running job's lease lasts without renewal before it counts as stalled.
+    pub lease_ms: u64,
+    /// Stalls allowed before a job fails (Bull's `maxStalledCount`).
+    pub max_stalled_count: u32,
+    /// Retention for jobs that do not say (`removeOnComplete` / `removeOnFail` unset).
+    pub keep_completed: KeepJobs,
+    pub keep_failed: KeepJobs,
+    pub max_data_bytes: usize,
+    /// How often finished jobs are trimmed to the defaults above.
+    pub retention_interval_ms: u64,
+}
+
+impl QueueConfig {
+    pub fn new(name: impl Into<String>) -> QueueConfig {
+        QueueConfig {
+            name: name.into(),
+            concurrency: 1,
+            rate_limit: None,
+            lease_ms: 30_000,
+            max_stalled_count: 1,
+            keep_completed: KeepJobs::ALL,
+            keep_failed: KeepJobs::ALL,
+            max_data_bytes: DEFAULT_MAX_DATA_BYTES,
+            retention_interval_ms: 5_000,
+        }
+    }
+}
+
+/// Why a job attempt failed: a message and the chain of causes (or the panic message).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobFailure {
+    pub message: String,
+    pub chain: Vec<String>,
+}
+
+impl JobFailure {
+    pub fn msg(message: impl Into<String>) -> JobFailure {
+        let message = message.into();
+        JobFailure {
+            chain: vec![message.clone()],
+            message,
+        }
+    }
+
+    /// The failure as stored: each cause on its own line.
+    pub fn stack(&self) -> String {
+        self.chain.join("\n  caused by: ")
+    }
+}
+
+impl<E: std::error::Error> From<E> for JobFailure {
+    fn from(err: E) -> JobFailure {
+        let mut chain = vec![err.to_string()];
+        let mut source = err.source();
+        while let Some(cause) = source {
+            chain.push(cause.to_string());
+            source = cause.source();
+        }
+        JobFailure {
+            message: err.to_string(),
+            chain,
+        }
+    }
+}
+
+pub type JobResult = Result<Value, JobFailure>;
+pub type ProcessorFuture = Pin<Box<dyn Future<Output = JobResult> + Send>>;
+
+/// Runs jobs of one name. Any `Fn(JobContext) -> impl Future<Output = JobResult>` is one.
+pub trait Processor: Send + Sync + 'static {
+    fn process(&self, job: JobContext) -> ProcessorFuture;
+}
+
+impl<F, Fut> Processor for F
+where
+    F: Fn(JobContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = JobResult> + Send + 'static,
+{
+    fn process(&self, job: JobContext) -> ProcessorFuture {
+        Box::pin(self(job))
+    }
+}
+
+/// What a processor sees of its job.
+pub struct JobContext {
+    queue: Arc<QueueShared>,
+    pub id: String,
+    pub name: String,
+    /// The job's data as JSON text.
+    pub data: String,
+    /// Attempts finished before this one.
+    pub attempts_made: u32,
+    token: u64,
+}
+
+impl JobContext {
+    pub fn data_as<T: DeserializeOwned>(&self) -> Result<T, JobFailure> {
+        serde_json::from_str(&self.data).map_err(JobFailure::from)
+    }
+
+    /// Reports progress (any JSON, usually a percentage); stale attempts are ignored.
+    pub async fn progress(&self, progress: Value) -> Result<(), JobFailure> {
+        let text = progress.to_string();
+        let recorded = self
+            .queue
+            .store
+            .progress(&self.queue.name, &self.id, self.token, text.clone())
+            .await?;
+        if recorded {
+            self.queue.publish(EventKind::Progress, Some(&self.id), Some(text));
+        }
+        Ok(())
+    }
+
+    /// Appends a line to the job's log.
+    pub async fn log(&self, line: impl Into<String>) -> Result<(), JobFailure> {
+        self.queue.store.log(&self.queue.name, &self.id, line.into()).await?;
+        Ok(())
+    }
+
+    pub fn queue_name(&self) -> &str {
+        &self.queue.name
+    }
+}
+
+/// A running job's lease, as the timer sees it.
+struct Lease {
+    token: u64,
+    until: Millis,
+    cancel: Arc<Notify>,
+}
+
+/// Fixed-window limiter: `used` starts in the window beginning at `window_start`.
+struct Limiter {
+    window_start: Millis,
+    used: u32,
+}
+
+struct QueueShared {
+    name: Arc<str>,
+    config: QueueConfig,
+    store: Arc<dyn JobStore>,
+    hub: Arc<dyn EventHub>,
+    clock: Clock,
+    metrics: QueueMetrics,
+    processors: RwLock<HashMap<String, Arc<dyn Processor>>>,
+    /// Wakes one idle worker; a worker that takes a job while more wait passes it on.
+    work_ready: Notify,
+    /// Wakes the timer when a new delayed job may be due earlier than it planned.
+    timer_wake: Notify,
+    leases: Mutex<HashMap<Arc<str>, Lease>>,
+    limiter: Mutex<Limiter>,
+    /// Stop taking new jobs.
+    stop: CancellationToken,
+    /// Abandon running jobs (after the shutdown grace period).
+    abandon: CancellationToken,
+    tasks: TaskTracker,
+    started: Mutex<bool>,
+}
+
+impl QueueShared {
+    fn publish(&self, kind: EventKind, job_id: Option<&str>, detail: Option<String>) {
+        self.hub.publish(QueueEvent {
+            queue: self.name.clone(),
+            kind,
+            job_id: job_id.map(Arc::from),
+            detail,
+        });
+    }
+
+    /// Reserves a start in the rate-limit window, or says when the window reopens.
+    fn reserve(&self, now: Millis) -> Result<(), Millis> {
+        let Some(limit) = self.config.rate_limit else { return Ok(()) };
+        let mut limiter = self.limiter.lock();
+        if now >= limiter.window_start.saturating_add(limit.duration_ms) {
+            limiter.window_start = now;
+            limiter.used = 0;
+        }
+        if limiter.used >= limit.max {
+            return Err(limiter.window_start.saturating_add(limit.duration_ms));
+        }
+        limiter.used += 1;
+        Ok(())
+    }
+
+    fn unreserve(&self) {
+        if self.config.rate_limit.is_some() {
+            let mut limiter = self.limiter.lock();
+            limiter.used = limiter.used.saturating_sub(1);
+        }
+    }
+
+    fn processor_for(&self, name: &str) -> Option<Arc<dyn Processor>> {
+        let processors = self.processors.read();
+        processors.get(name).or_else(|| processors.get(ANY_NAME)).cloned()
+    }
+
+    fn keep_completed(&self, opts: &JobOptions) -> KeepJobs {
+        opts.remove_on_complete.unwrap_or(self.config.keep_completed)
+    }
+
+    fn keep_failed(&self, opts: &JobOptions) -> KeepJobs {
+        opts.remove_on_fail.unwrap_or(self.config.keep_failed)
+    }
+}
+
+/// A handle to one queue; cheap to clone.
+#[derive(Clone)]
+pub struct Queue {
+    shared: Arc<QueueShared>,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue").field("name", &self.shared.name).finish()
+    }
+}
+
+impl Queue {
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    pub fn config(&self) -> &QueueConfig {
+        &self.shared.config
+    }
+
+    /// Registers the processor for jobs called `name` ([`ANY_NAME`] for every other name).
+    pub fn process(&self, name: &str, processor: impl Processor) {
+        self.shared
+            .processors
+            .write()
+            .insert(name.to_owned(), Arc::new(processor));
+        self.shared.work_ready.notify_one();
+    }
+
+    fn check(&self, job: &NewJob) -> Result<(), QueueError> {
+        if job.name.is_empty() || job.name.len() > MAX_NAME_LEN {
+            return Err(QueueError::InvalidOptions(format!(
+                "job name must be 1 to {MAX_NAME_LEN} bytes"
+            )));
+        }
+        if job.data.len() > self.shared.config.max_data_bytes {
+            return Err(QueueError::DataTooLarge {
+                size: job.data.len(),
+                limit: self.shared.config.max_data_bytes,
+            });
+        }
+        options::validate(&job.opts)
+    }
+
+    /// Adds one job; returns once it is durable.
+    pub async fn add(&self, name: &str, data: &Value, opts: JobOptions) -> Result<Added, QueueError> {
+        let job = NewJob {
+            name: name.to_owned(),
+            data: data.to_string(),
+            opts,
+        };
+        let mut added = self.add_bulk(vec![job]).await?;
+        added
+            .pop()
+            .ok_or_else(|| QueueError::InvalidOptions("no job was added".to_owned()))
+    }
+
+    /// Adds jobs as one atomic, durable batch: all of them or none.
+    pub async fn add_bulk(&self, jobs: Vec<NewJob>) -> Result<Vec<Added>, QueueError> {
+        if self.shared.stop.is_cancelled() {
+            return Err(QueueError::ShuttingDown);
+        }
+        for job in &jobs {
+            self.check(job)?;
+        }
+        let shared = self.shared.clone();
+        // The add and its wake-ups run in their own task, so a caller that gives up waiting
+        // (a dropped HTTP request) cannot leave a durable job unannounced.
+        let task = tokio::spawn(async move {
+            let now = shared.clock.now();
+            let added = shared.store.add(&shared.name, jobs, now).await?;
+            let mut delayed = false;
+            let mut waiting = false;
+            for job in added.iter().filter(|job| !job.existed) {
+                shared.publish(EventKind::Added, Some(&job.id), None);
+                match job.state {
+                    JobState::Delayed => {
+                        delayed = true;
+                        shared.publish(EventKind::Delayed, Some(&job.id), None);
+                    }
+                    _ => {
+                        waiting = true;
+                        shared.publish(EventKind::Waiting, Some(&job.id), None);
+                    }
+                }
+            }
+            if waiting {
+                shared.work_ready.notify_one();
+            }
+            if delayed {
+                shared.timer_wake.notify_one();
+            }
+            Ok::<_, QueueError>(added)
+        });
+        task.await.map_err(|_| QueueError::ShuttingDown)?
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Job>, QueueError> {
+        Ok(self.shared.store.get(&self.shared.name, id).await?)
+    }
+
+    pub async fn logs(&self, id: &str) -> Result<Vec<String>, QueueError> {
+        Ok(self.shared.store.logs(&self.shared.name, id).await?)
+    }
+
+    pub async fn counts(&self) -> Result<Counts, QueueError> {
+        Ok(self.shared.store.counts(&self.shared.name).await?)
+    }
+
+    /// Jobs in `state`, newest first.
+    pub async fn list(&self, state: JobState, offset: u64, limit: u64) -> Result<JobPage, QueueError> {
+        Ok(self.shared.store.list(&self.shared.name, state, offset, limit).await?)
+    }
+
+    async fn explain_miss(&self, id: &str, expected: &'static str) -> QueueError {
+        match self.get(id).await {
+            Ok(Some(job)) => QueueError::WrongState {
+                id: id.to_owned(),
+                state: job.status.state.to_string(),
+                expected,
+            },
+            Ok(None) => QueueError::JobNotFound(id.to_owned()),
+            Err(err) => err,
+        }
+    }
+
+    /// Sends one failed job back to `waiting` with fresh attempts.
+    pub async fn retry(&self, id: &str) -> Result<(), QueueError> {
+        let now = self.shared.clock.now();
+        if !self.shared.store.retry(&self.shared.name, id, now).await? {
+            return Err(self.explain_miss(id, "failed").await);
+        }
+        self.shared.publish(EventKind::Waiting, Some(id), None);
+        self.shared.work_ready.notify_one();
+        Ok(())
+    }
+
+    pub async fn retry_all_failed(&self) -> Result<u64, QueueError> {
+        let now = self.shared.clock.now();
+        let count = self.shared.store.retry_all_failed(&self.shared.name, now).await?;
+        if count > 0 {
+            self.shared.publish(EventKind::Waiting, None, Some(count.to_string()));
+            self.shared.work_ready.notify_one();
+        }
+        Ok(count)
+    }
+
+    /// Runs a delayed job now.
+    pub async fn promote(&self, id: &str) -> Result<(), QueueError> {
+        let now = self.shared.clock.now();
+        if !self.shared.store.promote(&self.shared.name, id, now).await? {
+            return Err(self.explain_miss(id, "delayed").await);
+        }
+        self.shared.publish(EventKind::Waiting, Some(id), None);
+        self.shared.work_ready.notify_one();
+        Ok(())
+    }
+
+    pub async fn remove(&self, id: &str) -> Result<(), QueueError> {
+        match self.shared.store.remove(&self.shared.name, id).await? {
+            RemovedOutcome::Removed => {
+                self.shared.publish(EventKind::Removed, Some(id), None);
+                Ok(())
+            }
+            RemovedOutcome::NotFound => Err(QueueError::JobNotFound(id.to_owned())),
+            RemovedOutcome::Active => Err(QueueError::JobActive(id.to_owned())),
+        }
+    }
+
+    /// Removes up to `limit` (0: all) jobs in `state` older than `grace_ms`. Active jobs are
+    /// owned by workers and cannot be cleaned; cancel them instead.
+    pub async fn clean(&self, state: JobState, grace_ms: u64, limit: u64) -> Result<Vec<String>, QueueError> {
+        if state == JobState::Active {
+            return Err(QueueError::InvalidOptions(
+                "active jobs cannot be cleaned: cancel them".to_owned(),
+            ));
+        }
+        let now = self.shared.clock.now();
+        let removed = self
+            .shared
+            .store
+            .clean(&self.shared.name, state, grace_ms, limit, now)
+            .await?;
+        for id in &removed {
+            self.shared.publish(EventKind::Removed, Some(id), None);
+        }
+        Ok(removed)
+    }
+
+    /// Removes every waiting job (and delayed ones when asked).
+    pub async fn drain(&self, include_delayed: bool) -> Result<u64, QueueError> {
+        let count = self.shared.store.drain(&self.shared.name, include_delayed).await?;
+        self.shared.publish(EventKind::Drained, None, Some(count.to_string()));
+        Ok(count)
+    }
+
+    pub async fn pause(&self) -> Result<(), QueueError> {
+        self.shared.store.set_paused(&self.shared.name, true).await?;
+        self.shared.publish(EventKind::Paused, None, None);
+        Ok(())
+    }
+
+    pub async fn resume(&self) -> Result<(), QueueError> {
+        self.shared.store.set_paused(&self.shared.name, false).await?;
+        self.shared.publish(EventKind::Resumed, None, None);
+        self.shared.work_ready.notify_one();
+        Ok(())
+    }
+
+    pub async fn is_paused(&self) -> Result<bool, QueueError> {
+        Ok(self.shared.store.is_paused(&self.shared.name).await?)
+    }
+
+    /// Fails an active job now; its processor is stopped at its next await point.
+    pub async fn cancel(&self, id: &str, reason: &str) -> Result<(), QueueError> {
+        let now = self.shared.clock.now();
+        let reason = if reason.is_empty() { "cancelled" } else { reason };
+        if !self
+            .shared
+            .store
+            .force_fail(&self.shared.name, id, reason.to_owned(), now)
+            .await?
+        {
+            return Err(self.explain_miss(id, "active").await);
+        }
+        if let Some(lease) = self.shared.leases.lock().remove(id) {
+            lease.cancel.notify_one();
+        }
+        self.shared.metrics.record_failed(now, 0, true);
+        self.shared.publish(EventKind::Failed, Some(id), Some(reason.to_owned()));
+        Ok(())
+    }
+
+    pub fn metrics(&self, window_minutes: usize) -> MetricsSnapshot {
+        self.shared.metrics.snapshot(self.shared.clock.now(), window_minutes)
+    }
+
+    /// How long the longest-waiting job has waited, in ms.
+    pub async fn oldest_waiting_ms(&self) -> Result<Option<u64>, QueueError> {
+        let now = self.shared.clock.now();
+        let oldest = self.shared.store.oldest_waiting(&self.shared.name).await?;
+        Ok(oldest.map(|at| now.saturating_sub(at)))
+    }
+
+    /// Current time on the engine's clock.
+    pub fn now(&self) -> Millis {
+        self.shared.clock.now()
+    }
+
+    fn start(&self) {
+        let mut started = self.shared.started.lock();
+        if *started {
+            return;
+        }
+        *started = true;
+        let tasks = &self.shared.tasks;
+        for _ in 0..self.shared.config.concurrency.max(1) {
+            tasks.spawn(worker(self.shared.clone()));
+        }
+        tasks.spawn(timer(self.shared.clone()));
+        tasks.spawn(retention(self.shared.clone()));
+    }
+}
+
+/// Every queue of the application, over one store and one event hub.
+#[derive(Clone)]
+pub struct QueueManager {
+    store: Arc<dyn JobStore>,
+    hub: Arc<dyn EventHub>,
+    clock: Clock,
+    queues: Arc<RwLock<Vec<Queue>>>,
+    started: Arc<Mutex<bool>>,
+}
+
+impl QueueManager {
+    pub fn new(store: Arc<dyn JobStore>, hub: Arc<dyn EventHub>) -> QueueManager {
+        QueueManager {
+            store,
+            hub,
+            clock: Clock::new(),
+            queues: Arc::new(RwLock::new(Vec::new())),
+            started: Arc::new(Mutex::new(false)),
+        }
+    }
+
+    /// Registers a queue and recovers the jobs a previous process left active (stalled).
+    pub async fn register(&self, config: QueueConfig) -> Result<Queue, QueueError> {
+        if !valid_queue_name(&config.name) {
+            return Err(QueueError::InvalidOptions(format!(
+                "queue name {:?} must be 1 to 64 of a-z, 0-9, - and _",
+                config.name
+            )));
+        }
+        if self.queues.read().iter().any(|queue| queue.name() == config.name) {
+            return Err(QueueError::AlreadyRegistered(config.name));
+        }
+        let name: Arc<str> = Arc::from(config.name.as_str());
+        let shared = Arc::new(QueueShared {
+            name: name.clone(),
+            store: self.store.clone(),
+            hub: self.hub.clone(),
+            clock: self.clock,
+            metrics: QueueMetrics::new(),
+            processors: RwLock::new(HashMap::new()),
+            work_ready: Notify::new(),
+            timer_wake: Notify::new(),
+            leases: Mutex::new(HashMap::new()),
+            limiter: Mutex::new(Limiter {
+                window_start: 0,
+                used: 0,
+            }),
+            stop: CancellationToken::new(),
+            abandon: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            started: Mutex::new(false),
+            config,
+        });
+        let stalled = shared
+            .store
+            .recover_stalled(&name, shared.config.max_stalled_count, self.clock.now())
+            .await?;
+        if !stalled.is_empty() {
+            tracing::warn!(queue = %name, count = stalled.len(), "recovered jobs left active by a previous run");
+        }
+        for id in &stalled {
+            shared.publish(EventKind::Stalled, Some(id), None);
+        }
+        let queue = Queue { shared };
+        self.queues.write().push(queue.clone());
+        if *self.started.lock() {
+            queue.start();
+        }
+        Ok(queue)
+    }
+
+    pub fn queue(&self, name: &str) -> Result<Queue, QueueError> {
+        self.queues
+            .read()
+            .iter()
+            .find(|queue| queue.name() == name)
+            .cloned()
+            .ok_or_else(|| QueueError::UnknownQueue(name.to_owned()))
+    }
+
+    pub fn queues(&self) -> Vec<Queue> {
+        self.queues.read().clone()
+    }
+
+    pub fn hub(&self) -> &Arc<dyn EventHub> {
+        &self.hub
+    }
+
+    pub fn store(&self) -> &Arc<dyn JobStore> {
+        &self.store
+    }
+
+    /// Starts the workers of every queue (registered now or later).
+    pub fn start(&self) {
+        *self.started.lock() = true;
+        for queue in self.queues.read().iter() {
+            queue.start();
+        }
+    }
+
+    /// Stops taking jobs, gives running jobs `grace` to finish, returns the rest to `waiting`,
+    /// and flushes the store.
+    pub async fn shutdown(&self, grace: Duration) -> Result<(), QueueError> {
+        let queues = self.queues();
+        for queue in &queues {
+            queue.shared.stop.cancel();
+            queue.shared.tasks.close();
+        }
+        let deadline = Instant::now() + grace;
+        for queue in &queues {
+            if tokio::time::timeout_at(deadline, queue.shared.tasks.wait()).await.is_err() {
+                tracing::warn!(queue = %queue.name(), "jobs still running after the grace period: returning them to waiting");
+            }
+        }
+        for queue in &queues {
+            queue.shared.abandon.cancel();
+            queue.shared.tasks.wait().await;
+        }
+        self.store.flush().await?;
+        Ok(())
+    }
+}
+
+fn valid_queue_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+async fn worker(queue: Arc<QueueShared>) {
+    loop {
+        if queue.stop.is_cancelled() {
+            return;
+        }
+        let now = queue.clock.now();
+        if let Err(reopens) = queue.reserve(now) {
+            tokio::select! {
+                _ = tokio::time::sleep_until(queue.clock.instant_at(reopens)) => continue,
+                _ = queue.stop.cancelled() => return,
+            }
+        }
+        let taken = match queue.store.take(&queue.name, now).await {
+            Ok(Some(job)) => job,
+            Ok(None) => {
+                queue.unreserve();
+                tokio::select! {
+                    _ = queue.work_ready.notified() => continue,
+                    _ = queue.stop.cancelled() => return,
+                }
+            }
+            Err(err) => {
+                queue.unreserve();
+                tracing::error!(queue = %queue.name, error = %err, "cannot take a job");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = queue.stop.cancelled() => return,
+                }
+            }
+        };
+        if taken.more_waiting {
+            queue.work_ready.notify_one();
+        }
+        run_job(&queue, taken).await;
+    }
+}
+
+enum Outcome {
+    Finished(JobResult),
+    Cancelled,
+    Abandoned,
+}
+
+fn panic_failure(payload: Box<dyn std::any::Any + Send>) -> JobFailure {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic payload".to_owned());
+    JobFailure::msg(format!("processor panicked: {message}"))
+}
+
+async fn run_job(queue: &Arc<QueueShared>, job: TakenJob) {
+    let started = queue.clock.now();
+    queue
+        .metrics
+        .record_wait(started, started.saturating_sub(job.ready_at).saturating_mul(1000));
+    let started_at = Instant::now();
+    let id: Arc<str> = Arc::from(job.id.as_str());
+    let cancel = Arc::new(Notify::new());
+    let lease_ms = queue.config.lease_ms.max(2);
+    let first_lease = {
+        let mut leases = queue.leases.lock();
+        leases.insert(
+            id.clone(),
+            Lease {
+                token: job.token,
+                until: started + lease_ms,
+                cancel: cancel.clone(),
+            },
+        );
+        leases.len() == 1
+    };
+    // The timer plans its sleep around the earliest lease; only a first lease can be earlier
+    // than every lease it already knows.
+    if first_lease {
+        queue.timer_wake.notify_one();
+    }
+    queue.publish(EventKind::Active, Some(&id), None);
+
+    let context = JobContext {
+        queue: queue.clone(),
+        id: job.id.clone(),
+        name: job.spec.name.clone(),
+        data: job.spec.data.clone(),
+        attempts_made: job.attempts_made,
+        token: job.token,
+    };
+    let processor = queue.processor_for(&job.spec.name);
+    let name = job.spec.name.clone();
+    let work = async move {
+        match processor {
+            Some(processor) => AssertUnwindSafe(processor.process(context))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|payload| Err(panic_failure(payload))),
+            None => Err(JobFailure::msg(format!("no processor for job name {name}"))),
+        }
+    };
+    let timed = async {
+        match job.spec.opts.timeout_ms {
+            Some(ms) => tokio::time::timeout(Duration::from_millis(ms), work)
+                .await
+                .unwrap_or_else(|_| Err(JobFailure::msg(format!("job timed out after {ms} ms")))),
+            None => work.await,
+        }
+    };
+    // Renewal runs in the worker's own task: a processor that blocks its thread stops renewing,
+    // and the timer then hands the job to another worker (Bull's stalled-job semantics).
+    let renew = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(lease_ms / 2)).await;
+            if let Some(lease) = queue.leases.lock().get_mut(&id) {
+                if lease.token == job.token {
+                    lease.until = queue.clock.now() + lease_ms;
+                }
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        result = timed => Outcome::Finished(result),
+        _ = renew => Outcome::Abandoned,
+        _ = cancel.notified() => Outcome::Cancelled,
+        _ = queue.abandon.cancelled() => Outcome::Abandoned,
+    };
+    {
+        let mut leases = queue.leases.lock();
+        if leases.get(&id).is_some_and(|lease| lease.token == job.token) {
+            leases.remove(&id);
+        }
+    }
+    let now = queue.clock.now();
+    let elapsed_us = started_at.elapsed().as_micros() as u64;
+    let result = match outcome {
+        Outcome::Cancelled => return,
+        Outcome::Abandoned => queue
+            .store
+            .release(&queue.name, &id, job.token, now)
+            .await
+            .map(|_| ()),
+        Outcome::Finished(Ok(value)) => {
+            let keep = queue.keep_completed(&job.spec.opts);
+            let text = value.to_string();
+            match queue
+                .store
+                .complete(&queue.name, &id, job.token, text.clone(), keep, now)
+                .await
+            {
+                Ok(true) => {
+                    queue.metrics.record_completed(now, elapsed_us);
+                    queue.publish(EventKind::Completed, Some(&id), Some(text));
+                    Ok(())
+                }
+                Ok(false) => Ok(()),
+                Err(err) => Err(err),
+            }
+        }
+        Outcome::Finished(Err(failure)) => record_failure(queue, &id, &job, failure, now, elapsed_us).await,
+    };
+    if let Err(err) = result {
+        tracing::error!(queue = %queue.name, job = %id, error = %err, "cannot record a job outcome");
+    }
+}
+
+async fn record_failure(
+    queue: &Arc<QueueShared>,
+    id: &str,
+    job: &TakenJob,
+    failure: JobFailure,
+    now: Millis,
+    elapsed_us: u64,
+) -> Result<(), crate::store::StoreError> {
+    let opts = &job.spec.opts;
+    let attempts_made = job.attempts_made + 1;
+    let retry_at = (attempts_made < opts.attempts).then(|| {
+        let delay = opts
+            .backoff
+            .map(|backoff| backoff.delay_after(attempts_made, rand::random::<f64>()))
+            .unwrap_or(0);
+        now.saturating_add(delay)
+    });
+    let keep = queue.keep_failed(opts);
+    let outcome = queue
+        .store
+        .fail(&queue.name, id, job.token, failure.message.clone(), failure.stack(), retry_at, keep, now)
+        .await?;
+    tracing::debug!(queue = %queue.name, job = %id, reason = %failure.message, "job attempt failed");
+    match outcome {
+        FailOutcome::Retrying { at } => {
+            queue.metrics.record_failed(now, elapsed_us, false);
+            if at > now {
+                queue.publish(EventKind::Delayed, Some(id), Some(failure.message));
+                queue.timer_wake.notify_one();
+            } else {
+                queue.publish(EventKind::Waiting, Some(id), Some(failure.message));
+                queue.work_ready.notify_one();
+            }
+        }
+        FailOutcome::Failed => {
+            queue.metrics.record_failed(now, elapsed_us, true);
+            queue.publish(EventKind::Failed, Some(id), Some(failure.message));
+        }
+        FailOutcome::Stale => {}
+    }
+    Ok(())
+}
+
+/// Promotes due delayed jobs and takes expired leases away, sleeping in between.
+async fn timer(queue: Arc<QueueShared>) {
+    loop {
+        let now = queue.clock.now();
+        match queue.store.promote_due(&queue.name, now).await {
+            Ok(promoted) => {
+                for id in &promoted {
+                    queue.publish(EventKind::Waiting, Some(id), None);
+                }
+                if !promoted.is_empty() {
+                    queue.work_ready.notify_one();
+                }
+            }
+            Err(err) => tracing::error!(queue = %queue.name, error = %err, "cannot promote delayed jobs"),
+        }
+        let expired: Vec<(Arc<str>, u64)> = queue
+            .leases
+            .lock()
+            .iter()
+            .filter(|(_, lease)| lease.until <= now)
+            .map(|(id, lease)| (id.clone(), lease.token))
+            .collect();
+        for (id, token) in expired {
+            if let Some(lease) = queue.leases.lock().remove(&id) {
+                lease.cancel.notify_one();
+            }
+            match queue
+                .store
+                .stall(&queue.name, &id, token, queue.config.max_stalled_count, now)
+                .await
+            {
+                Ok(Some(state)) => {
+                    tracing::warn!(queue = %queue.name, job = %id, "job stalled: its worker stopped renewing the lease");
+                    queue.publish(EventKind::Stalled, Some(&id), None);
+                    if state == JobState::Failed {
+                        queue.metrics.record_failed(now, 0, true);
+                        queue.publish(
+                            EventKind::Failed,
+                            Some(&id),
+                            Some("job stalled more than allowable limit".to_owned()),
+                        );
+                    } else {
+                        queue.work_ready.notify_one();
+                    }
+                }
+                Ok(None) => {}
+                Err(err) => tracing::error!(queue = %queue.name, job = %id, error = %err, "cannot requeue a stalled job"),
+            }
+        }
+        let next_due = queue.store.next_due(&queue.name).await.unwrap_or(None);
+        let next_lease = queue.leases.lock().values().map(|lease| lease.until).min();
+        let wake_at = match (next_due, next_lease) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match wake_at {
+            Some(at) => tokio::select! {
+                _ = tokio::time::sleep_until(queue.clock.instant_at(at)) => {}
+                _ = queue.timer_wake.notified() => {}
+                _ = queue.stop.cancelled() => return,
+            },
+            None => tokio::select! {
+                _ = queue.timer_wake.notified() => {}
+                _ = queue.stop.cancelled() => return,
+            },
+        }
+    }
+}
+
+/// Trims finished jobs to the queue's default retention, in the background.
+async fn retention(queue: Arc<QueueShared>) {
+    let config = &queue.config;
+    if config.keep_completed.keeps_everything() && config.keep_failed.keeps_everything() {
+        return;
+    }
+    let every = Duration::from_millis(config.retention_interval_ms.max(100));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = queue.stop.cancelled() => return,
+        }
+        let now = queue.clock.now();
+        match queue
+            .store
+            .trim(&queue.name, config.keep_completed, config.keep_failed, now)
+            .await
+        {
+            Ok(0) => {}
+            Ok(removed) => tracing::debug!(queue = %queue.name, removed, "retention trimmed finished jobs"),
+            Err(err) => tracing::error!(queue = %queue.name, error = %err, "retention failed"),
+        }
+    }
+}
