@@ -5,7 +5,12 @@
 //! - `queue` — job options, the state machine's engine, scheduler, workers, events, metrics;
 //! - `store` — storage traits and their backends (sled by default).
 //!
-//! `config` parses settings; `server` wires the layers together and runs until shutdown.
+//! `config` parses settings; `jobs` names the application queues; `server` wires the layers
+//! together and runs until shutdown.
 
+pub mod config;
+pub mod http;
+pub mod jobs;
 pub mod queue;
+pub mod server;
 pub mod store;

@@ -1,1 +1,57 @@
-fn main() {}
+//! The `courier` binary: parse settings, set up logging, bind, and hand over to
+//! [`courier::server::run`] until SIGINT or SIGTERM.
+//!
+//! Exit codes: 0 after a clean shutdown, 2 for invalid settings (including an unwritable data
+//! directory), 1 when the port cannot be bound or the server fails.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use courier::config::{Config, LogFormat, EXIT_INVALID_CONFIG};
+use courier::server;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::parse_or_exit();
+    // Installed before any start-up work, so an early SIGTERM still shuts down cleanly.
+    let shutdown = server::shutdown_signal();
+    if let Err(message) = init_tracing(config.log_format) {
+        return fail(EXIT_INVALID_CONFIG, &message);
+    }
+    if let Err(err) = config.prepare_data_dir() {
+        return fail(EXIT_INVALID_CONFIG, &format!("{err:#}"));
+    }
+
+    let address = SocketAddr::new(config.bind_addr, config.port);
+    let listener = match tokio::net::TcpListener::bind(address).await {
+        Ok(listener) => listener,
+        Err(err) => return fail(1, &format!("cannot listen on {address}: {err}")),
+    };
+
+    match server::run(listener, config, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(1, &format!("{err:#}")),
+    }
+}
+
+/// Prints one line to stderr (whatever the log format, so it is seen even with logging off).
+fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("courier: error: {message}");
+    ExitCode::from(code)
+}
+
+/// `RUST_LOG` filters (default `info`); an invalid filter is an invalid setting.
+fn init_tracing(format: LogFormat) -> Result<(), String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(&directives)
+            .map_err(|err| format!("invalid value '{directives}' for RUST_LOG: {err}"))?,
+        _ => EnvFilter::new("info"),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let installed = match format {
+        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    installed.map_err(|err| format!("cannot set up logging: {err}"))
+}

@@ -14,14 +14,24 @@ async fn smoke() {
     let mut config = QueueConfig::new("message");
     config.concurrency = 4;
     let queue = manager.register(config).await.unwrap();
-    queue.process("*", |job: courier::queue::JobContext| async move { Ok(json!({"echo": job.data})) });
+    queue.process("*", |job: courier::queue::JobContext| async move {
+        Ok(json!({"echo": job.data}))
+    });
     manager.start();
     let mut ids = Vec::new();
     for n in 0..100 {
-        ids.push(queue.add("x", &json!({"n": n}), JobOptions::default()).await.unwrap().id);
+        ids.push(
+            queue
+                .add("x", &json!({"n": n}), JobOptions::default())
+                .await
+                .unwrap()
+                .id,
+        );
     }
     for _ in 0..200 {
-        if queue.counts().await.unwrap().completed == 100 { break; }
+        if queue.counts().await.unwrap().completed == 100 {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let counts = queue.counts().await.unwrap();

@@ -166,14 +166,18 @@ impl JobContext {
             .progress(&self.queue.name, &self.id, self.token, text.clone())
             .await?;
         if recorded {
-            self.queue.publish(EventKind::Progress, Some(&self.id), Some(text));
+            self.queue
+                .publish(EventKind::Progress, Some(&self.id), Some(text));
         }
         Ok(())
     }
 
     /// Appends a line to the job's log.
     pub async fn log(&self, line: impl Into<String>) -> Result<(), JobFailure> {
-        self.queue.store.log(&self.queue.name, &self.id, line.into()).await?;
+        self.queue
+            .store
+            .log(&self.queue.name, &self.id, line.into())
+            .await?;
         Ok(())
     }
 
@@ -229,7 +233,9 @@ impl QueueShared {
 
     /// Reserves a start in the rate-limit window, or says when the window reopens.
     fn reserve(&self, now: Millis) -> Result<(), Millis> {
-        let Some(limit) = self.config.rate_limit else { return Ok(()) };
+        let Some(limit) = self.config.rate_limit else {
+            return Ok(());
+        };
         let mut limiter = self.limiter.lock();
         if now >= limiter.window_start.saturating_add(limit.duration_ms) {
             limiter.window_start = now;
@@ -251,11 +257,15 @@ impl QueueShared {
 
     fn processor_for(&self, name: &str) -> Option<Arc<dyn Processor>> {
         let processors = self.processors.read();
-        processors.get(name).or_else(|| processors.get(ANY_NAME)).cloned()
+        processors
+            .get(name)
+            .or_else(|| processors.get(ANY_NAME))
+            .cloned()
     }
 
     fn keep_completed(&self, opts: &JobOptions) -> KeepJobs {
-        opts.remove_on_complete.unwrap_or(self.config.keep_completed)
+        opts.remove_on_complete
+            .unwrap_or(self.config.keep_completed)
     }
 
     fn keep_failed(&self, opts: &JobOptions) -> KeepJobs {
@@ -271,7 +281,9 @@ pub struct Queue {
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue").field("name", &self.shared.name).finish()
+        f.debug_struct("Queue")
+            .field("name", &self.shared.name)
+            .finish()
     }
 }
 
@@ -309,7 +321,12 @@ impl Queue {
     }
 
     /// Adds one job; returns once it is durable.
-    pub async fn add(&self, name: &str, data: &Value, opts: JobOptions) -> Result<Added, QueueError> {
+    pub async fn add(
+        &self,
+        name: &str,
+        data: &Value,
+        opts: JobOptions,
+    ) -> Result<Added, QueueError> {
         let job = NewJob {
             name: name.to_owned(),
             data: data.to_string(),
@@ -374,8 +391,17 @@ impl Queue {
     }
 
     /// Jobs in `state`, newest first.
-    pub async fn list(&self, state: JobState, offset: u64, limit: u64) -> Result<JobPage, QueueError> {
-        Ok(self.shared.store.list(&self.shared.name, state, offset, limit).await?)
+    pub async fn list(
+        &self,
+        state: JobState,
+        offset: u64,
+        limit: u64,
+    ) -> Result<JobPage, QueueError> {
+        Ok(self
+            .shared
+            .store
+            .list(&self.shared.name, state, offset, limit)
+            .await?)
     }
 
     async fn explain_miss(&self, id: &str, expected: &'static str) -> QueueError {
@@ -403,9 +429,14 @@ impl Queue {
 
     pub async fn retry_all_failed(&self) -> Result<u64, QueueError> {
         let now = self.shared.clock.now();
-        let count = self.shared.store.retry_all_failed(&self.shared.name, now).await?;
+        let count = self
+            .shared
+            .store
+            .retry_all_failed(&self.shared.name, now)
+            .await?;
         if count > 0 {
-            self.shared.publish(EventKind::Waiting, None, Some(count.to_string()));
+            self.shared
+                .publish(EventKind::Waiting, None, Some(count.to_string()));
             self.shared.work_ready.notify_one();
         }
         Ok(count)
@@ -414,7 +445,12 @@ impl Queue {
     /// Runs a delayed job now.
     pub async fn promote(&self, id: &str) -> Result<(), QueueError> {
         let now = self.shared.clock.now();
-        if !self.shared.store.promote(&self.shared.name, id, now).await? {
+        if !self
+            .shared
+            .store
+            .promote(&self.shared.name, id, now)
+            .await?
+        {
             return Err(self.explain_miss(id, "delayed").await);
         }
         self.shared.publish(EventKind::Waiting, Some(id), None);
@@ -435,7 +471,12 @@ impl Queue {
 
     /// Removes up to `limit` (0: all) jobs in `state` older than `grace_ms`. Active jobs are
     /// owned by workers and cannot be cleaned; cancel them instead.
-    pub async fn clean(&self, state: JobState, grace_ms: u64, limit: u64) -> Result<Vec<String>, QueueError> {
+    pub async fn clean(
+        &self,
+        state: JobState,
+        grace_ms: u64,
+        limit: u64,
+    ) -> Result<Vec<String>, QueueError> {
         if state == JobState::Active {
             return Err(QueueError::InvalidOptions(
                 "active jobs cannot be cleaned: cancel them".to_owned(),
@@ -455,19 +496,30 @@ impl Queue {
 
     /// Removes every waiting job (and delayed ones when asked).
     pub async fn drain(&self, include_delayed: bool) -> Result<u64, QueueError> {
-        let count = self.shared.store.drain(&self.shared.name, include_delayed).await?;
-        self.shared.publish(EventKind::Drained, None, Some(count.to_string()));
+        let count = self
+            .shared
+            .store
+            .drain(&self.shared.name, include_delayed)
+            .await?;
+        self.shared
+            .publish(EventKind::Drained, None, Some(count.to_string()));
         Ok(count)
     }
 
     pub async fn pause(&self) -> Result<(), QueueError> {
-        self.shared.store.set_paused(&self.shared.name, true).await?;
+        self.shared
+            .store
+            .set_paused(&self.shared.name, true)
+            .await?;
         self.shared.publish(EventKind::Paused, None, None);
         Ok(())
     }
 
     pub async fn resume(&self) -> Result<(), QueueError> {
-        self.shared.store.set_paused(&self.shared.name, false).await?;
+        self.shared
+            .store
+            .set_paused(&self.shared.name, false)
+            .await?;
         self.shared.publish(EventKind::Resumed, None, None);
         self.shared.work_ready.notify_one();
         Ok(())
@@ -480,7 +532,11 @@ impl Queue {
     /// Fails an active job now; its processor is stopped at its next await point.
     pub async fn cancel(&self, id: &str, reason: &str) -> Result<(), QueueError> {
         let now = self.shared.clock.now();
-        let reason = if reason.is_empty() { "cancelled" } else { reason };
+        let reason = if reason.is_empty() {
+            "cancelled"
+        } else {
+            reason
+        };
         if !self
             .shared
             .store
@@ -493,12 +549,15 @@ impl Queue {
             lease.cancel.notify_one();
         }
         self.shared.metrics.record_failed(now, 0, true);
-        self.shared.publish(EventKind::Failed, Some(id), Some(reason.to_owned()));
+        self.shared
+            .publish(EventKind::Failed, Some(id), Some(reason.to_owned()));
         Ok(())
     }
 
     pub fn metrics(&self, window_minutes: usize) -> MetricsSnapshot {
-        self.shared.metrics.snapshot(self.shared.clock.now(), window_minutes)
+        self.shared
+            .metrics
+            .snapshot(self.shared.clock.now(), window_minutes)
     }
 
     /// How long the longest-waiting job has waited, in ms.
@@ -557,7 +616,12 @@ impl QueueManager {
                 config.name
             )));
         }
-        if self.queues.read().iter().any(|queue| queue.name() == config.name) {
+        if self
+            .queues
+            .read()
+            .iter()
+            .any(|queue| queue.name() == config.name)
+        {
             return Err(QueueError::AlreadyRegistered(config.name));
         }
         let name: Arc<str> = Arc::from(config.name.as_str());
@@ -638,7 +702,10 @@ impl QueueManager {
         }
         let deadline = Instant::now() + grace;
         for queue in &queues {
-            if tokio::time::timeout_at(deadline, queue.shared.tasks.wait()).await.is_err() {
+            if tokio::time::timeout_at(deadline, queue.shared.tasks.wait())
+                .await
+                .is_err()
+            {
                 tracing::warn!(queue = %queue.name(), "jobs still running after the grace period: returning them to waiting");
             }
         }
@@ -712,9 +779,10 @@ fn panic_failure(payload: Box<dyn std::any::Any + Send>) -> JobFailure {
 
 async fn run_job(queue: &Arc<QueueShared>, job: TakenJob) {
     let started = queue.clock.now();
-    queue
-        .metrics
-        .record_wait(started, started.saturating_sub(job.ready_at).saturating_mul(1000));
+    queue.metrics.record_wait(
+        started,
+        started.saturating_sub(job.ready_at).saturating_mul(1000),
+    );
     let started_at = Instant::now();
     let id: Arc<str> = Arc::from(job.id.as_str());
     let cancel = Arc::new(Notify::new());
@@ -735,6 +803,9 @@ async fn run_job(queue: &Arc<QueueShared>, job: TakenJob) {
     // than every lease it already knows.
     if first_lease {
         queue.timer_wake.notify_one();
+        // Let the timer see the lease before the processor runs: a processor that hogs this
+        // thread would otherwise also hold up the timer task just woken onto it.
+        tokio::task::yield_now().await;
     }
     queue.publish(EventKind::Active, Some(&id), None);
 
@@ -785,7 +856,10 @@ async fn run_job(queue: &Arc<QueueShared>, job: TakenJob) {
     };
     {
         let mut leases = queue.leases.lock();
-        if leases.get(&id).is_some_and(|lease| lease.token == job.token) {
+        if leases
+            .get(&id)
+            .is_some_and(|lease| lease.token == job.token)
+        {
             leases.remove(&id);
         }
     }
@@ -815,7 +889,9 @@ async fn run_job(queue: &Arc<QueueShared>, job: TakenJob) {
                 Err(err) => Err(err),
             }
         }
-        Outcome::Finished(Err(failure)) => record_failure(queue, &id, &job, failure, now, elapsed_us).await,
+        Outcome::Finished(Err(failure)) => {
+            record_failure(queue, &id, &job, failure, now, elapsed_us).await
+        }
     };
     if let Err(err) = result {
         tracing::error!(queue = %queue.name, job = %id, error = %err, "cannot record a job outcome");
@@ -842,7 +918,16 @@ async fn record_failure(
     let keep = queue.keep_failed(opts);
     let outcome = queue
         .store
-        .fail(&queue.name, id, job.token, failure.message.clone(), failure.stack(), retry_at, keep, now)
+        .fail(
+            &queue.name,
+            id,
+            job.token,
+            failure.message.clone(),
+            failure.stack(),
+            retry_at,
+            keep,
+            now,
+        )
         .await?;
     tracing::debug!(queue = %queue.name, job = %id, reason = %failure.message, "job attempt failed");
     match outcome {
@@ -878,7 +963,9 @@ async fn timer(queue: Arc<QueueShared>) {
                     queue.work_ready.notify_one();
                 }
             }
-            Err(err) => tracing::error!(queue = %queue.name, error = %err, "cannot promote delayed jobs"),
+            Err(err) => {
+                tracing::error!(queue = %queue.name, error = %err, "cannot promote delayed jobs")
+            }
         }
         let expired: Vec<(Arc<str>, u64)> = queue
             .leases
@@ -911,7 +998,9 @@ async fn timer(queue: Arc<QueueShared>) {
                     }
                 }
                 Ok(None) => {}
-                Err(err) => tracing::error!(queue = %queue.name, job = %id, error = %err, "cannot requeue a stalled job"),
+                Err(err) => {
+                    tracing::error!(queue = %queue.name, job = %id, error = %err, "cannot requeue a stalled job")
+                }
             }
         }
         let next_due = queue.store.next_due(&queue.name).await.unwrap_or(None);
@@ -953,7 +1042,9 @@ async fn retention(queue: Arc<QueueShared>) {
             .await
         {
             Ok(0) => {}
-            Ok(removed) => tracing::debug!(queue = %queue.name, removed, "retention trimmed finished jobs"),
+            Ok(removed) => {
+                tracing::debug!(queue = %queue.name, removed, "retention trimmed finished jobs")
+            }
             Err(err) => tracing::error!(queue = %queue.name, error = %err, "retention failed"),
         }
     }

@@ -227,8 +227,16 @@ mod tests {
         }
         let snapshot = metrics.snapshot(now, 60);
         assert_eq!(snapshot.processing_ms.count, 100);
-        assert!((snapshot.processing_ms.p50 - 50.0).abs() <= 1.0, "{:?}", snapshot.processing_ms);
-        assert!((snapshot.processing_ms.p99 - 99.0).abs() <= 1.0, "{:?}", snapshot.processing_ms);
+        assert!(
+            (snapshot.processing_ms.p50 - 50.0).abs() <= 1.0,
+            "{:?}",
+            snapshot.processing_ms
+        );
+        assert!(
+            (snapshot.processing_ms.p99 - 99.0).abs() <= 1.0,
+            "{:?}",
+            snapshot.processing_ms
+        );
         assert_eq!(snapshot.per_minute.len(), 60);
         assert_eq!(snapshot.per_minute[59].completed, 50);
         assert_eq!(snapshot.per_minute[58].completed, 50);

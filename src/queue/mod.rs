@@ -13,7 +13,8 @@ pub mod model;
 pub mod options;
 
 pub use engine::{
-    JobContext, JobFailure, JobResult, Processor, Queue, QueueConfig, QueueManager, RateLimit, ANY_NAME,
+    JobContext, JobFailure, JobResult, Processor, Queue, QueueConfig, QueueManager, RateLimit,
+    ANY_NAME,
 };
 pub use error::QueueError;
 pub use events::{EventHub, EventKind, LocalHub, QueueEvent};

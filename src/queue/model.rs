@@ -38,7 +38,9 @@ impl JobState {
     }
 
     pub fn parse(text: &str) -> Option<JobState> {
-        JobState::ALL.into_iter().find(|state| state.as_str() == text)
+        JobState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == text)
     }
 }
 

@@ -28,7 +28,9 @@ pub fn validate(opts: &JobOptions) -> Result<(), QueueError> {
     }
     if let Some(priority) = opts.priority {
         if !(1..=MAX_PRIORITY).contains(&priority) {
-            return Err(invalid(format!("priority must be between 1 and {MAX_PRIORITY}")));
+            return Err(invalid(format!(
+                "priority must be between 1 and {MAX_PRIORITY}"
+            )));
         }
     }
     if let Some(id) = &opts.job_id {
@@ -47,7 +49,9 @@ pub fn validate(opts: &JobOptions) -> Result<(), QueueError> {
 
 pub fn validate_job_id(id: &str) -> Result<(), QueueError> {
     if id.is_empty() || id.len() > MAX_JOB_ID_LEN {
-        return Err(invalid(format!("jobId must be 1 to {MAX_JOB_ID_LEN} bytes")));
+        return Err(invalid(format!(
+            "jobId must be 1 to {MAX_JOB_ID_LEN} bytes"
+        )));
     }
     if id.chars().any(char::is_control) {
         return Err(invalid("jobId must not contain control characters"));
@@ -147,12 +151,21 @@ fn backoff(value: &Value) -> Result<Backoff, QueueError> {
                 Some(_) => return Err(invalid("backoff.jitter must be a number")),
                 None => 0.0,
             };
-            if let Some(other) = map.keys().find(|key| !matches!(key.as_str(), "type" | "delay" | "jitter")) {
+            if let Some(other) = map
+                .keys()
+                .find(|key| !matches!(key.as_str(), "type" | "delay" | "jitter"))
+            {
                 return Err(invalid(format!("unknown backoff field {other}")));
             }
-            Ok(Backoff { kind, delay, jitter })
+            Ok(Backoff {
+                kind,
+                delay,
+                jitter,
+            })
         }
-        _ => Err(invalid("backoff must be a number, a type name or an object")),
+        _ => Err(invalid(
+            "backoff must be a number, a type name or an object",
+        )),
     }
 }
 
@@ -165,17 +178,28 @@ fn keep(field: &str, value: &Value) -> Result<KeepJobs, QueueError> {
             age_ms: None,
         }),
         Value::Object(map) => {
-            if let Some(other) = map.keys().find(|key| !matches!(key.as_str(), "age" | "count")) {
+            if let Some(other) = map
+                .keys()
+                .find(|key| !matches!(key.as_str(), "age" | "count"))
+            {
                 return Err(invalid(format!("unknown {field} field {other}")));
             }
-            let count = map.get("count").map(|v| to_u64(&format!("{field}.count"), v)).transpose()?;
-            let age_seconds = map.get("age").map(|v| to_u64(&format!("{field}.age"), v)).transpose()?;
+            let count = map
+                .get("count")
+                .map(|v| to_u64(&format!("{field}.count"), v))
+                .transpose()?;
+            let age_seconds = map
+                .get("age")
+                .map(|v| to_u64(&format!("{field}.age"), v))
+                .transpose()?;
             Ok(KeepJobs {
                 count,
                 age_ms: age_seconds.map(|seconds| seconds.saturating_mul(1000)),
             })
         }
-        _ => Err(invalid(format!("{field} must be a bool, a count or {{age, count}}"))),
+        _ => Err(invalid(format!(
+            "{field} must be a bool, a count or {{age, count}}"
+        ))),
     }
 }
 
@@ -201,11 +225,32 @@ mod tests {
         assert!(opts.lifo);
         assert_eq!(
             opts.remove_on_complete,
-            Some(KeepJobs { count: Some(10_000), age_ms: Some(3_600_000) })
+            Some(KeepJobs {
+                count: Some(10_000),
+                age_ms: Some(3_600_000)
+            })
         );
-        assert_eq!(opts.remove_on_fail, Some(KeepJobs { count: Some(50), age_ms: None }));
-        assert_eq!(from_json(&json!({"removeOnComplete": true})).unwrap().remove_on_complete, Some(KeepJobs::NONE));
-        assert_eq!(from_json(&json!({"backoff": 250})).unwrap().backoff.unwrap().delay, 250);
+        assert_eq!(
+            opts.remove_on_fail,
+            Some(KeepJobs {
+                count: Some(50),
+                age_ms: None
+            })
+        );
+        assert_eq!(
+            from_json(&json!({"removeOnComplete": true}))
+                .unwrap()
+                .remove_on_complete,
+            Some(KeepJobs::NONE)
+        );
+        assert_eq!(
+            from_json(&json!({"backoff": 250}))
+                .unwrap()
+                .backoff
+                .unwrap()
+                .delay,
+            250
+        );
     }
 
     #[test]

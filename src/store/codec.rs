@@ -23,7 +23,9 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
         Some((&FORMAT_V1, body)) => {
             postcard::from_bytes(body).map_err(|err| StoreError::Codec(err.to_string()))
         }
-        Some((tag, _)) => Err(StoreError::Codec(format!("unknown record format tag {tag}"))),
+        Some((tag, _)) => Err(StoreError::Codec(format!(
+            "unknown record format tag {tag}"
+        ))),
         None => Err(StoreError::Codec("empty record".to_owned())),
     }
 }
@@ -35,7 +37,12 @@ mod tests {
 
     #[test]
     fn records_round_trip_with_their_tag() {
-        let status = JobStatus::new(JobState::Delayed, &JobOptions::default(), 42, 1_700_000_000_000);
+        let status = JobStatus::new(
+            JobState::Delayed,
+            &JobOptions::default(),
+            42,
+            1_700_000_000_000,
+        );
         let bytes = encode(&status).unwrap();
         assert_eq!(bytes[0], FORMAT_V1);
         assert_eq!(decode::<JobStatus>(&bytes).unwrap(), status);

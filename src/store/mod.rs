@@ -50,8 +50,12 @@ pub trait JobStore: Send + Sync + 'static {
     /// Adds jobs atomically (all or none) and durably. Delayed jobs (`delay_ms > 0`) go to
     /// `delayed`, others to `waiting`. A job whose `job_id` exists is not written; its current
     /// state is returned with `existed: true`.
-    async fn add(&self, queue: &str, jobs: Vec<NewJob>, now: Millis)
-        -> Result<Vec<Added>, StoreError>;
+    async fn add(
+        &self,
+        queue: &str,
+        jobs: Vec<NewJob>,
+        now: Millis,
+    ) -> Result<Vec<Added>, StoreError>;
 
     /// Moves the first waiting job (by priority, then FIFO/LIFO order) to `active` with a new
     /// token, unless the queue is paused. Not durable: after a crash the job is found active
@@ -103,8 +107,13 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> Result<Option<JobState>, StoreError>;
 
     /// Returns an active job to `waiting` without counting a stall or an attempt (shutdown).
-    async fn release(&self, queue: &str, id: &str, token: u64, now: Millis)
-        -> Result<bool, StoreError>;
+    async fn release(
+        &self,
+        queue: &str,
+        id: &str,
+        token: u64,
+        now: Millis,
+    ) -> Result<bool, StoreError>;
 
     /// Durably fails an active job now (cancel); its worker's token becomes stale.
     async fn force_fail(
@@ -215,7 +224,10 @@ pub enum JobBackend {
 }
 
 /// Opens the configured job store; the one place backends are chosen.
-pub fn open_job_store(backend: JobBackend, data_dir: &Path) -> Result<Arc<dyn JobStore>, StoreError> {
+pub fn open_job_store(
+    backend: JobBackend,
+    data_dir: &Path,
+) -> Result<Arc<dyn JobStore>, StoreError> {
     match backend {
         JobBackend::Sled => {
             let db = sled::open_db(data_dir)?;

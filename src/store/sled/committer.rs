@@ -173,7 +173,11 @@ fn run(
             }
         }
         let mut batch = sled::Batch::default();
-        let used = commits.iter().map(|commit| commit.counter).max().unwrap_or(0);
+        let used = commits
+            .iter()
+            .map(|commit| commit.counter)
+            .max()
+            .unwrap_or(0);
         let counter_before = counter.written;
         if used > counter.written {
             counter.written = used;

@@ -262,7 +262,12 @@ impl SledJobStore {
     }
 }
 
-fn put_status(writes: &mut Vec<Write>, queue: &str, id: &str, status: &JobStatus) -> Result<(), StoreError> {
+fn put_status(
+    writes: &mut Vec<Write>,
+    queue: &str,
+    id: &str,
+    status: &JobStatus,
+) -> Result<(), StoreError> {
     writes.push(Write::Put(key(STATUS, queue, id), encode(status)?));
     Ok(())
 }
@@ -349,7 +354,12 @@ fn stall_entry(
 
 #[async_trait]
 impl JobStore for SledJobStore {
-    async fn add(&self, queue: &str, jobs: Vec<NewJob>, now: Millis) -> Result<Vec<Added>, StoreError> {
+    async fn add(
+        &self,
+        queue: &str,
+        jobs: Vec<NewJob>,
+        now: Millis,
+    ) -> Result<Vec<Added>, StoreError> {
         let index = self.queue(queue);
         let mut writes = Vec::with_capacity(jobs.len() * 2);
         let mut added = Vec::with_capacity(jobs.len());
@@ -358,11 +368,7 @@ impl JobStore for SledJobStore {
         let receiver = {
             let mut guard = index.lock();
             for job in jobs {
-                let existing = job
-                    .opts
-                    .job_id
-                    .as_deref()
-                    .and_then(|id| guard.jobs.get(id));
+                let existing = job.opts.job_id.as_deref().and_then(|id| guard.jobs.get(id));
                 if let Some(entry) = existing {
                     added.push(Added {
                         id: entry.id.to_string(),
@@ -421,14 +427,17 @@ impl JobStore for SledJobStore {
             let publish: super::committer::AfterCommit = Box::new(move |result| {
                 let mut guard = publish_index.lock();
                 for id in &fresh {
-                    let Some(mut entry) = guard.jobs.remove(id) else { continue };
+                    let Some(mut entry) = guard.jobs.remove(id) else {
+                        continue;
+                    };
                     if result.is_ok() {
                         entry.pending = false;
                         guard.insert_visible(entry);
                     }
                 }
             });
-            self.committer.submit_durable(writes, counter, Some(publish))
+            self.committer
+                .submit_durable(writes, counter, Some(publish))
         };
         receiver.await.unwrap_or(Err(StoreError::Closed))?;
         Ok(added)
@@ -453,7 +462,9 @@ impl JobStore for SledJobStore {
                 status.processed_at = Some(now);
             })
             .cloned();
-        let Some(status) = status else { return Ok(None) };
+        let Some(status) = status else {
+            return Ok(None);
+        };
         put_status(&mut writes, queue, &id, &status)?;
         self.committer.submit(writes, 0);
         Ok(Some(TakenJob {
@@ -509,9 +520,9 @@ impl JobStore for SledJobStore {
     ) -> Result<bool, StoreError> {
         let index = self.queue(queue);
         let mut guard = index.lock();
-        let owned = guard
-            .visible(id)
-            .is_some_and(|entry| entry.status.state == JobState::Active && entry.status.token == token);
+        let owned = guard.visible(id).is_some_and(|entry| {
+            entry.status.state == JobState::Active && entry.status.token == token
+        });
         if !owned {
             return Ok(false);
         }
@@ -530,7 +541,15 @@ impl JobStore for SledJobStore {
             }) {
                 put_status(&mut writes, queue, id, status)?;
             }
-            trim_state(&mut guard, &mut writes, queue, JobState::Completed, keep, now, MAX_INLINE_TRIM);
+            trim_state(
+                &mut guard,
+                &mut writes,
+                queue,
+                JobState::Completed,
+                keep,
+                now,
+                MAX_INLINE_TRIM,
+            );
         }
         self.committer.submit(writes, 0);
         Ok(true)
@@ -549,9 +568,9 @@ impl JobStore for SledJobStore {
     ) -> Result<FailOutcome, StoreError> {
         let index = self.queue(queue);
         let mut guard = index.lock();
-        let owned = guard
-            .visible(id)
-            .is_some_and(|entry| entry.status.state == JobState::Active && entry.status.token == token);
+        let owned = guard.visible(id).is_some_and(|entry| {
+            entry.status.state == JobState::Active && entry.status.token == token
+        });
         if !owned {
             return Ok(FailOutcome::Stale);
         }
@@ -595,7 +614,15 @@ impl JobStore for SledJobStore {
             put_status(&mut writes, queue, id, status)?;
         }
         if retry_at.is_none() && !removed {
-            trim_state(&mut guard, &mut writes, queue, JobState::Failed, keep, now, MAX_INLINE_TRIM);
+            trim_state(
+                &mut guard,
+                &mut writes,
+                queue,
+                JobState::Failed,
+                keep,
+                now,
+                MAX_INLINE_TRIM,
+            );
         }
         self.committer.submit(writes, order);
         Ok(outcome)
@@ -611,9 +638,9 @@ impl JobStore for SledJobStore {
     ) -> Result<Option<JobState>, StoreError> {
         let index = self.queue(queue);
         let mut guard = index.lock();
-        let owned = guard
-            .visible(id)
-            .is_some_and(|entry| entry.status.state == JobState::Active && entry.status.token == token);
+        let owned = guard.visible(id).is_some_and(|entry| {
+            entry.status.state == JobState::Active && entry.status.token == token
+        });
         if !owned {
             return Ok(None);
         }
@@ -624,7 +651,13 @@ impl JobStore for SledJobStore {
         Ok(state)
     }
 
-    async fn release(&self, queue: &str, id: &str, token: u64, now: Millis) -> Result<bool, StoreError> {
+    async fn release(
+        &self,
+        queue: &str,
+        id: &str,
+        token: u64,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
         let index = self.queue(queue);
         let (writes, order) = {
             let mut guard = index.lock();
@@ -650,7 +683,13 @@ impl JobStore for SledJobStore {
         Ok(true)
     }
 
-    async fn force_fail(&self, queue: &str, id: &str, reason: String, now: Millis) -> Result<bool, StoreError> {
+    async fn force_fail(
+        &self,
+        queue: &str,
+        id: &str,
+        reason: String,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
         let index = self.queue(queue);
         let writes = {
             let mut guard = index.lock();
@@ -677,12 +716,18 @@ impl JobStore for SledJobStore {
         Ok(true)
     }
 
-    async fn progress(&self, queue: &str, id: &str, token: u64, progress: String) -> Result<bool, StoreError> {
+    async fn progress(
+        &self,
+        queue: &str,
+        id: &str,
+        token: u64,
+        progress: String,
+    ) -> Result<bool, StoreError> {
         let index = self.queue(queue);
         let mut guard = index.lock();
-        let owned = guard
-            .visible(id)
-            .is_some_and(|entry| entry.status.state == JobState::Active && entry.status.token == token);
+        let owned = guard.visible(id).is_some_and(|entry| {
+            entry.status.state == JobState::Active && entry.status.token == token
+        });
         if !owned {
             return Ok(false);
         }
@@ -752,7 +797,13 @@ impl JobStore for SledJobStore {
         Ok(self.queue(queue).lock().counts())
     }
 
-    async fn list(&self, queue: &str, state: JobState, offset: u64, limit: u64) -> Result<JobPage, StoreError> {
+    async fn list(
+        &self,
+        queue: &str,
+        state: JobState,
+        offset: u64,
+        limit: u64,
+    ) -> Result<JobPage, StoreError> {
         let (page, total) = {
             let index = self.queue(queue);
             let guard = index.lock();
@@ -762,7 +813,12 @@ impl JobStore for SledJobStore {
                 .rev()
                 .skip(offset as usize)
                 .take(limit as usize)
-                .filter_map(|(_, _, id)| guard.jobs.get(id).map(|entry| (id.clone(), entry.status.clone())))
+                .filter_map(|(_, _, id)| {
+                    guard
+                        .jobs
+                        .get(id)
+                        .map(|entry| (id.clone(), entry.status.clone()))
+                })
                 .collect();
             (page, set.len() as u64)
         };
@@ -889,8 +945,17 @@ impl JobStore for SledJobStore {
             let doomed: Vec<Arc<str>> = guard
                 .set(state)
                 .iter()
-                .filter(|(_, _, id)| guard.jobs.get(id).is_some_and(|entry| entered(entry) <= cutoff))
-                .take(if limit == 0 { usize::MAX } else { limit as usize })
+                .filter(|(_, _, id)| {
+                    guard
+                        .jobs
+                        .get(id)
+                        .is_some_and(|entry| entered(entry) <= cutoff)
+                })
+                .take(if limit == 0 {
+                    usize::MAX
+                } else {
+                    limit as usize
+                })
                 .map(|(_, _, id)| id.clone())
                 .collect();
             let mut writes = Vec::with_capacity(doomed.len() * 2);
@@ -915,7 +980,12 @@ impl JobStore for SledJobStore {
                 .map(|(_, _, id)| id.clone())
                 .collect();
             if include_delayed {
-                doomed.extend(guard.set(JobState::Delayed).iter().map(|(_, _, id)| id.clone()));
+                doomed.extend(
+                    guard
+                        .set(JobState::Delayed)
+                        .iter()
+                        .map(|(_, _, id)| id.clone()),
+                );
             }
             let mut writes = Vec::with_capacity(doomed.len() * 2);
             for id in &doomed {
@@ -949,7 +1019,15 @@ impl JobStore for SledJobStore {
                 now,
                 usize::MAX,
             );
-            removed += trim_state(&mut guard, &mut writes, queue, JobState::Failed, keep_failed, now, usize::MAX);
+            removed += trim_state(
+                &mut guard,
+                &mut writes,
+                queue,
+                JobState::Failed,
+                keep_failed,
+                now,
+                usize::MAX,
+            );
             (writes, removed)
         };
         self.durable(writes, 0).await?;
@@ -986,7 +1064,12 @@ impl JobStore for SledJobStore {
             .min())
     }
 
-    async fn recover_stalled(&self, queue: &str, max_stalled: u32, now: Millis) -> Result<Vec<String>, StoreError> {
+    async fn recover_stalled(
+        &self,
+        queue: &str,
+        max_stalled: u32,
+        now: Millis,
+    ) -> Result<Vec<String>, StoreError> {
         let index = self.queue(queue);
         let (writes, order, ids) = {
             let mut guard = index.lock();

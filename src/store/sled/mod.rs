@@ -17,5 +17,10 @@ pub fn open_db(data_dir: &Path) -> Result<sled::Db, StoreError> {
         .cache_capacity(64 * 1024 * 1024)
         .mode(sled::Mode::HighThroughput)
         .open()
-        .map_err(|err| StoreError::Io(format!("cannot open the database in {}: {err}", data_dir.display())))
+        .map_err(|err| {
+            StoreError::Io(format!(
+                "cannot open the database in {}: {err}",
+                data_dir.display()
+            ))
+        })
 }

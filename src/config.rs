@@ -1,0 +1,690 @@
+//! Start-up settings: one clap struct whose fields read CLI flags or environment variables, the
+//! data directory check, and the secrets (JWT signing key, admin key) kept in `DATA_DIR`.
+//!
+//! Owns turning bad settings into one clear line and exit code 2. Knows nothing of HTTP or
+//! storage; `server` consumes a validated [`Config`] and the [`Secrets`] from [`ensure_secrets`].
+
+use std::ffi::OsString;
+use std::fmt;
+use std::fs;
+use std::io::{self, Write as _};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{ArgAction, Parser, ValueEnum};
+
+/// The exit code for invalid settings: the one clap uses for usage errors.
+pub const EXIT_INVALID_CONFIG: u8 = 2;
+
+/// Courier's settings. Every flag also reads the environment variable of the same name in
+/// upper case (`--data-dir` ↔ `DATA_DIR`); a `.env` file in the working directory is read first
+/// and never overrides variables already set.
+///
+/// Fields holding credentials are redacted by `Debug` and hidden from `--help`.
+#[derive(Clone, Parser)]
+#[command(
+    name = "courier",
+    version,
+    about = "A chat server with durable job queues in one binary",
+    long_about = None,
+    after_help = "Every option can also be set with the environment variable shown beside it; \
+                  a .env file in the working directory is read first (variables already set win)."
+)]
+pub struct Config {
+    /// TCP port of the HTTP and WebSocket server.
+    #[arg(long, env = "PORT", default_value_t = 5000)]
+    pub port: u16,
+
+    /// Address to bind; `0.0.0.0` listens on every IPv4 interface.
+    #[arg(long, env = "BIND_ADDR", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+    pub bind_addr: IpAddr,
+
+    /// Directory of the embedded database, uploads, the e-mail outbox and generated secrets.
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Key that signs session tokens; generated once and kept in DATA_DIR when unset.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Key for the admin routes (`X-Admin-Key`); generated once, kept in DATA_DIR and printed
+    /// at start-up when unset.
+    #[arg(long, env = "QUEUE_ADMIN_KEY", hide_env_values = true)]
+    pub queue_admin_key: Option<String>,
+
+    /// Where job queues live: `sled` (embedded) or `redis` (needs the `redis` feature).
+    #[arg(long, env = "QUEUE_BACKEND", value_enum, default_value_t = QueueBackend::Sled)]
+    pub queue_backend: QueueBackend,
+
+    /// Redis host, used when QUEUE_BACKEND=redis.
+    #[arg(long, env = "REDIS_HOST", default_value = "localhost")]
+    pub redis_host: String,
+
+    /// Redis port, used when QUEUE_BACKEND=redis.
+    #[arg(long, env = "REDIS_PORT", default_value_t = 6379)]
+    pub redis_port: u16,
+
+    /// Redis password, used when QUEUE_BACKEND=redis.
+    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+
+    /// Where users and messages live: `sled` (embedded) or `mongodb` (needs the `mongodb` feature).
+    #[arg(long, env = "CHAT_BACKEND", value_enum, default_value_t = ChatBackend::Sled)]
+    pub chat_backend: ChatBackend,
+
+    /// MongoDB connection string, required when CHAT_BACKEND=mongodb.
+    #[arg(long, env = "MONGODB_URI", hide_env_values = true)]
+    pub mongodb_uri: Option<String>,
+
+    /// `cloudinary://<key>:<secret>@<cloud>`: store images in Cloudinary instead of DATA_DIR/uploads.
+    #[arg(long, env = "CLOUDINARY_URL", hide_env_values = true)]
+    pub cloudinary_url: Option<String>,
+
+    /// `smtp://` or `smtps://` URL of the mail server; without it e-mails go to DATA_DIR/outbox.
+    #[arg(long, env = "SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+
+    /// Sender address of notification e-mails.
+    #[arg(long, env = "EMAIL_FROM")]
+    pub email_from: Option<String>,
+
+    /// HTTP(S) URL that receives queue health alerts.
+    #[arg(long, env = "ALERT_WEBHOOK_URL", hide_env_values = true)]
+    pub alert_webhook_url: Option<String>,
+
+    /// Log output: `pretty` for people, `json` for log collectors (filter with RUST_LOG).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+
+    /// Let the admin key read queues but not change them.
+    #[arg(
+        long,
+        env = "ADMIN_READ_ONLY",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_value_t = false,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+    )]
+    pub admin_read_only: bool,
+
+    /// Sign-up and login attempts per IP address per minute; 0 turns the limit off.
+    #[arg(long, env = "RATE_LIMIT_AUTH", default_value_t = 20)]
+    pub rate_limit_auth: u32,
+
+    /// Messages sent per user per minute; 0 turns the limit off.
+    #[arg(long, env = "RATE_LIMIT_SEND", default_value_t = 600)]
+    pub rate_limit_send: u32,
+
+    /// Failed logins per account per 15 minutes before logins are refused; 0 turns it off.
+    #[arg(long, env = "LOGIN_MAX_FAILURES", default_value_t = 10)]
+    pub login_max_failures: u32,
+
+    /// Seconds in-flight requests get to finish after SIGINT/SIGTERM before they are cut off.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+}
+
+/// Where the job queues are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueueBackend {
+    Sled,
+    Redis,
+}
+
+/// Where users, conversations and messages are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ChatBackend {
+    Sled,
+    Mongodb,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--help` or `--version` was asked for: print it and exit successfully.
+    #[error("{0}")]
+    Info(clap::Error),
+    /// A setting is invalid; the text is one line, lowercase, naming the variable.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads `.env`, then flags and environment variables, then validates. On `--help` or
+    /// `--version` prints and exits 0; on an invalid setting prints one line to stderr and exits
+    /// with [`EXIT_INVALID_CONFIG`].
+    pub fn parse_or_exit() -> Config {
+        let loaded = load_dotenv().and_then(|()| Config::from_args(std::env::args_os()));
+        match loaded {
+            Ok(config) => config,
+            Err(ConfigError::Info(info)) => info.exit(),
+            Err(ConfigError::Invalid(message)) => {
+                eprintln!("courier: error: {message}");
+                std::process::exit(i32::from(EXIT_INVALID_CONFIG))
+            }
+        }
+    }
+
+    /// Parses `args` (the first item is the program name) and the environment, and validates.
+    /// Does not read `.env`.
+    pub fn from_args<I, T>(args: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let mut config = match Config::try_parse_from(args) {
+            Ok(config) => config,
+            Err(err) if is_info(&err) => return Err(ConfigError::Info(err)),
+            Err(err) => return Err(ConfigError::Invalid(one_line(&err))),
+        };
+        config.normalize();
+        config.validate().map_err(ConfigError::Invalid)?;
+        Ok(config)
+    }
+
+    /// Settings for integration tests: loopback on an ephemeral port, `data_dir` as given,
+    /// rate limits off, a one-second shutdown grace, and fresh random secrets (read them from
+    /// the returned value).
+    pub fn for_tests(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            port: 0,
+            bind_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            data_dir: data_dir.into(),
+            jwt_secret: Some(random_hex_secret()),
+            queue_admin_key: Some(random_hex_secret()),
+            queue_backend: QueueBackend::Sled,
+            redis_host: "localhost".to_owned(),
+            redis_port: 6379,
+            redis_password: None,
+            chat_backend: ChatBackend::Sled,
+            mongodb_uri: None,
+            cloudinary_url: None,
+            smtp_url: None,
+            email_from: None,
+            alert_webhook_url: None,
+            log_format: LogFormat::Pretty,
+            admin_read_only: false,
+            rate_limit_auth: 0,
+            rate_limit_send: 0,
+            login_max_failures: 0,
+            shutdown_grace_secs: 1,
+        }
+    }
+
+    /// Creates the data directory if missing and proves it is writable by writing, syncing and
+    /// removing a probe file. The error reads as one line with `{:#}`.
+    pub fn prepare_data_dir(&self) -> anyhow::Result<()> {
+        let dir = &self.data_dir;
+        fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        let probe = dir.join(format!(".write-probe-{}", std::process::id()));
+        let written = fs::File::create(&probe)
+            .and_then(|mut file| file.write_all(b"courier").and_then(|()| file.sync_all()));
+        let removed = fs::remove_file(&probe);
+        written.with_context(|| format!("data directory {} is not writable", dir.display()))?;
+        removed.with_context(|| {
+            format!("cannot remove {} from the data directory", probe.display())
+        })?;
+        Ok(())
+    }
+
+    /// Unset and empty are the same to us: `.env` files and compose files often carry `FOO=`.
+    fn normalize(&mut self) {
+        for field in [
+            &mut self.jwt_secret,
+            &mut self.queue_admin_key,
+            &mut self.redis_password,
+            &mut self.mongodb_uri,
+            &mut self.cloudinary_url,
+            &mut self.smtp_url,
+            &mut self.email_from,
+            &mut self.alert_webhook_url,
+        ] {
+            if field
+                .as_deref()
+                .is_some_and(|value| value.trim().is_empty())
+            {
+                *field = None;
+            }
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.queue_backend == QueueBackend::Redis && !cfg!(feature = "redis") {
+            return Err(
+                "QUEUE_BACKEND=redis needs a courier built with the `redis` cargo feature \
+                        (cargo build --release --features redis)"
+                    .to_owned(),
+            );
+        }
+        if self.chat_backend == ChatBackend::Mongodb {
+            if !cfg!(feature = "mongodb") {
+                return Err(
+                    "CHAT_BACKEND=mongodb needs a courier built with the `mongodb` cargo \
+                            feature (cargo build --release --features mongodb)"
+                        .to_owned(),
+                );
+            }
+            if self.mongodb_uri.is_none() {
+                return Err("CHAT_BACKEND=mongodb needs MONGODB_URI".to_owned());
+            }
+        }
+        if self.redis_host.trim().is_empty() {
+            return Err("REDIS_HOST is empty".to_owned());
+        }
+        check_scheme(
+            "MONGODB_URI",
+            self.mongodb_uri.as_deref(),
+            &["mongodb://", "mongodb+srv://"],
+        )?;
+        check_scheme(
+            "CLOUDINARY_URL",
+            self.cloudinary_url.as_deref(),
+            &["cloudinary://"],
+        )?;
+        check_scheme(
+            "SMTP_URL",
+            self.smtp_url.as_deref(),
+            &["smtp://", "smtps://"],
+        )?;
+        check_scheme(
+            "ALERT_WEBHOOK_URL",
+            self.alert_webhook_url.as_deref(),
+            &["http://", "https://"],
+        )?;
+        if let Some(from) = &self.email_from {
+            if !from.contains('@') {
+                return Err(format!(
+                    "invalid value '{from}' for EMAIL_FROM: expected an e-mail address"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn redacted(value: &Option<String>) -> Option<&'static str> {
+            value.as_ref().map(|_| "<redacted>")
+        }
+        f.debug_struct("Config")
+            .field("port", &self.port)
+            .field("bind_addr", &self.bind_addr)
+            .field("data_dir", &self.data_dir)
+            .field("jwt_secret", &redacted(&self.jwt_secret))
+            .field("queue_admin_key", &redacted(&self.queue_admin_key))
+            .field("queue_backend", &self.queue_backend)
+            .field("redis_host", &self.redis_host)
+            .field("redis_port", &self.redis_port)
+            .field("redis_password", &redacted(&self.redis_password))
+            .field("chat_backend", &self.chat_backend)
+            .field("mongodb_uri", &redacted(&self.mongodb_uri))
+            .field("cloudinary_url", &redacted(&self.cloudinary_url))
+            .field("smtp_url", &redacted(&self.smtp_url))
+            .field("email_from", &self.email_from)
+            .field("alert_webhook_url", &redacted(&self.alert_webhook_url))
+            .field("log_format", &self.log_format)
+            .field("admin_read_only", &self.admin_read_only)
+            .field("rate_limit_auth", &self.rate_limit_auth)
+            .field("rate_limit_send", &self.rate_limit_send)
+            .field("login_max_failures", &self.login_max_failures)
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .finish()
+    }
+}
+
+/// The secrets the server runs with, whether configured, loaded from `DATA_DIR` or generated.
+#[derive(Clone)]
+pub struct Secrets {
+    /// Signs and verifies session tokens. Never logged or printed.
+    pub jwt_secret: String,
+    pub jwt_secret_origin: SecretOrigin,
+    /// Compared (in constant time) with the `X-Admin-Key` header.
+    pub admin_key: String,
+    pub admin_key_origin: SecretOrigin,
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secrets")
+            .field("jwt_secret", &"<redacted>")
+            .field("jwt_secret_origin", &self.jwt_secret_origin)
+            .field("admin_key", &"<redacted>")
+            .field("admin_key_origin", &self.admin_key_origin)
+            .finish()
+    }
+}
+
+/// Where a secret came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretOrigin {
+    /// From a flag or environment variable.
+    Configured,
+    /// Read from a file a previous start generated.
+    Stored(PathBuf),
+    /// Generated by this start and saved to the file.
+    Generated(PathBuf),
+}
+
+/// Fills `config.jwt_secret` and `config.queue_admin_key` when they are unset: each is read from
+/// `DATA_DIR/secrets/` if an earlier start saved one there, otherwise 32 random bytes (hex) are
+/// generated and saved (mode 0600). Never falls back to a fixed value. Creates the data
+/// directory if needed.
+pub fn ensure_secrets(config: &mut Config) -> anyhow::Result<Secrets> {
+    let dir = config.data_dir.join("secrets");
+    let (jwt_secret, jwt_secret_origin) =
+        configured_or_stored(config.jwt_secret.as_deref(), &dir.join("jwt_secret"))?;
+    let (admin_key, admin_key_origin) =
+        configured_or_stored(config.queue_admin_key.as_deref(), &dir.join("admin_key"))?;
+    config.jwt_secret = Some(jwt_secret.clone());
+    config.queue_admin_key = Some(admin_key.clone());
+    Ok(Secrets {
+        jwt_secret,
+        jwt_secret_origin,
+        admin_key,
+        admin_key_origin,
+    })
+}
+
+fn configured_or_stored(
+    configured: Option<&str>,
+    path: &Path,
+) -> anyhow::Result<(String, SecretOrigin)> {
+    if let Some(value) = configured.filter(|value| !value.trim().is_empty()) {
+        return Ok((value.to_owned(), SecretOrigin::Configured));
+    }
+    if let Some(stored) = read_secret(path)? {
+        return Ok((stored, SecretOrigin::Stored(path.to_owned())));
+    }
+    let generated = random_hex_secret();
+    match save_new_secret(path, &generated)? {
+        // Another process starting on the same directory won the race: use its value.
+        Some(existing) => Ok((existing, SecretOrigin::Stored(path.to_owned()))),
+        None => Ok((generated, SecretOrigin::Generated(path.to_owned()))),
+    }
+}
+
+fn read_secret(path: &Path) -> anyhow::Result<Option<String>> {
+    match fs::read_to_string(path) {
+        Ok(text) => {
+            let secret = text.trim();
+            if secret.is_empty() {
+                anyhow::bail!(
+                    "secret file {} is empty; delete it to generate a new secret",
+                    path.display()
+                );
+            }
+            Ok(Some(secret.to_owned()))
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err).with_context(|| format!("cannot read secret file {}", path.display())),
+    }
+}
+
+/// Writes `secret` to `path` without ever exposing a partial file or replacing an existing one:
+/// a private temporary file is written and synced, then hard-linked into place (which fails if
+/// the name exists). Returns the existing secret when another process got there first.
+fn save_new_secret(path: &Path, secret: &str) -> anyhow::Result<Option<String>> {
+    let dir = path
+        .parent()
+        .context("secret file path has no parent directory")?;
+    create_private_dir(dir)?;
+    let temporary = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or("secret"),
+        std::process::id()
+    ));
+    let written = write_private_file(&temporary, secret);
+    let linked = written.and_then(|()| fs::hard_link(&temporary, path));
+    let _ = fs::remove_file(&temporary);
+    match linked {
+        Ok(()) => {
+            sync_dir(dir);
+            Ok(None)
+        }
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => read_secret(path),
+        Err(err) => Err(err).with_context(|| format!("cannot save secret file {}", path.display())),
+    }
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .with_context(|| format!("cannot create secrets directory {}", dir.display()))
+}
+
+fn write_private_file(path: &Path, contents: &str) -> io::Result<()> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+/// Makes the new directory entry durable; best effort, as not every platform can open a directory.
+fn sync_dir(dir: &Path) {
+    if let Ok(handle) = fs::File::open(dir) {
+        let _ = handle.sync_all();
+    }
+}
+
+fn random_hex_secret() -> String {
+    let bytes: [u8; 32] = rand::random();
+    hex::encode(bytes)
+}
+
+/// Reads `./.env` into the environment (variables already set win). A missing file is fine; a
+/// malformed one is an invalid setting.
+fn load_dotenv() -> Result<(), ConfigError> {
+    match dotenvy::from_path(".env") {
+        Ok(()) => Ok(()),
+        Err(dotenvy::Error::Io(err)) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(ConfigError::Invalid(format!("cannot read .env: {err}"))),
+    }
+}
+
+fn check_scheme(name: &str, value: Option<&str>, schemes: &[&str]) -> Result<(), String> {
+    match value {
+        Some(url) if !schemes.iter().any(|scheme| url.starts_with(scheme)) => Err(format!(
+            "invalid {name}: expected a URL starting with {}",
+            schemes.join(" or ")
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn is_info(err: &clap::Error) -> bool {
+    matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    )
+}
+
+/// Turns clap's multi-line report into one line that names the environment variable as well as
+/// the flag, since most deployments set variables.
+fn one_line(err: &clap::Error) -> String {
+    let flag = match err.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => arg.split_whitespace().next().map(str::to_owned),
+        _ => None,
+    };
+    let value = match err.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(value)) => Some(value.clone()),
+        _ => None,
+    };
+    if let (Some(flag), Some(value), ErrorKind::InvalidValue | ErrorKind::ValueValidation) =
+        (&flag, &value, err.kind())
+    {
+        let variable = flag
+            .trim_start_matches('-')
+            .replace('-', "_")
+            .to_uppercase();
+        let reason = match (err.kind(), err.get(ContextKind::ValidValue)) {
+            (ErrorKind::InvalidValue, Some(ContextValue::Strings(valid))) => {
+                format!("expected one of {}", valid.join(", "))
+            }
+            (ErrorKind::InvalidValue, _) => "a value is required".to_owned(),
+            _ => deepest_cause(err),
+        };
+        // Secrets are plain strings and never fail to parse, so echoing the value is safe.
+        return format!("invalid value '{value}' for {variable} ({flag}): {reason}");
+    }
+    let rendered = err.render().to_string();
+    let first = rendered
+        .lines()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or("invalid arguments");
+    first.trim_start_matches("error: ").to_owned()
+}
+
+fn deepest_cause(err: &clap::Error) -> String {
+    let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(err);
+    let mut text = String::from("invalid value");
+    while let Some(current) = cause {
+        text = current.to_string();
+        cause = current.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        Config::from_args(std::iter::once("courier").chain(args.iter().copied()))
+    }
+
+    fn invalid_message(args: &[&str]) -> String {
+        match parse(args) {
+            Err(ConfigError::Invalid(message)) => message,
+            other => panic!("expected an invalid setting, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_brief() {
+        // Flags win over the environment, so set the ones the environment might carry.
+        let config = parse(&["--port", "5000", "--data-dir", "./data"]).unwrap();
+        assert_eq!(config.port, 5000);
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert_eq!(
+            Config::command_default("rate_limit_auth"),
+            Some("20".to_owned())
+        );
+        assert_eq!(
+            Config::command_default("rate_limit_send"),
+            Some("600".to_owned())
+        );
+        assert_eq!(
+            Config::command_default("login_max_failures"),
+            Some("10".to_owned())
+        );
+        assert_eq!(
+            Config::command_default("shutdown_grace_secs"),
+            Some("10".to_owned())
+        );
+        assert_eq!(
+            Config::command_default("bind_addr"),
+            Some("0.0.0.0".to_owned())
+        );
+    }
+
+    #[test]
+    fn bad_port_is_one_line_naming_the_variable() {
+        let message = invalid_message(&["--port", "notaport"]);
+        assert_eq!(
+            message,
+            "invalid value 'notaport' for PORT (--port): invalid digit found in string"
+        );
+    }
+
+    #[test]
+    fn unknown_backend_lists_the_choices() {
+        let message = invalid_message(&["--queue-backend", "kafka"]);
+        assert_eq!(
+            message,
+            "invalid value 'kafka' for QUEUE_BACKEND (--queue-backend): expected one of sled, redis"
+        );
+        assert!(!message.contains('\n'));
+    }
+
+    #[test]
+    fn backends_without_their_feature_are_refused() {
+        if !cfg!(feature = "redis") {
+            assert!(
+                invalid_message(&["--queue-backend", "redis"]).contains("`redis` cargo feature")
+            );
+        }
+        if !cfg!(feature = "mongodb") {
+            let message =
+                invalid_message(&["--chat-backend", "mongodb", "--mongodb-uri", "mongodb://x"]);
+            assert!(message.contains("`mongodb` cargo feature"));
+        }
+    }
+
+    #[test]
+    fn booleans_accept_the_usual_spellings() {
+        assert!(parse(&["--admin-read-only"]).unwrap().admin_read_only);
+        assert!(
+            parse(&["--admin-read-only", "yes"])
+                .unwrap()
+                .admin_read_only
+        );
+        assert!(!parse(&["--admin-read-only=false"]).unwrap().admin_read_only);
+        assert!(invalid_message(&["--admin-read-only=maybe"])
+            .starts_with("invalid value 'maybe' for ADMIN_READ_ONLY"));
+    }
+
+    #[test]
+    fn empty_secrets_count_as_unset() {
+        let config = parse(&["--jwt-secret", "", "--queue-admin-key", " "]).unwrap();
+        assert_eq!(config.jwt_secret, None);
+        assert_eq!(config.queue_admin_key, None);
+    }
+
+    #[test]
+    fn debug_redacts_credentials() {
+        let config = Config::for_tests("/tmp/x");
+        let secret = config.jwt_secret.clone().unwrap();
+        assert!(!format!("{config:?}").contains(&secret));
+    }
+
+    impl Config {
+        fn command_default(id: &str) -> Option<String> {
+            use clap::CommandFactory as _;
+            let command = Config::command();
+            let arg = command.get_arguments().find(|arg| arg.get_id() == id)?;
+            arg.get_default_values()
+                .first()
+                .map(|value| value.to_string_lossy().into_owned())
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The HTTP layer: the shared [`AppState`], the router ([`app`]) with its middleware stack, the
+//! API error mapping, and the routes. Owns every wire (serde) type; the layers below never see
+//! axum or JSON.
+//!
+//! Each route module exposes its own `router() -> Router<AppState>`; [`app`] merges them.
+
+mod error;
+mod health;
+
+use std::any::Any;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::middleware;
+use axum::response::Response;
+use axum::Router;
+use tokio::sync::watch;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+
+use crate::config::{Config, Secrets};
+use crate::queue::QueueManager;
+use crate::store::JobStore;
+
+pub use error::{error_response, ApiError, ErrorBody, JsonBody, INTERNAL_MESSAGE};
+
+/// Largest request body accepted: a 5 MB image as a base64 data URL plus the JSON around it.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// How long a handler may run before the client gets 408.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every handler shares. Cloning is one reference-count increment.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    secrets: Secrets,
+    job_store: Arc<dyn JobStore>,
+    queues: QueueManager,
+    /// Set once start-up has finished; `/readyz` reports it.
+    ready: AtomicBool,
+    /// Flips to `true` when shutdown begins; long-lived handlers (WebSockets) watch it so they
+    /// close instead of holding the process past its grace period.
+    shutdown: watch::Sender<bool>,
+    started_at: Instant,
+}
+
+impl AppState {
+    /// A state that is not ready yet; call [`AppState::set_ready`] once start-up has finished.
+    pub fn new(config: Config, secrets: Secrets, queues: QueueManager) -> AppState {
+        let job_store = queues.store().clone();
+        let (shutdown, _) = watch::channel(false);
+        AppState {
+            inner: Arc::new(Inner {
+                config,
+                secrets,
+                job_store,
+                queues,
+                ready: AtomicBool::new(false),
+                shutdown,
+                started_at: Instant::now(),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The JWT secret and admin key, always present (unlike the `Option`s in [`Config`]).
+    pub fn secrets(&self) -> &Secrets {
+        &self.inner.secrets
+    }
+
+    pub fn job_store(&self) -> &Arc<dyn JobStore> {
+        &self.inner.job_store
+    }
+
+    /// The queue engine (the `message`, `notification` and `email` queues).
+    pub fn queues(&self) -> &QueueManager {
+        &self.inner.queues
+    }
+
+    /// When this process started serving (for `uptimeSeconds`).
+    pub fn started_at(&self) -> Instant {
+        self.inner.started_at
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.inner.ready.store(ready, Ordering::Release);
+    }
+
+    /// Marks the start of shutdown: `/readyz` fails and [`AppState::shutdown_started`] resolves.
+    pub fn begin_shutdown(&self) {
+        self.set_ready(false);
+        self.inner.shutdown.send_replace(true);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.inner.shutdown.borrow()
+    }
+
+    /// Resolves once shutdown has begun (at once if it already has).
+    pub async fn shutdown_started(&self) {
+        let mut receiver = self.inner.shutdown.subscribe();
+        // `wait_for` only fails when the sender is gone, and `self` owns the sender.
+        let _ = receiver.wait_for(|shutting_down| *shutting_down).await;
+    }
+}
+
+/// The whole HTTP application: every route, the JSON 404 fallback and the middleware stack.
+pub fn app(state: AppState) -> Router {
+    // `Router::layer` wraps what came before, so the list reads innermost first.
+    Router::new()
+        .merge(health::router())
+        .fallback(not_found)
+        // axum's extractors apply their own 2 MB default; make them agree with the layer below.
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(CatchPanicLayer::custom(panic_response))
+        // Outside the layers above, so their bare 408/413 responses get the JSON shape too.
+        .layer(middleware::map_response(json_error_bodies))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                // Causes are logged at error level where they happen (ApiError, panics); the
+                // trace's own 5xx line is the summary, and readiness 503s while draining are normal.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+        .with_state(state)
+}
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("not found")
+}
+
+/// The request span: method, path and request id. Only the path is recorded, never the query,
+/// which can carry a token (`/ws?token=`).
+fn request_span(request: &Request<Body>) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %request_id,
+    )
+}
+
+/// A handler panicked: log what it said, answer like any other internal error.
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("non-string panic payload");
+    tracing::error!(panic = detail, "handler panicked");
+    error_response(StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_MESSAGE)
+}
+
+/// Error responses made by axum or tower-http themselves (405 from routing, 408 from the
+/// timeout, 413 from the body limit) carry an empty or plain-text body; give them the API's
+/// `{"message": ...}` shape, keeping their status and headers.
+async fn json_error_bodies(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok());
+    let rewrite = match content_type {
+        None => true,
+        Some(content_type) => content_type.starts_with("text/plain"),
+    };
+    if !rewrite {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes.to_vec()).ok())
+        .map(|text| text.trim().to_owned())
+        .unwrap_or_default();
+    let message = match fixed_message(status) {
+        Some(message) => message.to_owned(),
+        None if text.is_empty() => status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_lowercase(),
+        None => text,
+    };
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let mut rewritten = error_response(status, message);
+    for (name, value) in parts.headers.iter() {
+        rewritten
+            .headers_mut()
+            .entry(name)
+            .or_insert_with(|| value.clone());
+    }
+    rewritten
+}
+
+/// Messages for statuses whose own text is either a cause (5xx) or unhelpful.
+fn fixed_message(status: StatusCode) -> Option<&'static str> {
+    match status {
+        StatusCode::REQUEST_TIMEOUT => Some("request timed out"),
+        StatusCode::PAYLOAD_TOO_LARGE => Some("request body is too large"),
+        StatusCode::METHOD_NOT_ALLOWED => Some("method not allowed"),
+        status if status.is_server_error() => Some(INTERNAL_MESSAGE),
+        _ => None,
+    }
+}

@@ -1,0 +1,193 @@
+//! Start-up and shutdown: turns a validated [`Config`] and a bound listener into a running
+//! server, and tears it down in order when the caller's shutdown future resolves.
+//!
+//! The order is the contract: stop accepting and drain HTTP (bounded by `SHUTDOWN_GRACE_SECS`),
+//! then stop the queue engine, then flush the store, so every acknowledged write is on disk when
+//! `run` returns. `run` takes its listener and shutdown future from the caller, so tests bind
+//! port 0 and stop the server with a channel.
+
+use std::future::{Future, IntoFuture as _};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures_util::FutureExt as _;
+use tokio::net::TcpListener;
+
+use crate::config::{self, Config, QueueBackend, SecretOrigin, Secrets};
+use crate::http::{self, AppState};
+use crate::jobs;
+use crate::queue::{LocalHub, QueueManager};
+use crate::store::{self, JobBackend, JobStore};
+
+/// Runs the server on `listener` until `shutdown` resolves, then shuts down in order.
+///
+/// Creates the data directory and the secrets when needed (printing a generated admin key
+/// once), opens the job store, serves HTTP, and on shutdown drains requests for up to
+/// `config.shutdown_grace_secs` before flushing the store.
+pub async fn run(
+    listener: TcpListener,
+    mut config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.prepare_data_dir()?;
+    let secrets = config::ensure_secrets(&mut config)?;
+    announce_secrets(&secrets);
+
+    let job_store = open_job_store(&config).await?;
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+
+    let queues = QueueManager::new(Arc::clone(&job_store), Arc::new(LocalHub::default()));
+    jobs::register_queues(&queues)
+        .await
+        .context("cannot start the job queues")?;
+    queues.start();
+    let state = AppState::new(config, secrets, queues.clone());
+
+    let local_addr = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
+    let served = serve(listener, state.clone(), shutdown, grace, local_addr).await;
+
+    // Workers finish (or release) their jobs before the final flush.
+    if let Err(err) = queues.shutdown(grace).await {
+        tracing::error!(error = %err, "cannot stop the job queues cleanly");
+    }
+    let flushed = job_store
+        .flush()
+        .await
+        .context("cannot flush the job store on shutdown");
+    served?;
+    flushed?;
+    tracing::info!("courier stopped");
+    Ok(())
+}
+
+/// A future that resolves on SIGINT (Ctrl-C) or SIGTERM.
+///
+/// The handlers are installed when this is called, not when the future is first polled, so a
+/// signal that arrives while the server is still starting is not lost (and does not kill the
+/// process with the default action). Call it before start-up work. A handler that cannot be
+/// installed is logged and that signal ignored, rather than shutting down at once.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            tokio::select! {
+                () = wait_for(interrupt, "SIGINT") => tracing::info!("SIGINT received, shutting down"),
+                () = wait_for(terminate, "SIGTERM") => tracing::info!("SIGTERM received, shutting down"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        async {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => tracing::info!("Ctrl-C received, shutting down"),
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot listen for Ctrl-C");
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn wait_for(installed: std::io::Result<tokio::signal::unix::Signal>, name: &str) {
+    match installed {
+        Ok(mut stream) => {
+            stream.recv().await;
+        }
+        Err(err) => {
+            tracing::error!(error = %err, signal = name, "cannot listen for the signal");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Serves until `shutdown`, then waits for in-flight requests for at most `grace`.
+async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+    local_addr: SocketAddr,
+) -> anyhow::Result<()> {
+    // One shutdown event feeds three waiters: axum's graceful shutdown, the state (readiness,
+    // WebSocket sessions) and the grace timer.
+    let shutdown = shutdown.boxed().shared();
+    let begin_shutdown = {
+        let shutdown = shutdown.clone();
+        let state = state.clone();
+        async move {
+            shutdown.await;
+            state.begin_shutdown();
+        }
+    };
+    let grace_elapsed = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.await;
+            tokio::time::sleep(grace).await;
+        }
+    };
+
+    let app = http::app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(begin_shutdown);
+    state.set_ready(true);
+    tracing::info!(address = %local_addr, "courier listening on http://{local_addr}");
+
+    tokio::select! {
+        served = server.into_future() => served.context("http server failed"),
+        () = grace_elapsed => {
+            tracing::warn!(grace_secs = grace.as_secs(), "requests still running after the shutdown grace period; cutting them off");
+            Ok(())
+        }
+    }
+}
+
+async fn open_job_store(config: &Config) -> anyhow::Result<Arc<dyn JobStore>> {
+    let backend = match config.queue_backend {
+        QueueBackend::Sled => JobBackend::Sled,
+        // `Config` refuses `redis` unless the feature is built; the store has no Redis backend yet.
+        QueueBackend::Redis => {
+            anyhow::bail!("QUEUE_BACKEND=redis is not implemented by the store yet")
+        }
+    };
+    let data_dir = config.data_dir.clone();
+    // sled's open reads and recovers the log: blocking work, kept off the async workers.
+    tokio::task::spawn_blocking(move || store::open_job_store(backend, &data_dir))
+        .await
+        .context("the task opening the job store failed")?
+        .context("cannot open the job store")
+}
+
+/// Logs where the secrets came from. A generated admin key is printed this once (the operator
+/// needs it and it is kept in `DATA_DIR`); the JWT secret is never printed.
+fn announce_secrets(secrets: &Secrets) {
+    match &secrets.jwt_secret_origin {
+        SecretOrigin::Configured => tracing::info!("jwt secret: from JWT_SECRET"),
+        SecretOrigin::Stored(path) => {
+            tracing::info!(path = %path.display(), "jwt secret: loaded from the data directory")
+        }
+        SecretOrigin::Generated(path) => {
+            tracing::info!(path = %path.display(), "jwt secret: generated and saved in the data directory")
+        }
+    }
+    match &secrets.admin_key_origin {
+        SecretOrigin::Configured => tracing::info!("admin key: from QUEUE_ADMIN_KEY"),
+        SecretOrigin::Stored(path) => {
+            tracing::info!(path = %path.display(), "admin key: loaded from the data directory (QUEUE_ADMIN_KEY is unset)")
+        }
+        SecretOrigin::Generated(path) => tracing::warn!(
+            path = %path.display(),
+            "QUEUE_ADMIN_KEY is unset: generated admin key {}; it is saved in the data directory and not printed again",
+            secrets.admin_key,
+        ),
+    }
+}

@@ -1,0 +1,407 @@
+//! Start-up skeleton tests: the real server on `127.0.0.1:0` with a temp data dir and a real
+//! HTTP client; the real binary for exit codes; secrets generated once and reused.
+
+use std::future::IntoFuture as _;
+use std::net::SocketAddr;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use courier::config::{self, Config, SecretOrigin};
+use courier::http::JsonBody;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A server started through `courier::server::run`, stopped through its shutdown future.
+struct TestServer {
+    base_url: String,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+    _data_dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    async fn start() -> TestServer {
+        let data_dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let config = Config::for_tests(data_dir.path().join("data"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(courier::server::run(listener, config, async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            base_url: format!("http://{address}"),
+            stop,
+            task,
+            _data_dir: data_dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Shuts down and requires a clean exit (HTTP drained, store flushed).
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .unwrap()
+            .unwrap();
+        result.unwrap();
+    }
+}
+
+/// GETs `path` and checks the status and the JSON body in one place.
+async fn check(server: &TestServer, method: reqwest::Method, path: &str, status: u16, body: Value) {
+    let response = reqwest::Client::new()
+        .request(method, server.url(path))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), status, "status of {path}");
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    let actual: Value = response.json().await.unwrap();
+    assert_eq!(actual, body, "body of {path}");
+}
+
+#[tokio::test]
+async fn probes_answer_and_unknown_routes_are_json_404() {
+    let server = TestServer::start().await;
+    check(
+        &server,
+        reqwest::Method::GET,
+        "/healthz",
+        200,
+        json!({"status": "ok"}),
+    )
+    .await;
+    check(
+        &server,
+        reqwest::Method::GET,
+        "/readyz",
+        200,
+        json!({"status": "ready"}),
+    )
+    .await;
+    check(
+        &server,
+        reqwest::Method::GET,
+        "/no/such/route",
+        404,
+        json!({"message": "not found"}),
+    )
+    .await;
+    check(
+        &server,
+        reqwest::Method::DELETE,
+        "/healthz",
+        405,
+        json!({"message": "method not allowed"}),
+    )
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413_json() {
+    let server = TestServer::start().await;
+    let body = vec![b'x'; courier::http::MAX_BODY_BYTES + 1];
+    let response = reqwest::Client::new()
+        .post(server.url("/anything"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+    let actual: Value = response.json().await.unwrap();
+    assert_eq!(actual, json!({"message": "request body is too large"}));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn json_body_rejections_are_400_with_a_message() {
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Login {
+        email: String,
+        password: String,
+    }
+    async fn login(JsonBody(_login): JsonBody<Login>) -> &'static str {
+        "ok"
+    }
+    let app = axum::Router::new().route("/login", axum::routing::post(login));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address: SocketAddr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = reqwest::Client::new();
+    let url = format!("http://{address}/login");
+
+    let post_json = |text: &'static str| {
+        client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(text)
+            .send()
+    };
+    let cases = [
+        ("{not json", 400, "malformed JSON: "),
+        (
+            r#"{"email": 5, "password": "secret"}"#,
+            400,
+            "invalid request body: ",
+        ),
+        (r#"{"email": "a@b.c"}"#, 400, "invalid request body: "),
+    ];
+    for (text, status, prefix) in cases {
+        let response = post_json(text).await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "status for {text}");
+        let body: Value = response.json().await.unwrap();
+        let message = body["message"].as_str().unwrap();
+        assert!(message.starts_with(prefix), "message for {text}: {message}");
+    }
+    let missing = post_json(r#"{"email": "a@b.c"}"#)
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert!(
+        missing["message"].as_str().unwrap().contains("password"),
+        "{missing}"
+    );
+
+    let no_type = client
+        .post(&url)
+        .body(r#"{"email":"a","password":"b"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_type.status().as_u16(), 415);
+    let body: Value = no_type.json().await.unwrap();
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("application/json"));
+
+    let ok = post_json(r#"{"email": "a@b.c", "password": "secret"}"#)
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    task.abort();
+}
+
+#[tokio::test]
+async fn secrets_are_generated_once_and_reused() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let unset = || {
+        let mut config = Config::for_tests(data_dir.path());
+        config.jwt_secret = None;
+        config.queue_admin_key = None;
+        config
+    };
+
+    let mut first_config = unset();
+    let first = config::ensure_secrets(&mut first_config).unwrap();
+    assert!(matches!(
+        first.jwt_secret_origin,
+        SecretOrigin::Generated(_)
+    ));
+    assert!(matches!(first.admin_key_origin, SecretOrigin::Generated(_)));
+    assert_eq!(first.jwt_secret.len(), 64);
+    assert!(first.jwt_secret.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_ne!(first.jwt_secret, first.admin_key);
+    assert_eq!(
+        first_config.jwt_secret.as_deref(),
+        Some(first.jwt_secret.as_str())
+    );
+
+    let mut second_config = unset();
+    let second = config::ensure_secrets(&mut second_config).unwrap();
+    assert!(matches!(second.jwt_secret_origin, SecretOrigin::Stored(_)));
+    assert_eq!(second.jwt_secret, first.jwt_secret);
+    assert_eq!(second.admin_key, first.admin_key);
+
+    // Another data directory gets other secrets: nothing is a fixed default.
+    let other_dir = tempfile::tempdir().unwrap();
+    let mut other_config = Config::for_tests(other_dir.path());
+    other_config.jwt_secret = None;
+    other_config.queue_admin_key = None;
+    let other = config::ensure_secrets(&mut other_config).unwrap();
+    assert_ne!(other.jwt_secret, first.jwt_secret);
+    assert_ne!(other.admin_key, first.admin_key);
+
+    // Configured values win and are not written to disk.
+    let mut configured = unset();
+    configured.queue_admin_key = Some("configured-key".to_owned());
+    let secrets = config::ensure_secrets(&mut configured).unwrap();
+    assert_eq!(secrets.admin_key, "configured-key");
+    assert_eq!(secrets.admin_key_origin, SecretOrigin::Configured);
+    assert_eq!(secrets.jwt_secret, first.jwt_secret);
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        for name in ["jwt_secret", "admin_key"] {
+            let path = data_dir.path().join("secrets").join(name);
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+        }
+    }
+}
+
+/// Runs the built binary with a clean environment apart from `vars`, in an empty directory so
+/// no `.env` is picked up.
+fn run_binary(vars: &[(&str, &str)]) -> Output {
+    let cwd = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_courier"));
+    command.current_dir(cwd.path()).env_clear();
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    command.output().unwrap()
+}
+
+fn assert_one_line_error(output: &Output, expected_fragment: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "stderr: {stderr}");
+    assert!(stderr.starts_with("courier: error: "), "stderr: {stderr}");
+    assert!(stderr.contains(expected_fragment), "stderr: {stderr}");
+}
+
+#[test]
+fn invalid_port_exits_2_with_one_line() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let output = run_binary(&[
+        ("PORT", "notaport"),
+        ("DATA_DIR", data_dir.path().to_str().unwrap()),
+    ]);
+    assert_one_line_error(&output, "invalid value 'notaport' for PORT");
+}
+
+#[test]
+fn unknown_backend_exits_2_with_one_line() {
+    let output = run_binary(&[("QUEUE_BACKEND", "kafka")]);
+    assert_one_line_error(&output, "expected one of sled, redis");
+}
+
+#[test]
+fn unwritable_data_dir_exits_2_with_one_line() {
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let data_dir = file.join("data");
+    let output = run_binary(&[("PORT", "0"), ("DATA_DIR", data_dir.to_str().unwrap())]);
+    assert_one_line_error(&output, "cannot create data directory");
+}
+
+/// Starts the binary on an ephemeral port, waits for it to listen, stops it with SIGTERM and
+/// returns its exit code and everything it logged.
+#[cfg(unix)]
+fn start_and_terminate(vars: &[(&str, &str)]) -> (Option<i32>, String) {
+    use std::io::{BufRead as _, BufReader, Read as _};
+    use std::process::Stdio;
+
+    let cwd = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_courier"));
+    command
+        .current_dir(cwd.path())
+        .env_clear()
+        .env("PORT", "0")
+        .env("BIND_ADDR", "127.0.0.1");
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut logged = String::new();
+    while !logged.contains("courier listening on http://127.0.0.1:") {
+        if stdout.read_line(&mut logged).unwrap() == 0 {
+            break;
+        }
+    }
+    assert!(logged.contains("listening"), "never listened: {logged}");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    stdout.read_to_string(&mut logged).unwrap();
+    let output = child.wait_with_output().unwrap();
+    logged.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.code(), logged)
+}
+
+#[cfg(unix)]
+#[test]
+fn binary_prints_a_generated_admin_key_once_and_never_the_jwt_secret() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let data_dir_text = data_dir.path().to_str().unwrap();
+    let vars = [("DATA_DIR", data_dir_text), ("LOG_FORMAT", "json")];
+
+    let (first_code, first_log) = start_and_terminate(&vars);
+    assert_eq!(first_code, Some(0), "{first_log}");
+    let admin_key = std::fs::read_to_string(data_dir.path().join("secrets/admin_key")).unwrap();
+    let jwt_secret = std::fs::read_to_string(data_dir.path().join("secrets/jwt_secret")).unwrap();
+    assert!(
+        first_log.contains(admin_key.trim()),
+        "the generated admin key is printed: {first_log}"
+    );
+    assert!(
+        !first_log.contains(jwt_secret.trim()),
+        "the jwt secret is never printed"
+    );
+    assert!(first_log.contains("courier stopped"), "{first_log}");
+
+    let (second_code, second_log) = start_and_terminate(&vars);
+    assert_eq!(second_code, Some(0), "{second_log}");
+    assert!(
+        !second_log.contains(admin_key.trim()),
+        "the admin key is printed only once"
+    );
+    assert!(!second_log.contains(jwt_secret.trim()));
+}
+
+#[tokio::test]
+async fn readiness_follows_start_up_and_shutdown() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = Config::for_tests(data_dir.path());
+    let secrets = config::ensure_secrets(&mut config).unwrap();
+    let job_store =
+        courier::store::open_job_store(courier::store::JobBackend::Sled, data_dir.path()).unwrap();
+    let queues = courier::queue::QueueManager::new(
+        job_store,
+        std::sync::Arc::new(courier::queue::LocalHub::default()),
+    );
+    let state = courier::http::AppState::new(config, secrets, queues);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/readyz", listener.local_addr().unwrap());
+    let task = tokio::spawn(axum::serve(listener, courier::http::app(state.clone())).into_future());
+
+    let readyz = || async {
+        let response = reqwest::get(&url).await.unwrap();
+        (
+            response.status().as_u16(),
+            response.json::<Value>().await.unwrap(),
+        )
+    };
+    assert_eq!(readyz().await, (503, json!({"message": "not ready"})));
+    state.set_ready(true);
+    assert_eq!(readyz().await, (200, json!({"status": "ready"})));
+    state.begin_shutdown();
+    assert_eq!(readyz().await, (503, json!({"message": "shutting down"})));
+    tokio::time::timeout(Duration::from_secs(1), state.shutdown_started())
+        .await
+        .unwrap();
+    task.abort();
+}
