@@ -886,3 +886,30 @@ async fn metrics_count_outcomes_and_time_every_job() {
         8
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_add_is_acknowledged_only_once_the_original_is_durable() {
+    let engine = engine();
+    let queue = queue(&engine, |_| {}).await;
+    for n in 0..200 {
+        let id = format!("x{n}");
+        let opts = JobOptions {
+            job_id: Some(id.clone()),
+            ..JobOptions::default()
+        };
+        let first = {
+            let queue = queue.clone();
+            let opts = opts.clone();
+            tokio::spawn(async move { queue.add("job", &json!({}), opts).await })
+        };
+        tokio::task::yield_now().await;
+        let second = queue.add("job", &json!({}), opts).await.unwrap();
+        // Whichever add won, the job is stored by the time either is acknowledged.
+        assert!(
+            queue.get(&id).await.unwrap().is_some(),
+            "round {n}: acknowledged {second:?} but not stored"
+        );
+        first.await.unwrap().unwrap();
+    }
+    assert_eq!(queue.counts().await.unwrap().waiting, 200);
+}

@@ -13,9 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
 use parking_lot::{Mutex, RwLock};
+use tokio::sync::oneshot;
 
-use super::committer::{Committer, Write};
+use super::committer::{AfterCommit, Committer, Write};
 use crate::queue::model::{
     Added, Counts, FailOutcome, Job, JobPage, JobSpec, JobState, JobStatus, KeepJobs, Millis,
     NewJob, TakenJob,
@@ -36,6 +38,9 @@ const MAX_INLINE_TRIM: usize = 1_000;
 const LIFO_PIVOT: u64 = 1 << 62;
 
 type IndexKey = (u64, u64, Arc<str>);
+
+/// Resolves with the outcome of an add's commit.
+type PendingAdd = Shared<BoxFuture<'static, Result<(), StoreError>>>;
 
 fn key(kind: u8, queue: &str, id: &str) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(2 + queue.len() + id.len());
@@ -90,8 +95,9 @@ fn index_key(id: &Arc<str>, status: &JobStatus) -> IndexKey {
 struct Entry {
     id: Arc<str>,
     status: JobStatus,
-    /// Added but not yet durable: invisible to every operation but dedupe.
-    pending: bool,
+    /// Added but not yet durable: invisible to every operation but dedupe, which waits on this
+    /// for the add's outcome.
+    pending: Option<PendingAdd>,
 }
 
 #[derive(Default)]
@@ -123,13 +129,16 @@ impl QueueIndex {
     }
 
     fn visible(&self, id: &str) -> Option<&Entry> {
-        self.jobs.get(id).filter(|entry| !entry.pending)
+        self.jobs.get(id).filter(|entry| entry.pending.is_none())
     }
 
     /// Applies `change` to a visible job's status, keeping its index entry in step, and returns
     /// the new status.
     fn update(&mut self, id: &str, change: impl FnOnce(&mut JobStatus)) -> Option<&JobStatus> {
-        let entry = self.jobs.get_mut(id).filter(|entry| !entry.pending)?;
+        let entry = self
+            .jobs
+            .get_mut(id)
+            .filter(|entry| entry.pending.is_none())?;
         let before = index_key(&entry.id, &entry.status);
         self.by_state[slot(entry.status.state)].remove(&before);
         change(&mut entry.status);
@@ -191,7 +200,7 @@ impl SledJobStore {
             let entry = Entry {
                 id: Arc::from(id.as_str()),
                 status,
-                pending: false,
+                pending: None,
             };
             queues.entry(queue).or_default().insert_visible(entry);
         }
@@ -251,14 +260,23 @@ impl SledJobStore {
         self.committer.error_count()
     }
 
-    async fn durable(&self, writes: Vec<Write>, counter: u64) -> Result<(), StoreError> {
+    /// Queues writes for a durable operation. Call it while holding the queue's lock, so the
+    /// disk sees this operation's writes in the order memory did; await the result after.
+    fn submit(&self, writes: Vec<Write>, counter: u64) -> Option<Durable> {
         if writes.is_empty() {
-            return Ok(());
+            return None;
         }
-        self.committer
-            .submit_durable(writes, counter, None)
-            .await
-            .unwrap_or(Err(StoreError::Closed))
+        Some(self.committer.submit_durable(writes, counter, None))
+    }
+}
+
+type Durable = oneshot::Receiver<Result<(), StoreError>>;
+
+/// Waits until a durable operation's writes are on disk.
+async fn wait(durable: Option<Durable>) -> Result<(), StoreError> {
+    match durable {
+        Some(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
+        None => Ok(()),
     }
 }
 
@@ -364,12 +382,22 @@ impl JobStore for SledJobStore {
         let mut writes = Vec::with_capacity(jobs.len() * 2);
         let mut added = Vec::with_capacity(jobs.len());
         let mut fresh: Vec<Arc<str>> = Vec::new();
+        // Adds of the same `jobId` still in flight: this add is acknowledged only after them.
+        let mut earlier: Vec<PendingAdd> = Vec::new();
         let mut counter = 0;
-        let receiver = {
+        let own = {
             let mut guard = index.lock();
+            // Every job of this add shares one handle on the commit's outcome.
+            let (tell, told) = oneshot::channel::<Result<(), StoreError>>();
+            let commit: PendingAdd = async move { told.await.unwrap_or(Err(StoreError::Closed)) }
+                .boxed()
+                .shared();
             for job in jobs {
                 let existing = job.opts.job_id.as_deref().and_then(|id| guard.jobs.get(id));
                 if let Some(entry) = existing {
+                    if let Some(pending) = &entry.pending {
+                        earlier.push(pending.clone());
+                    }
                     added.push(Added {
                         id: entry.id.to_string(),
                         existed: true,
@@ -416,30 +444,38 @@ impl JobStore for SledJobStore {
                     Entry {
                         id,
                         status,
-                        pending: true,
+                        pending: Some(commit.clone()),
                     },
                 );
             }
             if fresh.is_empty() {
-                return Ok(added);
-            }
-            let publish_index = index.clone();
-            let publish: super::committer::AfterCommit = Box::new(move |result| {
-                let mut guard = publish_index.lock();
-                for id in &fresh {
-                    let Some(mut entry) = guard.jobs.remove(id) else {
-                        continue;
-                    };
-                    if result.is_ok() {
-                        entry.pending = false;
-                        guard.insert_visible(entry);
+                None
+            } else {
+                let publish_index = index.clone();
+                let publish: AfterCommit = Box::new(move |result| {
+                    let mut guard = publish_index.lock();
+                    for id in &fresh {
+                        let Some(mut entry) = guard.jobs.remove(id) else {
+                            continue;
+                        };
+                        if result.is_ok() {
+                            entry.pending = None;
+                            guard.insert_visible(entry);
+                        }
                     }
-                }
-            });
-            self.committer
-                .submit_durable(writes, counter, Some(publish))
+                    drop(guard);
+                    let _ = tell.send(result.clone());
+                });
+                Some(
+                    self.committer
+                        .submit_durable(writes, counter, Some(publish)),
+                )
+            }
         };
-        receiver.await.unwrap_or(Err(StoreError::Closed))?;
+        wait(own).await?;
+        for pending in earlier {
+            pending.await?;
+        }
         Ok(added)
     }
 
@@ -659,7 +695,7 @@ impl JobStore for SledJobStore {
         now: Millis,
     ) -> Result<bool, StoreError> {
         let index = self.queue(queue);
-        let (writes, order) = {
+        let writes = {
             let mut guard = index.lock();
             let owned = guard.visible(id).is_some_and(|entry| {
                 entry.status.state == JobState::Active && entry.status.token == token
@@ -677,9 +713,9 @@ impl JobStore for SledJobStore {
             }) {
                 put_status(&mut writes, queue, id, status)?;
             }
-            (writes, order)
+            self.submit(writes, order)
         };
-        self.durable(writes, order).await?;
+        wait(writes).await?;
         Ok(true)
     }
 
@@ -710,9 +746,9 @@ impl JobStore for SledJobStore {
             }) {
                 put_status(&mut writes, queue, id, status)?;
             }
-            writes
+            self.submit(writes, 0)
         };
-        self.durable(writes, 0).await?;
+        wait(writes).await?;
         Ok(true)
     }
 
@@ -838,7 +874,7 @@ impl JobStore for SledJobStore {
 
     async fn retry(&self, queue: &str, id: &str, now: Millis) -> Result<bool, StoreError> {
         let index = self.queue(queue);
-        let (writes, order) = {
+        let writes = {
             let mut guard = index.lock();
             let failed = guard
                 .visible(id)
@@ -851,15 +887,15 @@ impl JobStore for SledJobStore {
             if let Some(status) = guard.update(id, |status| revive(status, order, now)) {
                 put_status(&mut writes, queue, id, status)?;
             }
-            (writes, order)
+            self.submit(writes, order)
         };
-        self.durable(writes, order).await?;
+        wait(writes).await?;
         Ok(true)
     }
 
     async fn retry_all_failed(&self, queue: &str, now: Millis) -> Result<u64, StoreError> {
         let index = self.queue(queue);
-        let (writes, order, count) = {
+        let (writes, count) = {
             let mut guard = index.lock();
             let failed: Vec<Arc<str>> = guard
                 .set(JobState::Failed)
@@ -874,15 +910,15 @@ impl JobStore for SledJobStore {
                     put_status(&mut writes, queue, id, status)?;
                 }
             }
-            (writes, order, failed.len() as u64)
+            (self.submit(writes, order), failed.len() as u64)
         };
-        self.durable(writes, order).await?;
+        wait(writes).await?;
         Ok(count)
     }
 
     async fn promote(&self, queue: &str, id: &str, now: Millis) -> Result<bool, StoreError> {
         let index = self.queue(queue);
-        let (writes, order) = {
+        let writes = {
             let mut guard = index.lock();
             let delayed = guard
                 .visible(id)
@@ -899,9 +935,9 @@ impl JobStore for SledJobStore {
             }) {
                 put_status(&mut writes, queue, id, status)?;
             }
-            (writes, order)
+            self.submit(writes, order)
         };
-        self.durable(writes, order).await?;
+        wait(writes).await?;
         Ok(true)
     }
 
@@ -918,9 +954,9 @@ impl JobStore for SledJobStore {
             if let Some(entry) = guard.remove(id) {
                 delete_job(&mut writes, queue, id, &entry.status);
             }
-            writes
+            self.submit(writes, 0)
         };
-        self.durable(writes, 0).await?;
+        wait(writes).await?;
         Ok(RemovedOutcome::Removed)
     }
 
@@ -964,9 +1000,9 @@ impl JobStore for SledJobStore {
                     delete_job(&mut writes, queue, id, &entry.status);
                 }
             }
-            (writes, doomed)
+            (self.submit(writes, 0), doomed)
         };
-        self.durable(writes, 0).await?;
+        wait(writes).await?;
         Ok(removed.iter().map(|id| id.to_string()).collect())
     }
 
@@ -993,9 +1029,9 @@ impl JobStore for SledJobStore {
                     delete_job(&mut writes, queue, id, &entry.status);
                 }
             }
-            (writes, doomed.len() as u64)
+            (self.submit(writes, 0), doomed.len() as u64)
         };
-        self.durable(writes, 0).await?;
+        wait(writes).await?;
         Ok(count)
     }
 
@@ -1028,9 +1064,9 @@ impl JobStore for SledJobStore {
                 now,
                 usize::MAX,
             );
-            (writes, removed)
+            (self.submit(writes, 0), removed)
         };
-        self.durable(writes, 0).await?;
+        wait(writes).await?;
         Ok(removed)
     }
 
@@ -1039,13 +1075,14 @@ impl JobStore for SledJobStore {
         let writes = {
             let mut guard = index.lock();
             guard.paused = paused;
-            if paused {
+            let writes = if paused {
                 vec![Write::Put(paused_key(queue), vec![1])]
             } else {
                 vec![Write::Delete(paused_key(queue))]
-            }
+            };
+            self.submit(writes, 0)
         };
-        self.durable(writes, 0).await
+        wait(writes).await
     }
 
     async fn is_paused(&self, queue: &str) -> Result<bool, StoreError> {
@@ -1071,7 +1108,7 @@ impl JobStore for SledJobStore {
         now: Millis,
     ) -> Result<Vec<String>, StoreError> {
         let index = self.queue(queue);
-        let (writes, order, ids) = {
+        let (writes, ids) = {
             let mut guard = index.lock();
             let active: Vec<Arc<str>> = guard
                 .set(JobState::Active)
@@ -1084,9 +1121,9 @@ impl JobStore for SledJobStore {
                 order = self.next_order();
                 stall_entry(&mut guard, &mut writes, queue, id, max_stalled, order, now)?;
             }
-            (writes, order, active)
+            (self.submit(writes, order), active)
         };
-        self.durable(writes, order).await?;
+        wait(writes).await?;
         Ok(ids.iter().map(|id| id.to_string()).collect())
     }
 
