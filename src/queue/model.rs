@@ -191,6 +191,8 @@ pub struct JobStatus {
     pub token: u64,
     /// Number of log lines stored under this job.
     pub log_count: u32,
+    /// When the job entered its current state (for `clean` with a grace period).
+    pub entered_at: Millis,
 }
 
 impl JobStatus {
@@ -211,6 +213,7 @@ impl JobStatus {
             return_value: None,
             token: 0,
             log_count: 0,
+            entered_at: ready_at,
         }
     }
 }

@@ -323,7 +323,8 @@ fn trim_state(
             break;
         }
         let too_many = position < over_count;
-        let too_old = cutoff.is_some_and(|cutoff| *finished_at < cutoff);
+        // Bull removes a job exactly `age` old too.
+        let too_old = cutoff.is_some_and(|cutoff| *finished_at <= cutoff);
         if !too_many && !too_old {
             break;
         }
@@ -352,10 +353,12 @@ fn stall_entry(
         status.token = 0;
         if status.stalled_count > max_stalled {
             status.state = JobState::Failed;
+            status.entered_at = now;
             status.finished_at = Some(now);
             status.failed_reason = Some("job stalled more than allowable limit".to_owned());
         } else {
             status.state = JobState::Waiting;
+            status.entered_at = now;
             status.order = order;
             status.ready_at = now;
         }
@@ -424,7 +427,8 @@ impl JobStore for SledJobStore {
                 } else {
                     (JobState::Waiting, now)
                 };
-                let status = JobStatus::new(state, &job.opts, order, ready_at);
+                let mut status = JobStatus::new(state, &job.opts, order, ready_at);
+                status.entered_at = now;
                 let spec = JobSpec {
                     name: job.name,
                     data: job.data,
@@ -494,6 +498,7 @@ impl JobStore for SledJobStore {
         let status = guard
             .update(&id, |status| {
                 status.state = JobState::Active;
+                status.entered_at = now;
                 status.token = token;
                 status.processed_at = Some(now);
             })
@@ -529,6 +534,8 @@ impl JobStore for SledJobStore {
             counter = order;
             let status = guard.update(id, |status| {
                 status.state = JobState::Waiting;
+                // It has been ready since it was due, however late the timer got to it.
+                status.entered_at = status.ready_at;
                 status.order = order;
             });
             if let Some(status) = status {
@@ -570,6 +577,7 @@ impl JobStore for SledJobStore {
         } else {
             if let Some(status) = guard.update(id, |status| {
                 status.state = JobState::Completed;
+                status.entered_at = now;
                 status.attempts_made += 1;
                 status.finished_at = Some(now);
                 status.return_value = Some(return_value);
@@ -633,16 +641,19 @@ impl JobStore for SledJobStore {
             match retry_at {
                 Some(at) if at > now => {
                     status.state = JobState::Delayed;
+                    status.entered_at = now;
                     status.ready_at = at;
                     status.order = order;
                 }
                 Some(_) => {
                     status.state = JobState::Waiting;
+                    status.entered_at = now;
                     status.ready_at = now;
                     status.order = order;
                 }
                 None => {
                     status.state = JobState::Failed;
+                    status.entered_at = now;
                     status.finished_at = Some(now);
                 }
             }
@@ -707,6 +718,7 @@ impl JobStore for SledJobStore {
             let mut writes = Vec::with_capacity(1);
             if let Some(status) = guard.update(id, |status| {
                 status.state = JobState::Waiting;
+                status.entered_at = now;
                 status.token = 0;
                 status.order = order;
                 status.ready_at = now;
@@ -738,6 +750,7 @@ impl JobStore for SledJobStore {
             let mut writes = Vec::with_capacity(1);
             if let Some(status) = guard.update(id, |status| {
                 status.state = JobState::Failed;
+                status.entered_at = now;
                 status.token = 0;
                 status.attempts_made += 1;
                 status.finished_at = Some(now);
@@ -790,6 +803,8 @@ impl JobStore for SledJobStore {
     }
 
     async fn logs(&self, queue: &str, id: &str) -> Result<Vec<String>, StoreError> {
+        // Lines are queued, not awaited, by `log`: let the committer apply them first.
+        self.flush().await?;
         let count = {
             let index = self.queue(queue);
             let guard = index.lock();
@@ -930,6 +945,7 @@ impl JobStore for SledJobStore {
             let mut writes = Vec::with_capacity(1);
             if let Some(status) = guard.update(id, |status| {
                 status.state = JobState::Waiting;
+                status.entered_at = now;
                 status.order = order;
                 status.ready_at = now;
             }) {
@@ -972,12 +988,6 @@ impl JobStore for SledJobStore {
         let (writes, removed) = {
             let mut guard = index.lock();
             let cutoff = now.saturating_sub(grace_ms);
-            // The time a job entered its state: finished, due, taken or queued.
-            let entered = |entry: &Entry| match entry.status.state {
-                JobState::Completed | JobState::Failed => entry.status.finished_at.unwrap_or(0),
-                JobState::Active => entry.status.processed_at.unwrap_or(0),
-                JobState::Waiting | JobState::Delayed => entry.status.ready_at,
-            };
             let doomed: Vec<Arc<str>> = guard
                 .set(state)
                 .iter()
@@ -985,7 +995,7 @@ impl JobStore for SledJobStore {
                     guard
                         .jobs
                         .get(id)
-                        .is_some_and(|entry| entered(entry) <= cutoff)
+                        .is_some_and(|entry| entry.status.entered_at <= cutoff)
                 })
                 .take(if limit == 0 {
                     usize::MAX
@@ -1143,6 +1153,7 @@ impl JobStore for SledJobStore {
 /// A failed job's status when it is retried by hand: waiting, with a fresh set of attempts.
 fn revive(status: &mut JobStatus, order: u64, now: Millis) {
     status.state = JobState::Waiting;
+    status.entered_at = now;
     status.order = order;
     status.ready_at = now;
     status.attempts_made = 0;
