@@ -1,0 +1,132 @@
+//! The chat domain's storage seam: users, conversations and messages.
+//!
+//! Records here are storage records (encoded with `store::codec`), not wire types: `http/` maps
+//! them to the MERN-compatible JSON. A conversation is the unordered pair of its two users; its
+//! messages are numbered by a per-conversation sequence that never repeats and never reorders.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+use crate::queue::model::Millis;
+
+/// A stored account. `email` is normalised (trimmed, lowercased) by the domain before it gets here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub id: String,
+    pub full_name: String,
+    pub email: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// URL of the profile picture, or empty.
+    pub profile_pic: String,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// A message to save; `id` is the `messageId` assigned when the send was accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub id: String,
+    pub sender_id: String,
+    pub receiver_id: String,
+    pub text: String,
+    /// URL of the stored image, or empty.
+    pub image: String,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    pub id: String,
+    pub sender_id: String,
+    pub receiver_id: String,
+    pub text: String,
+    pub image: String,
+    /// Position in the conversation, from 1.
+    pub seq: u64,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// Which slice of a conversation's history to read. Results are always oldest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryPage {
+    /// The newest `limit` messages.
+    Latest { limit: usize },
+    /// The `limit` messages just before `seq` (scrolling up).
+    Before { seq: u64, limit: usize },
+    /// The first `limit` messages after `seq` (catch-up after a reconnect).
+    After { seq: u64, limit: usize },
+}
+
+/// One conversation as the sidebar of `user` sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationSummary {
+    pub other_id: String,
+    pub last_message: Option<MessageRecord>,
+    /// Messages from the other user with a `seq` above what `user` has read.
+    pub unread: u64,
+}
+
+/// Outcome of [`ChatStore::create_user`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateUser {
+    Created,
+    EmailTaken,
+}
+
+#[async_trait]
+pub trait ChatStore: Send + Sync + 'static {
+    /// Creates a user unless the email is taken (checked atomically with the insert). Durable.
+    async fn create_user(&self, user: UserRecord) -> Result<CreateUser, StoreError>;
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<UserRecord>, StoreError>;
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StoreError>;
+
+    /// Sets a user's profile picture URL; returns the updated user. Durable.
+    async fn set_profile_pic(
+        &self,
+        id: &str,
+        profile_pic: String,
+        now: Millis,
+    ) -> Result<Option<UserRecord>, StoreError>;
+
+    /// Every user, oldest account first.
+    async fn users(&self) -> Result<Vec<UserRecord>, StoreError>;
+
+    /// Saves a message, assigning the next `seq` of its conversation, unless a message with this
+    /// id exists: then the stored one is returned with `false`. Idempotent, atomic, durable.
+    async fn save_message(&self, message: NewMessage) -> Result<(MessageRecord, bool), StoreError>;
+
+    async fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError>;
+
+    /// Messages between `a` and `b` (either direction), oldest first.
+    async fn history(
+        &self,
+        a: &str,
+        b: &str,
+        page: HistoryPage,
+    ) -> Result<Vec<MessageRecord>, StoreError>;
+
+    /// Records that `reader` has read the conversation with `other` up to `seq` (never moves
+    /// backwards; clamped to the conversation's last seq). Returns the read mark now stored.
+    async fn mark_read(&self, reader: &str, other: &str, seq: u64) -> Result<u64, StoreError>;
+
+    /// The conversations `user` takes part in, with last message and unread count.
+    async fn conversations(&self, user: &str) -> Result<Vec<ConversationSummary>, StoreError>;
+
+    /// Claims the right to e-mail `user` about the conversation with `other`: true (and records
+    /// `now`) when no claim was made in the last `window_ms`. Durable.
+    async fn claim_email_slot(
+        &self,
+        user: &str,
+        other: &str,
+        now: Millis,
+        window_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Number of stored messages (for metrics and start-up logs).
+    async fn message_count(&self) -> Result<u64, StoreError>;
+}
