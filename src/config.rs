@@ -125,6 +125,42 @@ pub struct Config {
     /// Seconds in-flight requests get to finish after SIGINT/SIGTERM before they are cut off.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+
+    /// Mark the `jwt` cookie `Secure` (set it when serving over HTTPS).
+    #[arg(
+        long,
+        env = "COOKIE_SECURE",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_value_t = false,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+    )]
+    pub cookie_secure: bool,
+
+    /// `SameSite` attribute of the `jwt` cookie: `strict`, `lax` or `none` (`none` needs Secure).
+    #[arg(long, env = "COOKIE_SAMESITE", value_enum, default_value_t = SameSitePolicy::Strict)]
+    pub cookie_same_site: SameSitePolicy,
+
+    /// argon2id memory cost in KiB for password hashes (OWASP's minimum is 19456).
+    #[arg(long, env = "ARGON2_MEMORY_KIB", default_value_t = 19_456, value_parser = clap::value_parser!(u32).range(8..))]
+    pub argon2_memory_kib: u32,
+
+    /// argon2id iterations for password hashes.
+    #[arg(long, env = "ARGON2_ITERATIONS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub argon2_iterations: u32,
+
+    /// Queue health thresholds and the health monitor's pace (`HEALTH_*`; see `alerts.rs`).
+    #[command(flatten)]
+    pub health: crate::alerts::HealthSettings,
+}
+
+/// The `SameSite` attribute of the session cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SameSitePolicy {
+    Strict,
+    Lax,
+    None,
 }
 
 /// Where the job queues are stored.
@@ -218,6 +254,12 @@ impl Config {
             rate_limit_send: 0,
             login_max_failures: 0,
             shutdown_grace_secs: 1,
+            cookie_secure: false,
+            cookie_same_site: SameSitePolicy::Strict,
+            // Cheap hashes keep tests fast; production cost is ~1 s per hash in a debug build.
+            argon2_memory_kib: 8,
+            argon2_iterations: 1,
+            health: crate::alerts::HealthSettings::default(),
         }
     }
 
@@ -340,6 +382,11 @@ impl fmt::Debug for Config {
             .field("rate_limit_send", &self.rate_limit_send)
             .field("login_max_failures", &self.login_max_failures)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("cookie_secure", &self.cookie_secure)
+            .field("cookie_same_site", &self.cookie_same_site)
+            .field("argon2_memory_kib", &self.argon2_memory_kib)
+            .field("argon2_iterations", &self.argon2_iterations)
+            .field("health", &self.health)
             .finish()
     }
 }

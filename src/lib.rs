@@ -8,9 +8,13 @@
 //! `config` parses settings; `jobs` names the application queues; `server` wires the layers
 //! together and runs until shutdown.
 
+pub mod alerts;
+pub mod chat;
 pub mod config;
 pub mod http;
 pub mod jobs;
 pub mod queue;
 pub mod server;
 pub mod store;
+pub mod telemetry;
+pub mod ws;

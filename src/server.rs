@@ -15,53 +15,141 @@ use anyhow::Context as _;
 use futures_util::FutureExt as _;
 use tokio::net::TcpListener;
 
+use crate::chat::{Chat, ChatConfig, Delivery, HashCost};
 use crate::config::{self, Config, QueueBackend, SecretOrigin, Secrets};
 use crate::http::{self, AppState};
 use crate::jobs;
 use crate::queue::{LocalHub, QueueManager};
-use crate::store::{self, JobBackend, JobStore};
+use crate::store::chat::ChatStore;
+use crate::store::{self, JobStore};
+use crate::ws::{Hub, HubConfig, HubDelivery};
+
+/// How long alerts still queued at shutdown may take to be delivered.
+const ALERT_DELIVERY_GRACE: Duration = Duration::from_secs(2);
+
+/// A started server: stores open, queues running, chat attached; not yet serving HTTP.
+///
+/// Split from [`Server::serve`] so tests can reach the pieces (the engine, the chat domain)
+/// of the very server they talk to over HTTP.
+pub struct Server {
+    state: AppState,
+    queues: QueueManager,
+    chat: Arc<Chat>,
+    job_store: Arc<dyn JobStore>,
+    grace: Duration,
+}
+
+impl Server {
+    /// Creates the data directory and the secrets when needed (printing a generated admin key
+    /// once), opens the stores, recovers and starts the queues, and attaches the chat domain.
+    pub async fn start(mut config: Config) -> anyhow::Result<Server> {
+        config.prepare_data_dir()?;
+        let secrets = config::ensure_secrets(&mut config)?;
+        announce_secrets(&secrets);
+
+        let (job_store, chat_store) = open_stores(&config).await?;
+        let grace = Duration::from_secs(config.shutdown_grace_secs);
+
+        let queues = QueueManager::new(Arc::clone(&job_store), Arc::new(LocalHub::default()));
+        jobs::register_queues(&queues)
+            .await
+            .context("cannot start the job queues")?;
+        let hub = Hub::new(HubConfig::default());
+        let delivery: Arc<dyn Delivery> = Arc::new(HubDelivery::new(hub.clone()));
+        let chat = Chat::new(
+            ChatConfig {
+                jwt_secret: secrets.jwt_secret.clone(),
+                hash_cost: HashCost {
+                    memory_kib: config.argon2_memory_kib,
+                    iterations: config.argon2_iterations,
+                },
+                login_max_failures: config.login_max_failures,
+                data_dir: config.data_dir.clone(),
+                smtp_url: config.smtp_url.clone(),
+                email_from: config.email_from.clone(),
+                cloudinary_url: config.cloudinary_url.clone(),
+            },
+            chat_store,
+            queues.clone(),
+            delivery,
+        )
+        .context("cannot set up the chat service")?;
+        chat.attach().context("cannot attach the chat processors")?;
+        queues.start();
+        let state = AppState::new(config, secrets, queues.clone());
+        state.set_chat(chat.clone(), hub);
+        Ok(Server {
+            state,
+            queues,
+            chat,
+            job_store,
+            grace,
+        })
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub fn queues(&self) -> &QueueManager {
+        &self.queues
+    }
+
+    pub fn chat(&self) -> &Arc<Chat> {
+        &self.chat
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then shuts down in order: drain HTTP,
+    /// stop the queues (running jobs finish or return to `waiting`), flush.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let local_addr = listener
+            .local_addr()
+            .context("cannot read the listening address")?;
+        let config = self.state.config();
+        let alerts = crate::alerts::spawn(
+            self.state.health_monitor().clone(),
+            self.queues.clone(),
+            crate::alerts::AlertOptions::new(&config.health, config.alert_webhook_url.clone()),
+        );
+        let served = serve(
+            listener,
+            self.state.clone(),
+            shutdown,
+            self.grace,
+            local_addr,
+        )
+        .await;
+
+        // Alerts already queued get a moment to go out; checks stop before the queues do.
+        alerts.shutdown(self.grace.min(ALERT_DELIVERY_GRACE)).await;
+
+        self.chat.stop();
+        if let Err(err) = self.queues.shutdown(self.grace).await {
+            tracing::error!(error = %err, "cannot stop the job queues cleanly");
+        }
+        let flushed = self
+            .job_store
+            .flush()
+            .await
+            .context("cannot flush the store on shutdown");
+        served?;
+        flushed?;
+        tracing::info!("courier stopped");
+        Ok(())
+    }
+}
 
 /// Runs the server on `listener` until `shutdown` resolves, then shuts down in order.
-///
-/// Creates the data directory and the secrets when needed (printing a generated admin key
-/// once), opens the job store, serves HTTP, and on shutdown drains requests for up to
-/// `config.shutdown_grace_secs` before flushing the store.
 pub async fn run(
     listener: TcpListener,
-    mut config: Config,
+    config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    config.prepare_data_dir()?;
-    let secrets = config::ensure_secrets(&mut config)?;
-    announce_secrets(&secrets);
-
-    let job_store = open_job_store(&config).await?;
-    let grace = Duration::from_secs(config.shutdown_grace_secs);
-
-    let queues = QueueManager::new(Arc::clone(&job_store), Arc::new(LocalHub::default()));
-    jobs::register_queues(&queues)
-        .await
-        .context("cannot start the job queues")?;
-    queues.start();
-    let state = AppState::new(config, secrets, queues.clone());
-
-    let local_addr = listener
-        .local_addr()
-        .context("cannot read the listening address")?;
-    let served = serve(listener, state.clone(), shutdown, grace, local_addr).await;
-
-    // Workers finish (or release) their jobs before the final flush.
-    if let Err(err) = queues.shutdown(grace).await {
-        tracing::error!(error = %err, "cannot stop the job queues cleanly");
-    }
-    let flushed = job_store
-        .flush()
-        .await
-        .context("cannot flush the job store on shutdown");
-    served?;
-    flushed?;
-    tracing::info!("courier stopped");
-    Ok(())
+    Server::start(config).await?.serve(listener, shutdown).await
 }
 
 /// A future that resolves on SIGINT (Ctrl-C) or SIGTERM.
@@ -151,20 +239,20 @@ async fn serve(
     }
 }
 
-async fn open_job_store(config: &Config) -> anyhow::Result<Arc<dyn JobStore>> {
-    let backend = match config.queue_backend {
-        QueueBackend::Sled => JobBackend::Sled,
+async fn open_stores(config: &Config) -> anyhow::Result<(Arc<dyn JobStore>, Arc<dyn ChatStore>)> {
+    match config.queue_backend {
+        QueueBackend::Sled => {}
         // `Config` refuses `redis` unless the feature is built; the store has no Redis backend yet.
         QueueBackend::Redis => {
             anyhow::bail!("QUEUE_BACKEND=redis is not implemented by the store yet")
         }
-    };
+    }
     let data_dir = config.data_dir.clone();
     // sled's open reads and recovers the log: blocking work, kept off the async workers.
-    tokio::task::spawn_blocking(move || store::open_job_store(backend, &data_dir))
+    tokio::task::spawn_blocking(move || store::open_stores(&data_dir))
         .await
-        .context("the task opening the job store failed")?
-        .context("cannot open the job store")
+        .context("the task opening the store failed")?
+        .context("cannot open the store")
 }
 
 /// Logs where the secrets came from. A generated admin key is printed this once (the operator

@@ -10,6 +10,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::queue::QueueError;
 use crate::store::StoreError;
 
 /// What the client sees for every 5xx whose cause is ours.
@@ -49,6 +50,10 @@ pub enum ApiError {
     /// 500 (or 503 when the store is closing); the cause is logged, never sent.
     #[error("storage failed: {0}")]
     Store(#[from] StoreError),
+    /// A queue operation failed: 404 unknown queue or job, 400 bad options, 409 a job in the
+    /// wrong state, 503 shutting down; storage causes as `Store`.
+    #[error("{0}")]
+    Queue(#[from] QueueError),
     /// 500; the cause is logged, never sent.
     #[error("{0:#}")]
     Internal(#[from] anyhow::Error),
@@ -84,14 +89,34 @@ impl ApiError {
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(StoreError::Closed) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Queue(err) => match err {
+                QueueError::UnknownQueue(_) | QueueError::JobNotFound(_) => StatusCode::NOT_FOUND,
+                QueueError::InvalidOptions(_) | QueueError::DataTooLarge { .. } => {
+                    StatusCode::BAD_REQUEST
+                }
+                QueueError::WrongState { .. } | QueueError::JobActive(_) => StatusCode::CONFLICT,
+                QueueError::ShuttingDown | QueueError::Store(StoreError::Closed) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                QueueError::AlreadyRegistered(_) | QueueError::Store(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            },
         }
     }
 
     /// The text sent to the client: the message for client-facing cases, a generic one for causes.
     fn client_message(&self) -> String {
         match self {
-            ApiError::Store(StoreError::Closed) => "service is shutting down".to_owned(),
-            ApiError::Store(_) | ApiError::Internal(_) => INTERNAL_MESSAGE.to_owned(),
+            ApiError::Store(StoreError::Closed)
+            | ApiError::Queue(QueueError::ShuttingDown | QueueError::Store(StoreError::Closed)) => {
+                "service is shutting down".to_owned()
+            }
+            ApiError::Store(_)
+            | ApiError::Internal(_)
+            | ApiError::Queue(QueueError::AlreadyRegistered(_) | QueueError::Store(_)) => {
+                INTERNAL_MESSAGE.to_owned()
+            }
             other => other.to_string(),
         }
     }
@@ -106,7 +131,12 @@ pub struct ErrorBody {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if matches!(self, ApiError::Store(_) | ApiError::Internal(_)) {
+        if matches!(
+            self,
+            ApiError::Store(_)
+                | ApiError::Internal(_)
+                | ApiError::Queue(QueueError::Store(_) | QueueError::AlreadyRegistered(_))
+        ) {
             tracing::error!(status = status.as_u16(), error = %self, "request failed");
         }
         let mut response = error_response(status, self.client_message());

@@ -4,8 +4,15 @@
 //!
 //! Each route module exposes its own `router() -> Router<AppState>`; [`app`] merges them.
 
+mod admin;
+mod auth;
+mod chat;
 mod error;
 mod health;
+pub mod monitor;
+mod prometheus;
+mod session;
+pub mod wire;
 
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +38,7 @@ use crate::queue::QueueManager;
 use crate::store::JobStore;
 
 pub use error::{error_response, ApiError, ErrorBody, JsonBody, INTERNAL_MESSAGE};
+pub use session::authenticate;
 
 /// Largest request body accepted: a 5 MB image as a base64 data URL plus the JSON around it.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -49,6 +57,13 @@ struct Inner {
     secrets: Secrets,
     job_store: Arc<dyn JobStore>,
     queues: QueueManager,
+    /// The chat domain and its HTTP limits; set once at start-up (absent in tests that only
+    /// exercise the queues, where chat routes answer 503).
+    chat: std::sync::OnceLock<chat::ChatState>,
+    /// Queue health checks (thresholds, recent stalls), shared with the alert monitor.
+    health: crate::alerts::HealthMonitor,
+    /// Failed admin-key attempts per client address.
+    admin_failures: admin::FailedAttempts,
     /// Set once start-up has finished; `/readyz` reports it.
     ready: AtomicBool,
     /// Flips to `true` when shutdown begins; long-lived handlers (WebSockets) watch it so they
@@ -62,12 +77,18 @@ impl AppState {
     pub fn new(config: Config, secrets: Secrets, queues: QueueManager) -> AppState {
         let job_store = queues.store().clone();
         let (shutdown, _) = watch::channel(false);
+        let health =
+            crate::alerts::HealthMonitor::new(config.health.clone(), config.data_dir.clone());
+        let admin_failures = admin::FailedAttempts::new(config.login_max_failures);
         AppState {
             inner: Arc::new(Inner {
                 config,
                 secrets,
                 job_store,
                 queues,
+                chat: std::sync::OnceLock::new(),
+                health,
+                admin_failures,
                 ready: AtomicBool::new(false),
                 shutdown,
                 started_at: Instant::now(),
@@ -86,6 +107,35 @@ impl AppState {
 
     pub fn job_store(&self) -> &Arc<dyn JobStore> {
         &self.inner.job_store
+    }
+
+    /// Attaches the chat domain and the WebSocket hub it delivers through (once; later calls
+    /// are ignored).
+    pub fn set_chat(&self, chat: Arc<crate::chat::Chat>, hub: crate::ws::Hub) {
+        let limits = chat::ChatState::new(chat, hub, &self.inner.config);
+        let _ = self.inner.chat.set(limits);
+    }
+
+    /// The chat domain and the WebSocket hub, for the `/ws` route.
+    pub fn realtime(&self) -> Result<(&Arc<crate::chat::Chat>, &crate::ws::Hub), ApiError> {
+        let chat = self.chat_state()?;
+        Ok((&chat.chat, &chat.hub))
+    }
+
+    fn chat_state(&self) -> Result<&chat::ChatState, ApiError> {
+        self.inner
+            .chat
+            .get()
+            .ok_or_else(|| ApiError::Unavailable("chat is not available".to_owned()))
+    }
+
+    /// Queue health checks; the alert monitor started by `server` shares this one.
+    pub fn health_monitor(&self) -> &crate::alerts::HealthMonitor {
+        &self.inner.health
+    }
+
+    pub(crate) fn admin_failures(&self) -> &admin::FailedAttempts {
+        &self.inner.admin_failures
     }
 
     /// The queue engine (the `message`, `notification` and `email` queues).
@@ -126,9 +176,16 @@ impl AppState {
 
 /// The whole HTTP application: every route, the JSON 404 fallback and the middleware stack.
 pub fn app(state: AppState) -> Router {
+    crate::telemetry::init();
     // `Router::layer` wraps what came before, so the list reads innermost first.
     Router::new()
         .merge(health::router())
+        .merge(monitor::router())
+        .merge(admin::router())
+        .merge(prometheus::router())
+        .merge(auth::router())
+        .merge(chat::router())
+        .merge(crate::ws::router())
         .fallback(not_found)
         // axum's extractors apply their own 2 MB default; make them agree with the layer below.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -153,6 +210,9 @@ pub fn app(state: AppState) -> Router {
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+        // Outermost, so the time includes every layer; `Router::layer` applies it per route,
+        // after routing, which is what makes the matched route available as the label.
+        .layer(middleware::from_fn(prometheus::track_http))
         .with_state(state)
 }
 

@@ -712,6 +712,9 @@ impl QueueManager {
         for queue in &queues {
             queue.shared.abandon.cancel();
             queue.shared.tasks.wait().await;
+            // Processors often hold what holds this manager; dropping them breaks that cycle so
+            // the store can close.
+            queue.shared.processors.write().clear();
         }
         self.store.flush().await?;
         Ok(())

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use self::chat::ChatStore;
 use crate::queue::model::{
     Added, Counts, FailOutcome, Job, JobPage, JobState, KeepJobs, Millis, NewJob, TakenJob,
 };
@@ -235,4 +236,17 @@ pub fn open_job_store(
             Ok(Arc::new(sled::SledJobStore::open(db)?))
         }
     }
+}
+
+/// The job store and the chat store of one process.
+pub type Stores = (Arc<dyn JobStore>, Arc<dyn ChatStore>);
+
+/// Opens both stores on one sled database under `data_dir` (sled allows one open `Db` per path,
+/// so the job and chat stores must share it). Use this rather than [`open_job_store`] when the
+/// process needs both.
+pub fn open_stores(data_dir: &Path) -> Result<Stores, StoreError> {
+    let db = sled::open_db(data_dir)?;
+    let jobs = sled::SledJobStore::open(db.clone())?;
+    let chat = sled::SledChatStore::open(db)?;
+    Ok((Arc::new(jobs), Arc::new(chat)))
 }

@@ -115,12 +115,23 @@ impl Committer {
             None => Some(commit),
         };
         if let Some(commit) = rejected {
-            let closed = Err(StoreError::Closed);
-            if let Some(after) = commit.after {
-                after(&closed);
-            }
-            if let Some(ack) = commit.ack {
-                let _ = ack.send(closed);
+            // Callers submit while holding their own locks, and callbacks may take those locks:
+            // run the callback (and then the acknowledgement) away from this thread, as the
+            // commit thread would have.
+            let finish = move || {
+                let closed = Err(StoreError::Closed);
+                if let Some(after) = commit.after {
+                    after(&closed);
+                }
+                if let Some(ack) = commit.ack {
+                    let _ = ack.send(closed);
+                }
+            };
+            if let Err(err) = thread::Builder::new()
+                .name("courier-commit-closed".to_owned())
+                .spawn(finish)
+            {
+                tracing::error!(error = %err, "cannot report a commit refused after close");
             }
         }
     }

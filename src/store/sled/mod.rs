@@ -1,10 +1,12 @@
 //! The embedded sled backend (the default): everything lives in `DATA_DIR/db`.
 
+mod chat;
 mod committer;
 mod jobs;
 
 use std::path::Path;
 
+pub use chat::SledChatStore;
 pub use jobs::SledJobStore;
 
 use super::StoreError;

@@ -1,0 +1,32 @@
+//! Errors of the chat domain. `http/` maps each to a status; messages are safe to show users.
+
+use crate::queue::QueueError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    /// Bad input; the message says what to fix.
+    #[error("{0}")]
+    Invalid(String),
+    /// Login failed. Never says whether the email or the password was wrong.
+    #[error("Invalid credentials")]
+    InvalidCredentials,
+    #[error("Email already exists")]
+    EmailTaken,
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{what} exceeds the limit of {limit} bytes")]
+    TooLarge { what: &'static str, limit: usize },
+    #[error("{0}")]
+    UnsupportedImage(String),
+    #[error("too many attempts, try again in {retry_after_secs} s")]
+    TooManyAttempts { retry_after_secs: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("{0}")]
+    Internal(String),
+}

@@ -1,0 +1,337 @@
+//! Sending messages through the queue, and the three processors that carry them.
+//!
+//! `send` validates, assigns the message id and adds a `process-message` job whose `jobId` *is*
+//! the message id, so a repeated add is a no-op and a job maps back to its message. The
+//! processor saves the message idempotently (keyed by that id), so a retried or re-run job never
+//! stores a second copy, then delivers it to both participants and queues the notification.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::delivery::ChatEvent;
+use super::email::Email;
+use super::error::ChatError;
+use super::images;
+use super::{ids, Chat};
+use crate::jobs::{EMAIL_QUEUE, MESSAGE_QUEUE, NOTIFICATION_QUEUE};
+use crate::queue::model::{Backoff, BackoffKind, JobOptions};
+use crate::queue::{JobContext, JobFailure, JobResult};
+use crate::store::chat::{MessageRecord, NewMessage, UserRecord};
+
+pub const MAX_TEXT_CHARS: usize = 10_000;
+pub const PROCESS_MESSAGE: &str = "process-message";
+pub const SEND_NOTIFICATION: &str = "send-notification";
+pub const SEND_EMAIL: &str = "send-email";
+/// At most one e-mail per conversation in this window.
+pub const EMAIL_WINDOW_MS: u64 = 15 * 60 * 1000;
+
+/// An image as it arrived: a data URL (JSON) or raw bytes (multipart).
+pub enum ImageInput {
+    DataUrl(String),
+    Bytes(Vec<u8>),
+}
+
+pub struct SendInput {
+    pub text: Option<String>,
+    pub image: Option<ImageInput>,
+}
+
+/// An accepted send.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub message_id: String,
+    pub job_id: String,
+}
+
+/// The `process-message` job's data (stored as JSON in the job).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageJob {
+    pub message_id: String,
+    pub sender_id: String,
+    pub receiver_id: String,
+    pub text: String,
+    /// Content address of the staged image, if any.
+    #[serde(default)]
+    pub image_hash: Option<String>,
+    pub created_at: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NotificationJob {
+    message_id: String,
+    sender_id: String,
+    receiver_id: String,
+    preview: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EmailJob {
+    message_id: String,
+    sender_name: String,
+    receiver_id: String,
+    preview: String,
+}
+
+fn preview(text: &str, has_image: bool) -> String {
+    let mut preview: String = text.chars().take(140).collect();
+    if preview.len() < text.len() {
+        preview.push('…');
+    }
+    if preview.is_empty() && has_image {
+        preview = "sent you an image".to_owned();
+    }
+    preview
+}
+
+fn retrying(attempts: u32, delay_ms: u64) -> JobOptions {
+    JobOptions {
+        attempts,
+        backoff: Some(Backoff {
+            kind: BackoffKind::Exponential,
+            delay: delay_ms,
+            jitter: 0.2,
+        }),
+        ..JobOptions::default()
+    }
+}
+
+fn failure(err: ChatError) -> JobFailure {
+    JobFailure::from(err)
+}
+
+impl Chat {
+    /// Validates a send and queues it; returns once the job is durable.
+    pub async fn send(
+        &self,
+        sender: &UserRecord,
+        receiver_id: &str,
+        input: SendInput,
+    ) -> Result<Sent, ChatError> {
+        if !ids::is_id(receiver_id) || self.store.user_by_id(receiver_id).await?.is_none() {
+            return Err(ChatError::NotFound("Receiver not found".to_owned()));
+        }
+        let text = input.text.unwrap_or_default();
+        if text.chars().count() > MAX_TEXT_CHARS {
+            return Err(ChatError::Invalid(format!(
+                "Message text must be at most {MAX_TEXT_CHARS} characters"
+            )));
+        }
+        let image = match input.image {
+            None => None,
+            Some(ImageInput::DataUrl(url)) if url.is_empty() => None,
+            Some(ImageInput::DataUrl(url)) => Some(images::decode_data_url(&url)?),
+            Some(ImageInput::Bytes(bytes)) => {
+                let kind = images::check_image(&bytes)?;
+                Some((bytes, kind))
+            }
+        };
+        if text.trim().is_empty() && image.is_none() {
+            return Err(ChatError::Invalid(
+                "Message must have text or an image".to_owned(),
+            ));
+        }
+        // Stage the image before the job exists: the job then only carries its address.
+        let image_hash = match image {
+            Some((bytes, _kind)) => Some(self.uploads.put(bytes).await?),
+            None => None,
+        };
+        let message_id = ids::new_id();
+        let job = MessageJob {
+            message_id: message_id.clone(),
+            sender_id: sender.id.clone(),
+            receiver_id: receiver_id.to_owned(),
+            text,
+            image_hash,
+            created_at: self.clock.now(),
+        };
+        let data =
+            serde_json::to_value(&job).map_err(|err| ChatError::Internal(err.to_string()))?;
+        let opts = JobOptions {
+            priority: Some(1),
+            job_id: Some(message_id.clone()),
+            ..retrying(3, 1_000)
+        };
+        self.senders
+            .lock()
+            .insert(message_id.clone(), sender.id.clone());
+        let queue = self.queues.queue(MESSAGE_QUEUE)?;
+        let added = match queue.add(PROCESS_MESSAGE, &data, opts).await {
+            Ok(added) => added,
+            Err(err) => {
+                self.senders.lock().remove(&message_id);
+                return Err(err.into());
+            }
+        };
+        Ok(Sent {
+            message_id,
+            job_id: added.id,
+        })
+    }
+
+    pub(super) async fn process_message(self: Arc<Self>, job: JobContext) -> JobResult {
+        let data: MessageJob = job.data_as()?;
+        job.progress(json!(10)).await?;
+        let image = match &data.image_hash {
+            Some(hash) => self
+                .host
+                .publish(&self.uploads, hash)
+                .await
+                .map_err(failure)?,
+            None => String::new(),
+        };
+        job.progress(json!(50)).await?;
+        let (message, inserted) = self
+            .store
+            .save_message(NewMessage {
+                id: data.message_id.clone(),
+                sender_id: data.sender_id.clone(),
+                receiver_id: data.receiver_id.clone(),
+                text: data.text.clone(),
+                image,
+                created_at: data.created_at,
+            })
+            .await
+            .map_err(JobFailure::from)?;
+        if !inserted {
+            job.log(format!(
+                "message {} was already saved (seq {}): not saving again",
+                message.id, message.seq
+            ))
+            .await?;
+        }
+        if self.take_injected_failure() {
+            return Err(JobFailure::msg("injected failure after saving (test hook)"));
+        }
+        self.queue_notification(&message).await.map_err(failure)?;
+        job.progress(json!(100)).await?;
+        // Delivery comes last: nothing after it can fail the attempt and cause a second delivery.
+        let users = [message.sender_id.as_str(), message.receiver_id.as_str()];
+        self.delivery
+            .deliver(&users, ChatEvent::NewMessage(message.clone()));
+        Ok(json!({ "messageId": message.id, "seq": message.seq }))
+    }
+
+    async fn queue_notification(&self, message: &MessageRecord) -> Result<(), ChatError> {
+        let data = NotificationJob {
+            message_id: message.id.clone(),
+            sender_id: message.sender_id.clone(),
+            receiver_id: message.receiver_id.clone(),
+            preview: preview(&message.text, !message.image.is_empty()),
+        };
+        let data =
+            serde_json::to_value(&data).map_err(|err| ChatError::Internal(err.to_string()))?;
+        let opts = JobOptions {
+            job_id: Some(format!("n-{}", message.id)),
+            ..retrying(3, 500)
+        };
+        self.queues
+            .queue(NOTIFICATION_QUEUE)?
+            .add(SEND_NOTIFICATION, &data, opts)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn send_notification(self: Arc<Self>, job: JobContext) -> JobResult {
+        let data: NotificationJob = job.data_as()?;
+        let sender = self
+            .store
+            .user_by_id(&data.sender_id)
+            .await
+            .map_err(JobFailure::from)?;
+        let sender_name = sender
+            .map(|user| user.full_name)
+            .unwrap_or_else(|| "Someone".to_owned());
+        let online = self.delivery.is_online(&data.receiver_id);
+        self.delivery.deliver(
+            &[data.receiver_id.as_str()],
+            ChatEvent::Notification {
+                kind: "newMessage".to_owned(),
+                message: format!("New message from {sender_name}"),
+                data: json!({ "messageId": data.message_id, "senderId": data.sender_id, "preview": data.preview }),
+                timestamp: self.clock.now(),
+            },
+        );
+        if online {
+            return Ok(json!({ "delivered": "socket" }));
+        }
+        let claimed = self
+            .store
+            .claim_email_slot(
+                &data.receiver_id,
+                &data.sender_id,
+                self.clock.now(),
+                EMAIL_WINDOW_MS,
+            )
+            .await
+            .map_err(JobFailure::from)?;
+        if !claimed {
+            return Ok(
+                json!({ "delivered": "none", "reason": "e-mail sent recently for this conversation" }),
+            );
+        }
+        let email = EmailJob {
+            message_id: data.message_id.clone(),
+            sender_name,
+            receiver_id: data.receiver_id.clone(),
+            preview: data.preview,
+        };
+        let email = serde_json::to_value(&email).map_err(JobFailure::from)?;
+        let opts = JobOptions {
+            job_id: Some(format!("e-{}", data.message_id)),
+            ..retrying(5, 2_000)
+        };
+        self.queues
+            .queue(EMAIL_QUEUE)
+            .map_err(JobFailure::from)?
+            .add(SEND_EMAIL, &email, opts)
+            .await
+            .map_err(JobFailure::from)?;
+        Ok(json!({ "delivered": "email-queued" }))
+    }
+
+    pub(super) async fn send_email(self: Arc<Self>, job: JobContext) -> JobResult {
+        let data: EmailJob = job.data_as()?;
+        let Some(receiver) = self
+            .store
+            .user_by_id(&data.receiver_id)
+            .await
+            .map_err(JobFailure::from)?
+        else {
+            return Ok(json!({ "sent": false, "reason": "receiver no longer exists" }));
+        };
+        let body = format!(
+            "{} sent you a message on Courier:\n\n{}\n\nOpen Courier to reply.\n",
+            data.sender_name, data.preview
+        );
+        self.mailer
+            .send(Email {
+                to_name: receiver.full_name,
+                to_address: receiver.email.clone(),
+                subject: format!("New message from {}", data.sender_name),
+                body,
+            })
+            .await
+            .map_err(failure)?;
+        Ok(json!({ "sent": true, "to": receiver.email }))
+    }
+
+    /// Test hook: the next `count` `process-message` attempts fail right after saving, to prove a
+    /// retried job never stores or delivers a message twice.
+    pub fn inject_failures_after_save(&self, count: u32) {
+        self.injected_failures.store(count, Ordering::SeqCst);
+    }
+
+    fn take_injected_failure(&self) -> bool {
+        self.injected_failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok()
+    }
+}

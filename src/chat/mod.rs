@@ -1,0 +1,329 @@
+//! The chat domain: accounts, conversations, messages, notifications and e-mail.
+//!
+//! Owns the rules (who may read what, what a valid message is, how a message travels through the
+//! queues); persists through [`ChatStore`], queues work through the engine, and pushes real-time
+//! events through [`Delivery`]. It imports no web framework and no database crate.
+
+pub mod accounts;
+pub mod delivery;
+pub mod email;
+pub mod error;
+pub mod ids;
+pub mod images;
+pub mod messages;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::jobs::{EMAIL_QUEUE, MESSAGE_QUEUE, NOTIFICATION_QUEUE};
+use crate::queue::clock::Clock;
+use crate::queue::model::Job;
+use crate::queue::{EventKind, JobContext, QueueManager};
+use crate::store::chat::{ChatStore, HistoryPage, MessageRecord, UserRecord};
+
+pub use accounts::{Accounts, HashCost, Signup};
+pub use delivery::{ChatEvent, Delivery, NoDelivery};
+pub use error::ChatError;
+pub use messages::{ImageInput, SendInput, Sent};
+
+/// Default and largest history page.
+pub const DEFAULT_PAGE: usize = 50;
+pub const MAX_PAGE: usize = 200;
+
+/// What the chat domain needs from the configuration.
+pub struct ChatConfig {
+    pub jwt_secret: String,
+    pub hash_cost: HashCost,
+    pub login_max_failures: u32,
+    pub data_dir: PathBuf,
+    pub smtp_url: Option<String>,
+    pub email_from: Option<String>,
+    pub cloudinary_url: Option<String>,
+}
+
+/// One row of the sidebar.
+#[derive(Debug, Clone)]
+pub struct SidebarEntry {
+    pub user: UserRecord,
+    pub online: bool,
+    pub unread: u64,
+    pub last_message: Option<MessageRecord>,
+}
+
+pub struct Chat {
+    store: Arc<dyn ChatStore>,
+    queues: QueueManager,
+    accounts: Accounts,
+    delivery: Arc<dyn Delivery>,
+    uploads: images::Uploads,
+    host: images::ImageHost,
+    mailer: email::Mailer,
+    /// Sender of each message job in flight, for `messageStatus` events.
+    senders: Mutex<HashMap<String, String>>,
+    injected_failures: AtomicU32,
+    clock: Clock,
+    stop: CancellationToken,
+}
+
+impl Chat {
+    pub fn new(
+        config: ChatConfig,
+        store: Arc<dyn ChatStore>,
+        queues: QueueManager,
+        delivery: Arc<dyn Delivery>,
+    ) -> Result<Arc<Chat>, ChatError> {
+        let uploads = images::Uploads::new(&config.data_dir);
+        let host = match &config.cloudinary_url {
+            Some(url) => images::ImageHost::Cloudinary(
+                images::Cloudinary::from_url(url).map_err(ChatError::Invalid)?,
+            ),
+            None => images::ImageHost::Local,
+        };
+        let mailer = email::Mailer::new(
+            config.smtp_url.as_deref(),
+            config.email_from.as_deref(),
+            config.data_dir.join("outbox"),
+        )
+        .map_err(ChatError::Invalid)?;
+        let accounts = Accounts::new(
+            store.clone(),
+            &config.jwt_secret,
+            config.hash_cost,
+            config.login_max_failures,
+            uploads.clone(),
+            host.clone(),
+        )?;
+        Ok(Arc::new(Chat {
+            store,
+            queues,
+            accounts,
+            delivery,
+            uploads,
+            host,
+            mailer,
+            senders: Mutex::new(HashMap::new()),
+            injected_failures: AtomicU32::new(0),
+            clock: Clock::new(),
+            stop: CancellationToken::new(),
+        }))
+    }
+
+    /// Registers the processors of the three queues and starts forwarding job states to
+    /// senders. Call before `QueueManager::start`.
+    pub fn attach(self: &Arc<Self>) -> Result<(), ChatError> {
+        let chat = self.clone();
+        self.queues
+            .queue(MESSAGE_QUEUE)?
+            .process(messages::PROCESS_MESSAGE, move |job: JobContext| {
+                chat.clone().process_message(job)
+            });
+        let chat = self.clone();
+        self.queues
+            .queue(NOTIFICATION_QUEUE)?
+            .process(messages::SEND_NOTIFICATION, move |job: JobContext| {
+                chat.clone().send_notification(job)
+            });
+        let chat = self.clone();
+        self.queues
+            .queue(EMAIL_QUEUE)?
+            .process(messages::SEND_EMAIL, move |job: JobContext| {
+                chat.clone().send_email(job)
+            });
+        let chat = self.clone();
+        tokio::spawn(async move { chat.forward_statuses().await });
+        Ok(())
+    }
+
+    /// Stops background tasks.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    pub fn accounts(&self) -> &Accounts {
+        &self.accounts
+    }
+
+    pub fn uploads(&self) -> &images::Uploads {
+        &self.uploads
+    }
+
+    /// Sends each message job's state changes to its sender as `messageStatus`.
+    async fn forward_statuses(&self) {
+        let mut events = self.queues.hub().subscribe();
+        loop {
+            let event = tokio::select! {
+                event = events.recv() => event,
+                _ = self.stop.cancelled() => return,
+            };
+            let event = match event {
+                Ok(event) => event,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "message status forwarding fell behind; some statuses were not sent"
+                    );
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            if &*event.queue != MESSAGE_QUEUE {
+                continue;
+            }
+            let Some(job_id) = event.job_id.as_deref() else {
+                continue;
+            };
+            let (state, last) = match event.kind {
+                EventKind::Waiting => ("waiting", false),
+                EventKind::Active => ("active", false),
+                EventKind::Delayed => ("delayed", false),
+                EventKind::Completed => ("completed", true),
+                EventKind::Failed => ("failed", true),
+                EventKind::Removed => ("removed", true),
+                _ => continue,
+            };
+            let known = {
+                let mut senders = self.senders.lock();
+                if last {
+                    senders.remove(job_id)
+                } else {
+                    senders.get(job_id).cloned()
+                }
+            };
+            // After a restart the map is empty: the job's own data names its sender.
+            let sender = match known {
+                Some(sender) => Some(sender),
+                None => self.job_sender(job_id).await,
+            };
+            if let Some(sender) = sender {
+                self.delivery.deliver(
+                    &[sender.as_str()],
+                    ChatEvent::MessageStatus {
+                        message_id: job_id.to_owned(),
+                        job_id: job_id.to_owned(),
+                        state: state.to_owned(),
+                    },
+                );
+            }
+        }
+    }
+
+    async fn job_sender(&self, job_id: &str) -> Option<String> {
+        let queue = self.queues.queue(MESSAGE_QUEUE).ok()?;
+        let job = queue.get(job_id).await.ok()??;
+        let data: messages::MessageJob = serde_json::from_str(&job.spec.data).ok()?;
+        Some(data.sender_id)
+    }
+
+    /// Every other user, with presence, unread count and last message, latest activity first.
+    pub async fn sidebar(&self, user: &UserRecord) -> Result<Vec<SidebarEntry>, ChatError> {
+        let conversations = self.store.conversations(&user.id).await?;
+        let mut by_user: HashMap<String, _> = conversations
+            .into_iter()
+            .map(|summary| (summary.other_id.clone(), summary))
+            .collect();
+        let mut entries: Vec<SidebarEntry> = self
+            .store
+            .users()
+            .await?
+            .into_iter()
+            .filter(|other| other.id != user.id)
+            .map(|other| {
+                let summary = by_user.remove(&other.id);
+                SidebarEntry {
+                    online: self.delivery.is_online(&other.id),
+                    unread: summary.as_ref().map_or(0, |summary| summary.unread),
+                    last_message: summary.and_then(|summary| summary.last_message),
+                    user: other,
+                }
+            })
+            .collect();
+        entries.sort_by(|a, b| {
+            let activity = |entry: &SidebarEntry| {
+                entry
+                    .last_message
+                    .as_ref()
+                    .map_or(0, |message| message.created_at)
+            };
+            activity(b).cmp(&activity(a)).then_with(|| {
+                a.user
+                    .full_name
+                    .to_lowercase()
+                    .cmp(&b.user.full_name.to_lowercase())
+            })
+        });
+        Ok(entries)
+    }
+
+    /// Messages between `user` and `other_id`, oldest first.
+    pub async fn history(
+        &self,
+        user: &UserRecord,
+        other_id: &str,
+        page: HistoryPage,
+    ) -> Result<Vec<MessageRecord>, ChatError> {
+        if !ids::is_id(other_id) || self.store.user_by_id(other_id).await?.is_none() {
+            return Err(ChatError::NotFound("User not found".to_owned()));
+        }
+        Ok(self.store.history(&user.id, other_id, page).await?)
+    }
+
+    /// A message job, if `viewer` sent it (or `viewer` is `None`: the admin).
+    pub async fn job_status(
+        &self,
+        viewer: Option<&str>,
+        job_id: &str,
+    ) -> Result<Option<Job>, ChatError> {
+        let queue = self.queues.queue(MESSAGE_QUEUE)?;
+        let Some(job) = queue.get(job_id).await? else {
+            return Ok(None);
+        };
+        let Some(viewer) = viewer else {
+            return Ok(Some(job));
+        };
+        let data: messages::MessageJob = match serde_json::from_str(&job.spec.data) {
+            Ok(data) => data,
+            Err(_) => return Ok(None),
+        };
+        Ok((data.sender_id == viewer).then_some(job))
+    }
+
+    /// Relays a typing indicator to the receiver.
+    pub async fn typing(&self, sender_id: &str, receiver_id: &str, is_typing: bool) {
+        if sender_id == receiver_id || !ids::is_id(receiver_id) {
+            return;
+        }
+        self.delivery.deliver(
+            &[receiver_id],
+            ChatEvent::Typing {
+                sender_id: sender_id.to_owned(),
+                is_typing,
+            },
+        );
+    }
+
+    /// Records a read receipt and tells the other participant (and the reader's other tabs).
+    pub async fn mark_read(
+        &self,
+        reader_id: &str,
+        other_id: &str,
+        seq: u64,
+    ) -> Result<u64, ChatError> {
+        if !ids::is_id(other_id) {
+            return Err(ChatError::NotFound("User not found".to_owned()));
+        }
+        let up_to_seq = self.store.mark_read(reader_id, other_id, seq).await?;
+        self.delivery.deliver(
+            &[other_id, reader_id],
+            ChatEvent::MessagesRead {
+                reader_id: reader_id.to_owned(),
+                up_to_seq,
+            },
+        );
+        Ok(up_to_seq)
+    }
+}

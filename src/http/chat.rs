@@ -1,0 +1,295 @@
+//! `/api/messages/*` (sidebar, history, send, job status) and `/uploads/<hash>`.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::session::{authenticate, CurrentUser};
+use super::wire::{iso_time, MessageJson, SidebarUserJson};
+use super::{ApiError, AppState, JsonBody};
+use crate::chat::images::ImageKind;
+use crate::chat::{Chat, ImageInput, SendInput, DEFAULT_PAGE, MAX_PAGE};
+use crate::config::Config;
+use crate::store::chat::HistoryPage;
+
+/// The chat domain plus the HTTP-level limits in front of it.
+pub struct ChatState {
+    pub chat: Arc<Chat>,
+    pub hub: crate::ws::Hub,
+    auth_limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    send_limiter: Option<DefaultKeyedRateLimiter<String>>,
+}
+
+fn per_minute<K: std::hash::Hash + Eq + Clone>(limit: u32) -> Option<DefaultKeyedRateLimiter<K>> {
+    NonZeroU32::new(limit).map(|limit| RateLimiter::keyed(Quota::per_minute(limit)))
+}
+
+fn limited<K: std::hash::Hash + Eq + Clone>(
+    limiter: &Option<DefaultKeyedRateLimiter<K>>,
+    key: &K,
+    message: &str,
+) -> Result<(), ApiError> {
+    let Some(limiter) = limiter else {
+        return Ok(());
+    };
+    limiter
+        .check_key(key)
+        .map_err(|not_until| ApiError::TooManyRequests {
+            message: message.to_owned(),
+            retry_after_secs: not_until
+                .wait_time_from(DefaultClock::default().now())
+                .as_secs()
+                .max(1),
+        })
+}
+
+impl ChatState {
+    pub fn new(chat: Arc<Chat>, hub: crate::ws::Hub, config: &Config) -> ChatState {
+        ChatState {
+            chat,
+            hub,
+            auth_limiter: per_minute(config.rate_limit_auth),
+            send_limiter: per_minute(config.rate_limit_send),
+        }
+    }
+
+    /// Sign-up and login attempts per IP.
+    pub fn check_auth_rate(&self, ip: IpAddr) -> Result<(), ApiError> {
+        limited(
+            &self.auth_limiter,
+            &ip,
+            "Too many attempts, try again later",
+        )
+    }
+
+    fn check_send_rate(&self, user_id: &str) -> Result<(), ApiError> {
+        limited(
+            &self.send_limiter,
+            &user_id.to_owned(),
+            "Too many messages, slow down",
+        )
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/messages/users", get(sidebar))
+        .route("/api/messages/{id}", get(history))
+        .route("/api/messages/send/{id}", post(send))
+        .route("/api/messages/status/{job_id}", get(status))
+        .route("/uploads/{hash}", get(upload))
+}
+
+async fn sidebar(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<Json<Vec<SidebarUserJson>>, ApiError> {
+    let entries = state.chat_state()?.chat.sidebar(&user).await?;
+    Ok(Json(entries.iter().map(SidebarUserJson::from).collect()))
+}
+
+#[derive(Debug, Deserialize)]
+struct HistoryQuery {
+    before: Option<u64>,
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn history(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(other_id): Path<String>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<MessageJson>>, ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::bad_request(format!("invalid query: {}", rejection.body_text()))
+    })?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let page = match (query.before, query.after) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "use either before or after, not both",
+            ))
+        }
+        (Some(seq), None) => HistoryPage::Before { seq, limit },
+        (None, Some(seq)) => HistoryPage::After { seq, limit },
+        (None, None) => HistoryPage::Latest { limit },
+    };
+    let messages = state
+        .chat_state()?
+        .chat
+        .history(&user, &other_id, page)
+        .await?;
+    Ok(Json(messages.iter().map(MessageJson::from).collect()))
+}
+
+#[derive(Debug, Deserialize)]
+struct SendBody {
+    text: Option<String>,
+    image: Option<String>,
+}
+
+/// Reads a send from JSON (`{text, image: dataURL}`) or multipart (`text` field, `image` file).
+async fn read_send(request: Request, state: &AppState) -> Result<SendInput, ApiError> {
+    let is_multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("multipart/form-data"));
+    if !is_multipart {
+        let JsonBody(body) = JsonBody::<SendBody>::from_request(request, state).await?;
+        return Ok(SendInput {
+            text: body.text,
+            image: body.image.map(ImageInput::DataUrl),
+        });
+    }
+    let mut multipart = Multipart::from_request(request, state)
+        .await
+        .map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    let mut input = SendInput {
+        text: None,
+        image: None,
+    };
+    while let Some(field) = multipart.next_field().await.map_err(|err| {
+        ApiError::bad_request(format!("malformed multipart body: {}", err.body_text()))
+    })? {
+        match field.name() {
+            Some("text") => {
+                input.text = Some(
+                    field
+                        .text()
+                        .await
+                        .map_err(|err| ApiError::bad_request(err.body_text()))?,
+                );
+            }
+            Some("image") => {
+                let bytes: Bytes = field.bytes().await.map_err(|err| {
+                    if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                        ApiError::PayloadTooLarge("request body is too large".to_owned())
+                    } else {
+                        ApiError::bad_request(err.body_text())
+                    }
+                })?;
+                input.image = Some(ImageInput::Bytes(bytes.to_vec()));
+            }
+            _ => {}
+        }
+    }
+    Ok(input)
+}
+
+async fn send(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(receiver_id): Path<String>,
+    request: Request,
+) -> Result<impl IntoResponse, ApiError> {
+    let chat = state.chat_state()?;
+    chat.check_send_rate(&user.id)?;
+    let input = read_send(request, &state).await?;
+    let sent = chat.chat.send(&user, &receiver_id, input).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "message": "Message queued for processing",
+            "messageId": sent.message_id,
+            "jobId": sent.job_id,
+            "status": "queued",
+        })),
+    ))
+}
+
+/// The admin key, compared in constant time.
+fn is_admin(state: &AppState, headers: &HeaderMap) -> bool {
+    use subtle::ConstantTimeEq as _;
+    let Some(given) = headers.get("x-admin-key").map(HeaderValue::as_bytes) else {
+        return false;
+    };
+    given.ct_eq(state.secrets().admin_key.as_bytes()).into()
+}
+
+async fn status(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(job_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let chat = &state.chat_state()?.chat;
+    let viewer = if is_admin(&state, &headers) {
+        None
+    } else {
+        Some(authenticate(&state, &headers).await?.id)
+    };
+    // Someone else's job is indistinguishable from no job.
+    let job = chat
+        .job_status(viewer.as_deref(), &job_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Job not found"))?;
+    let status = &job.status;
+    let parse = |text: &str| {
+        serde_json::from_str::<serde_json::Value>(text).unwrap_or(serde_json::Value::Null)
+    };
+    Ok(Json(json!({
+        "jobId": job.id,
+        "queue": job.queue,
+        "name": job.spec.name,
+        "state": status.state.as_str(),
+        "progress": parse(&status.progress),
+        "attempts": job.spec.opts.attempts,
+        "attemptsMade": status.attempts_made,
+        "result": status.return_value.as_deref().map(parse),
+        "failedReason": status.failed_reason,
+        "timestamps": {
+            "createdAt": iso_time(job.spec.created_at),
+            "processedAt": status.processed_at.map(iso_time),
+            "finishedAt": status.finished_at.map(iso_time),
+        },
+    })))
+}
+
+async fn upload(
+    State(state): State<AppState>,
+    Path(hash): Path<String>,
+) -> Result<Response, ApiError> {
+    let chat = &state.chat_state()?.chat;
+    let bytes = chat
+        .uploads()
+        .read(&hash)
+        .await?
+        .ok_or_else(|| ApiError::not_found("not found"))?;
+    // Only checked images are ever stored, but the type is decided by the bytes, never a name.
+    let kind = ImageKind::sniff(&bytes).ok_or_else(|| ApiError::not_found("not found"))?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(kind.content_type()),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=31536000, immutable"),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}

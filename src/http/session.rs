@@ -1,0 +1,116 @@
+//! Who is calling: the `jwt` cookie (or `Authorization: Bearer`), the session cookie itself, and
+//! the mapping of chat errors to API errors.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use axum_extra::extract::cookie::{Cookie, SameSite};
+
+use super::{ApiError, AppState};
+use crate::chat::{accounts::SESSION_TTL, ChatError};
+use crate::config::SameSitePolicy;
+use crate::queue::QueueError;
+use crate::store::chat::UserRecord;
+
+pub const SESSION_COOKIE: &str = "jwt";
+
+/// The session token of a request: the `jwt` cookie, else a Bearer token.
+pub fn request_token(headers: &HeaderMap) -> Option<String> {
+    let from_cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| Cookie::parse(pair.trim().to_owned()).ok())
+        .find(|cookie| cookie.name() == SESSION_COOKIE && !cookie.value().is_empty())
+        .map(|cookie| cookie.value().to_owned());
+    from_cookie.or_else(|| {
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(|token| token.trim().to_owned())
+            .filter(|token| !token.is_empty())
+    })
+}
+
+/// The authenticated caller; rejects with 401.
+pub struct CurrentUser(pub UserRecord);
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        authenticate(state, &parts.headers).await.map(CurrentUser)
+    }
+}
+
+/// The user whose session token the headers carry; 401 otherwise.
+pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<UserRecord, ApiError> {
+    let chat = state.chat_state()?;
+    let Some(token) = request_token(headers) else {
+        return Err(ApiError::unauthorized("Unauthorized - No Token Provided"));
+    };
+    match chat.chat.accounts().authenticate(&token).await {
+        Ok(user) => Ok(user),
+        Err(ChatError::Unauthorized) => Err(ApiError::unauthorized("Unauthorized - Invalid Token")),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// The session cookie carrying `token` (http-only, 7 days, SameSite and Secure as configured).
+pub fn session_cookie(state: &AppState, token: String) -> Cookie<'static> {
+    let config = state.config();
+    let mut cookie = Cookie::build((SESSION_COOKIE, token))
+        .http_only(true)
+        .path("/")
+        .secure(config.cookie_secure)
+        .same_site(match config.cookie_same_site {
+            SameSitePolicy::Strict => SameSite::Strict,
+            SameSitePolicy::Lax => SameSite::Lax,
+            SameSitePolicy::None => SameSite::None,
+        })
+        .build();
+    cookie.set_max_age(time_duration(SESSION_TTL));
+    cookie
+}
+
+/// A cookie that deletes the session cookie.
+pub fn cleared_cookie(state: &AppState) -> Cookie<'static> {
+    let mut cookie = session_cookie(state, String::new());
+    cookie.set_max_age(time_duration(std::time::Duration::ZERO));
+    cookie
+}
+
+fn time_duration(duration: std::time::Duration) -> time::Duration {
+    time::Duration::seconds(duration.as_secs() as i64)
+}
+
+impl From<ChatError> for ApiError {
+    fn from(err: ChatError) -> ApiError {
+        match err {
+            ChatError::Invalid(message) | ChatError::UnsupportedImage(message) => {
+                ApiError::BadRequest(message)
+            }
+            ChatError::InvalidCredentials => ApiError::BadRequest("Invalid credentials".to_owned()),
+            ChatError::EmailTaken => ApiError::BadRequest("Email already exists".to_owned()),
+            ChatError::Unauthorized => ApiError::unauthorized("Unauthorized - Invalid Token"),
+            ChatError::NotFound(message) => ApiError::NotFound(message),
+            ChatError::TooLarge { .. } => ApiError::PayloadTooLarge(err.to_string()),
+            ChatError::TooManyAttempts { retry_after_secs } => ApiError::TooManyRequests {
+                message: "Too many failed login attempts, try again later".to_owned(),
+                retry_after_secs,
+            },
+            ChatError::Store(store) => ApiError::Store(store),
+            ChatError::Queue(QueueError::ShuttingDown) => {
+                ApiError::Unavailable("service is shutting down".to_owned())
+            }
+            ChatError::Queue(QueueError::Store(store)) => ApiError::Store(store),
+            ChatError::Queue(QueueError::DataTooLarge { .. }) => {
+                ApiError::PayloadTooLarge("message is too large".to_owned())
+            }
+            ChatError::Queue(other) => ApiError::Internal(anyhow::anyhow!(other)),
+            ChatError::Internal(message) => ApiError::Internal(anyhow::anyhow!(message)),
+        }
+    }
+}

@@ -1,0 +1,783 @@
+//! The sled chat store: users, conversations and messages in one tree, `chat`.
+//!
+//! Unlike the job store, the chat store keeps no index of its data in memory: every read goes to
+//! sled, and start-up reads one key (the message counter), whatever the size of the history. What
+//! memory holds is only what makes writes race-free: each conversation's last `seq` (loaded the
+//! first time the conversation is written), read marks and e-mail claims already touched, and the
+//! writes that are queued but not yet durable (so a duplicate `messageId` or e-mail arriving in
+//! that window is recognised). Deciding a write and queueing it to the [`Committer`] happen under
+//! one lock, so the disk applies writes in the order memory decided them; the caller then waits
+//! for the flush outside the lock. A write is acknowledged only once it is applied and flushed, so
+//! a read that starts after the acknowledgement finds it in the tree.
+//!
+//! Keys (every multi-key write is one batch, so one atomic `apply_batch`):
+//!
+//! | Key | Value |
+//! |---|---|
+//! | `u<userId>` | [`UserRecord`] |
+//! | `e<email>` | user id |
+//! | `c<convId>\0<seq u64 BE>` | [`MessageRecord`] |
+//! | `i<messageId>` | [`MessageRef`] (conversation, seq) |
+//! | `p<userId>\0<otherId>` | empty; both directions, written with a conversation's first message |
+//! | `r<convId>\0<userId>` | read mark (u64) |
+//! | `x<convId>\0<userId>` | time of the last e-mail claim (Millis) |
+//! | `m:count` | number of stored messages, u64 BE (the committer's counter key) |
+//!
+//! `convId` is the two user ids sorted and joined with `:`; user ids therefore may contain neither
+//! `:` nor NUL (ObjectIds never do), and writes reject ids that would.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use super::committer::{AfterCommit, Committer, Write};
+use crate::queue::model::Millis;
+use crate::store::chat::{
+    ChatStore, ConversationSummary, CreateUser, HistoryPage, MessageRecord, NewMessage, UserRecord,
+};
+use crate::store::codec::{decode, encode};
+use crate::store::StoreError;
+
+const USER: u8 = b'u';
+const EMAIL: u8 = b'e';
+const MESSAGE: u8 = b'c';
+const MESSAGE_ID: u8 = b'i';
+const PARTNER: u8 = b'p';
+const READ_MARK: u8 = b'r';
+const EMAIL_CLAIM: u8 = b'x';
+/// Highest message count written; the committer keeps it (never decreasing) in the same batch as
+/// the message that reached it.
+const COUNT_KEY: &[u8] = b"m:count";
+
+/// Where a message lives, found by its id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct MessageRef {
+    conversation: String,
+    seq: u64,
+}
+
+/// Resolves with the outcome of a queued write's commit; shared by everyone who must wait for it.
+type Outcome = Shared<BoxFuture<'static, Result<(), StoreError>>>;
+
+type Durable = oneshot::Receiver<Result<(), StoreError>>;
+
+/// What the chat store knows about one conversation it has written.
+struct Conversation {
+    /// Highest `seq` handed out (queued writes included).
+    last_seq: u64,
+    /// The `p` keys of both users exist or are queued.
+    linked: bool,
+}
+
+struct PendingMessage {
+    record: MessageRecord,
+    outcome: Outcome,
+    token: u64,
+}
+
+struct PendingEmail {
+    outcome: Outcome,
+    token: u64,
+}
+
+/// A commit that has finished, reported by the committer thread. It goes through its own small
+/// queue, not the state lock: the committer calls `after` synchronously from `submit_durable`
+/// when it is closed, and that call happens while the state lock is held.
+enum Settled {
+    Email {
+        email: String,
+        token: u64,
+    },
+    Message {
+        id: String,
+        token: u64,
+        conversation: String,
+    },
+    /// A read mark or e-mail claim (only a failed one needs clean-up).
+    Mark {
+        key: Vec<u8>,
+        value: u64,
+    },
+}
+
+#[derive(Default)]
+struct State {
+    /// Conversations written (or read-marked) since start-up. Entries are never evicted: one small entry per active
+    /// conversation, and an entry may be dropped only when none of its writes are pending.
+    conversations: HashMap<String, Conversation>,
+    /// Messages queued but not yet committed, by id: a duplicate waits for the original's commit.
+    pending_messages: HashMap<String, PendingMessage>,
+    /// E-mails of users being created, not yet committed.
+    pending_emails: HashMap<String, PendingEmail>,
+    /// Read marks and e-mail claim times touched since start-up, by their key. Kept (rather than
+    /// read from the tree) because a queued write is not in the tree yet, and a decision taken on
+    /// the tree's older value could move a mark backwards or grant a claim twice.
+    marks: HashMap<Vec<u8>, u64>,
+    message_count: u64,
+    /// Tells a pending entry from a later one with the same id.
+    next_token: u64,
+}
+
+impl State {
+    fn token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    /// Forgets pending entries whose commit has finished, and undoes the memory of failed ones.
+    fn settle(&mut self, settled: Vec<(Settled, bool)>) {
+        for (done, ok) in settled {
+            match done {
+                Settled::Email { email, token } => {
+                    if self
+                        .pending_emails
+                        .get(&email)
+                        .is_some_and(|pending| pending.token == token)
+                    {
+                        self.pending_emails.remove(&email);
+                    }
+                }
+                Settled::Message {
+                    id,
+                    token,
+                    conversation,
+                } => {
+                    if self
+                        .pending_messages
+                        .get(&id)
+                        .is_some_and(|pending| pending.token == token)
+                    {
+                        self.pending_messages.remove(&id);
+                    }
+                    // The `p` keys may have been in the failed batch: write them again with the
+                    // conversation's next message. (Its seq is not reused: a gap after an I/O
+                    // error is allowed, a repeated seq is not.)
+                    if !ok {
+                        if let Some(entry) = self.conversations.get_mut(&conversation) {
+                            entry.linked = false;
+                        }
+                    }
+                }
+                Settled::Mark { key, value } => {
+                    // A later, higher value queued after the failed one stays; otherwise the
+                    // tree's value is the truth again.
+                    if !ok && self.marks.get(&key) == Some(&value) {
+                        self.marks.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub struct SledChatStore {
+    tree: sled::Tree,
+    state: Mutex<State>,
+    /// Commits finished since the state was last locked, with whether they succeeded.
+    settled: Arc<Mutex<Vec<(Settled, bool)>>>,
+    committer: Committer,
+}
+
+impl SledChatStore {
+    /// Opens the chat tree of `db`. Reads one key: start-up does not depend on the history's size.
+    pub fn open(db: sled::Db) -> Result<SledChatStore, StoreError> {
+        let tree = db.open_tree("chat")?;
+        let message_count = match tree.get(COUNT_KEY)? {
+            Some(bytes) => u64::from_be_bytes(
+                bytes
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Codec("bad message counter".to_owned()))?,
+            ),
+            None => 0,
+        };
+        let committer = Committer::start(db, tree.clone(), COUNT_KEY.to_vec(), message_count)?;
+        Ok(SledChatStore {
+            tree,
+            state: Mutex::new(State {
+                message_count,
+                ..State::default()
+            }),
+            settled: Arc::new(Mutex::new(Vec::new())),
+            committer,
+        })
+    }
+
+    /// Number of batches committed so far (group commit makes this far below the write count).
+    pub fn batch_count(&self) -> u64 {
+        self.committer.batch_count()
+    }
+
+    pub fn storage_errors(&self) -> u64 {
+        self.committer.error_count()
+    }
+
+    /// Locks the state, first applying the commits that finished since the last lock.
+    fn lock(&self) -> parking_lot::MutexGuard<'_, State> {
+        let mut state = self.state.lock();
+        let settled = std::mem::take(&mut *self.settled.lock());
+        state.settle(settled);
+        state
+    }
+
+    /// Queues a durable write. Call it under the state lock, so the disk applies writes in the
+    /// order memory decided them; wait for the returned receiver after releasing the lock.
+    /// `settled` names what memory must forget (or undo) once the commit is over; the returned
+    /// [`Outcome`] lets other callers wait for the same commit.
+    fn submit(
+        &self,
+        writes: Vec<Write>,
+        counter: u64,
+        settled: Option<Settled>,
+    ) -> (Durable, Outcome) {
+        let (tell, told) = oneshot::channel::<Result<(), StoreError>>();
+        let outcome: Outcome = async move { told.await.unwrap_or(Err(StoreError::Closed)) }
+            .boxed()
+            .shared();
+        let queue = self.settled.clone();
+        let after: AfterCommit = Box::new(move |result| {
+            if let Some(settled) = settled {
+                queue.lock().push((settled, result.is_ok()));
+            }
+            let _ = tell.send(result.clone());
+        });
+        (
+            self.committer.submit_durable(writes, counter, Some(after)),
+            outcome,
+        )
+    }
+
+    /// The state of a conversation, loaded from the tree the first time it is written: its last
+    /// key gives the last seq, and one of its `p` keys says whether it is linked.
+    fn conversation<'a>(
+        &self,
+        state: &'a mut State,
+        conversation: &str,
+        first: &str,
+        second: &str,
+    ) -> Result<&'a mut Conversation, StoreError> {
+        match state.conversations.entry(conversation.to_owned()) {
+            Entry::Occupied(entry) => Ok(entry.into_mut()),
+            Entry::Vacant(entry) => {
+                let last_seq = match self
+                    .tree
+                    .scan_prefix(conversation_prefix(conversation))
+                    .next_back()
+                {
+                    Some(item) => seq_of(&item?.0)?,
+                    None => 0,
+                };
+                let linked = self.tree.contains_key(pair_key(PARTNER, first, second))?;
+                Ok(entry.insert(Conversation { last_seq, linked }))
+            }
+        }
+    }
+
+    /// A read mark or claim time: the one in memory, else the stored one.
+    fn mark(&self, state: &State, key: &[u8]) -> Result<Option<u64>, StoreError> {
+        if let Some(value) = state.marks.get(key) {
+            return Ok(Some(*value));
+        }
+        self.read_u64(key)
+    }
+
+    fn read_u64(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
+        match self.tree.get(key)? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn read_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
+        match self.tree.get(key(USER, id))? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn read_message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
+        let Some(bytes) = self.tree.get(key(MESSAGE_ID, id))? else {
+            return Ok(None);
+        };
+        let place: MessageRef = decode(&bytes)?;
+        // The id key and the message are written in one batch: one without the other is damage.
+        match self.tree.get(message_key(&place.conversation, place.seq))? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Err(StoreError::Codec(format!(
+                "message {id} is indexed but not stored"
+            ))),
+        }
+    }
+
+    /// The last message of a conversation, as stored.
+    fn last_message(&self, conversation: &str) -> Result<Option<MessageRecord>, StoreError> {
+        match self
+            .tree
+            .scan_prefix(conversation_prefix(conversation))
+            .next_back()
+        {
+            Some(item) => Ok(Some(decode(&item?.1)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// How a save that found its message id already taken must answer.
+enum Existing {
+    Stored(MessageRecord),
+    Pending(MessageRecord, Outcome),
+}
+
+/// Whether a user id can be part of a conversation key.
+fn key_safe(id: &str) -> bool {
+    !id.contains([':', '\0'])
+}
+
+fn check_id(id: &str) -> Result<(), StoreError> {
+    if key_safe(id) {
+        Ok(())
+    } else {
+        Err(StoreError::Codec(format!(
+            "user id {id:?} cannot be stored: it contains ':' or NUL"
+        )))
+    }
+}
+
+fn conversation_id(a: &str, b: &str) -> String {
+    let (first, second) = if a <= b { (a, b) } else { (b, a) };
+    format!("{first}:{second}")
+}
+
+fn key(kind: u8, id: &str) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(1 + id.len());
+    bytes.push(kind);
+    bytes.extend_from_slice(id.as_bytes());
+    bytes
+}
+
+fn pair_key(kind: u8, first: &str, second: &str) -> Vec<u8> {
+    let mut bytes = key(kind, first);
+    bytes.push(0);
+    bytes.extend_from_slice(second.as_bytes());
+    bytes
+}
+
+fn conversation_prefix(conversation: &str) -> Vec<u8> {
+    let mut bytes = key(MESSAGE, conversation);
+    bytes.push(0);
+    bytes
+}
+
+fn message_key(conversation: &str, seq: u64) -> Vec<u8> {
+    let mut bytes = conversation_prefix(conversation);
+    bytes.extend_from_slice(&seq.to_be_bytes());
+    bytes
+}
+
+/// The seq at the end of a message key.
+fn seq_of(stored_key: &[u8]) -> Result<u64, StoreError> {
+    stored_key
+        .len()
+        .checked_sub(8)
+        .and_then(|start| stored_key.get(start..))
+        .and_then(|tail| tail.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::Codec("bad message key".to_owned()))
+}
+
+async fn wait(durable: Durable) -> Result<(), StoreError> {
+    durable.await.unwrap_or(Err(StoreError::Closed))
+}
+
+/// Decodes the values of a key range, up to `limit` of them, from whichever end `newest_first`
+/// names; the result is always oldest first.
+fn page(
+    range: impl DoubleEndedIterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    limit: usize,
+    newest_first: bool,
+) -> Result<Vec<MessageRecord>, StoreError> {
+    let mut messages = Vec::with_capacity(limit.min(256));
+    let items: Box<dyn Iterator<Item = _>> = if newest_first {
+        Box::new(range.rev())
+    } else {
+        Box::new(range)
+    };
+    for item in items.take(limit) {
+        let (_, value) = item?;
+        messages.push(decode(&value)?);
+    }
+    if newest_first {
+        messages.reverse();
+    }
+    Ok(messages)
+}
+
+#[async_trait]
+impl ChatStore for SledChatStore {
+    async fn create_user(&self, user: UserRecord) -> Result<CreateUser, StoreError> {
+        check_id(&user.id)?;
+        let email_key = key(EMAIL, &user.email);
+        let waiting_for: Result<Durable, Outcome> = {
+            let mut state = self.lock();
+            if let Some(pending) = state.pending_emails.get(&user.email) {
+                Err(pending.outcome.clone())
+            } else if self.tree.contains_key(&email_key)? {
+                return Ok(CreateUser::EmailTaken);
+            } else {
+                let writes = vec![
+                    Write::Put(key(USER, &user.id), encode(&user)?),
+                    Write::Put(email_key, encode(&user.id)?),
+                ];
+                let token = state.token();
+                let settled = Settled::Email {
+                    email: user.email.clone(),
+                    token,
+                };
+                let (durable, outcome) = self.submit(writes, 0, Some(settled));
+                state
+                    .pending_emails
+                    .insert(user.email.clone(), PendingEmail { outcome, token });
+                Ok(durable)
+            }
+        };
+        match waiting_for {
+            Ok(durable) => {
+                wait(durable).await?;
+                Ok(CreateUser::Created)
+            }
+            // The same e-mail is being created: it is taken once that creation is durable. If
+            // that commit failed, so does this call (the storage is failing).
+            Err(earlier) => {
+                earlier.await?;
+                Ok(CreateUser::EmailTaken)
+            }
+        }
+    }
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.read_user(id)
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
+        let Some(bytes) = self.tree.get(key(EMAIL, email))? else {
+            return Ok(None);
+        };
+        let id: String = decode(&bytes)?;
+        self.read_user(&id)
+    }
+
+    async fn set_profile_pic(
+        &self,
+        id: &str,
+        profile_pic: String,
+        now: Millis,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        let (durable, user) = {
+            // Under the lock so that concurrent updates reach the disk in the order they were
+            // decided. Reading the tree is enough here even with an earlier update still queued:
+            // that update differs only in the fields this one overwrites.
+            let _ordering = self.lock();
+            let Some(mut user) = self.read_user(id)? else {
+                return Ok(None);
+            };
+            user.profile_pic = profile_pic;
+            user.updated_at = now;
+            let writes = vec![Write::Put(key(USER, id), encode(&user)?)];
+            let (durable, _) = self.submit(writes, 0, None);
+            (durable, user)
+        };
+        wait(durable).await?;
+        Ok(Some(user))
+    }
+
+    async fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let mut users = Vec::new();
+        for item in self.tree.scan_prefix([USER]) {
+            let (_, value) = item?;
+            users.push(decode::<UserRecord>(&value)?);
+        }
+        users.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        Ok(users)
+    }
+
+    async fn save_message(&self, message: NewMessage) -> Result<(MessageRecord, bool), StoreError> {
+        check_id(&message.sender_id)?;
+        check_id(&message.receiver_id)?;
+        let conversation = conversation_id(&message.sender_id, &message.receiver_id);
+        let decided: Result<(Durable, MessageRecord), Existing> = {
+            let mut state = self.lock();
+            if let Some(pending) = state.pending_messages.get(&message.id) {
+                Err(Existing::Pending(
+                    pending.record.clone(),
+                    pending.outcome.clone(),
+                ))
+            } else if let Some(stored) = self.read_message(&message.id)? {
+                Err(Existing::Stored(stored))
+            } else {
+                let (first, second) = if message.sender_id <= message.receiver_id {
+                    (&message.sender_id, &message.receiver_id)
+                } else {
+                    (&message.receiver_id, &message.sender_id)
+                };
+                let entry = self.conversation(&mut state, &conversation, first, second)?;
+                let seq = entry.last_seq + 1;
+                let record = MessageRecord {
+                    id: message.id.clone(),
+                    sender_id: message.sender_id.clone(),
+                    receiver_id: message.receiver_id.clone(),
+                    text: message.text,
+                    image: message.image,
+                    seq,
+                    created_at: message.created_at,
+                    updated_at: message.created_at,
+                };
+                let mut writes = Vec::with_capacity(4);
+                writes.push(Write::Put(
+                    message_key(&conversation, seq),
+                    encode(&record)?,
+                ));
+                writes.push(Write::Put(
+                    key(MESSAGE_ID, &record.id),
+                    encode(&MessageRef {
+                        conversation: conversation.clone(),
+                        seq,
+                    })?,
+                ));
+                let link = !entry.linked;
+                if link {
+                    writes.push(Write::Put(pair_key(PARTNER, first, second), Vec::new()));
+                    writes.push(Write::Put(pair_key(PARTNER, second, first), Vec::new()));
+                }
+                // Every fallible step is done: now memory may change.
+                entry.last_seq = seq;
+                entry.linked = true;
+                state.message_count += 1;
+                let count = state.message_count;
+                let token = state.token();
+                let settled = Settled::Message {
+                    id: record.id.clone(),
+                    token,
+                    conversation,
+                };
+                let (durable, outcome) = self.submit(writes, count, Some(settled));
+                state.pending_messages.insert(
+                    record.id.clone(),
+                    PendingMessage {
+                        record: record.clone(),
+                        outcome,
+                        token,
+                    },
+                );
+                Ok((durable, record))
+            }
+        };
+        match decided {
+            Ok((durable, record)) => {
+                wait(durable).await?;
+                Ok((record, true))
+            }
+            Err(Existing::Stored(record)) => Ok((record, false)),
+            // A retry racing the original save: answer once the original is durable.
+            Err(Existing::Pending(record, outcome)) => {
+                outcome.await?;
+                Ok((record, false))
+            }
+        }
+    }
+
+    async fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
+        self.read_message(id)
+    }
+
+    async fn history(
+        &self,
+        a: &str,
+        b: &str,
+        page_wanted: HistoryPage,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        if !key_safe(a) || !key_safe(b) {
+            return Ok(Vec::new());
+        }
+        let conversation = conversation_id(a, b);
+        match page_wanted {
+            HistoryPage::Latest { limit } => page(
+                self.tree.scan_prefix(conversation_prefix(&conversation)),
+                limit,
+                true,
+            ),
+            HistoryPage::Before { seq, limit } => page(
+                self.tree
+                    .range(message_key(&conversation, 0)..message_key(&conversation, seq)),
+                limit,
+                true,
+            ),
+            HistoryPage::After { seq, limit } => match seq.checked_add(1) {
+                Some(from) => page(
+                    self.tree.range(
+                        message_key(&conversation, from)..=message_key(&conversation, u64::MAX),
+                    ),
+                    limit,
+                    false,
+                ),
+                None => Ok(Vec::new()),
+            },
+        }
+    }
+
+    async fn mark_read(&self, reader: &str, other: &str, seq: u64) -> Result<u64, StoreError> {
+        check_id(reader)?;
+        check_id(other)?;
+        let conversation = conversation_id(reader, other);
+        let mark_key = pair_key(READ_MARK, &conversation, reader);
+        let (durable, mark) = {
+            let mut state = self.lock();
+            let (first, second) = if reader <= other {
+                (reader, other)
+            } else {
+                (other, reader)
+            };
+            let last_seq = self
+                .conversation(&mut state, &conversation, first, second)?
+                .last_seq;
+            let current = self.mark(&state, &mark_key)?.unwrap_or(0);
+            let wanted = seq.min(last_seq);
+            if wanted <= current {
+                return Ok(current);
+            }
+            let writes = vec![Write::Put(mark_key.clone(), encode(&wanted)?)];
+            state.marks.insert(mark_key.clone(), wanted);
+            let settled = Settled::Mark {
+                key: mark_key,
+                value: wanted,
+            };
+            let (durable, _) = self.submit(writes, 0, Some(settled));
+            (durable, wanted)
+        };
+        wait(durable).await?;
+        Ok(mark)
+    }
+
+    async fn conversations(&self, user: &str) -> Result<Vec<ConversationSummary>, StoreError> {
+        if !key_safe(user) {
+            return Ok(Vec::new());
+        }
+        let mut prefix = key(PARTNER, user);
+        prefix.push(0);
+        let mut summaries = Vec::new();
+        for item in self.tree.scan_prefix(&prefix) {
+            let (stored_key, _) = item?;
+            let other_id = stored_key
+                .get(prefix.len()..)
+                .and_then(|tail| std::str::from_utf8(tail).ok())
+                .ok_or_else(|| StoreError::Codec("bad conversation key".to_owned()))?
+                .to_owned();
+            let conversation = conversation_id(user, &other_id);
+            let last_message = self.last_message(&conversation)?;
+            let last_seq = last_message.as_ref().map_or(0, |message| message.seq);
+            let mark = self
+                .read_u64(&pair_key(READ_MARK, &conversation, user))?
+                .unwrap_or(0);
+            let mut unread = 0;
+            if mark < last_seq {
+                // Only the messages after the read mark: unread counts stay cheap in long
+                // conversations that are read.
+                let unread_range = self.tree.range(
+                    message_key(&conversation, mark + 1)..=message_key(&conversation, last_seq),
+                );
+                for item in unread_range {
+                    let (_, value) = item?;
+                    let message: MessageRecord = decode(&value)?;
+                    if message.sender_id == other_id && message.sender_id != user {
+                        unread += 1;
+                    }
+                }
+            }
+            summaries.push(ConversationSummary {
+                other_id,
+                last_message,
+                unread,
+            });
+        }
+        // Most recent conversation first, as a sidebar lists them.
+        summaries.sort_by(|a, b| {
+            let a_time = a.last_message.as_ref().map(|m| m.created_at);
+            let b_time = b.last_message.as_ref().map(|m| m.created_at);
+            b_time
+                .cmp(&a_time)
+                .then_with(|| a.other_id.cmp(&b.other_id))
+        });
+        Ok(summaries)
+    }
+
+    async fn claim_email_slot(
+        &self,
+        user: &str,
+        other: &str,
+        now: Millis,
+        window_ms: u64,
+    ) -> Result<bool, StoreError> {
+        check_id(user)?;
+        check_id(other)?;
+        let conversation = conversation_id(user, other);
+        let claim_key = pair_key(EMAIL_CLAIM, &conversation, user);
+        let durable = {
+            let mut state = self.lock();
+            if let Some(last) = self.mark(&state, &claim_key)? {
+                if now.saturating_sub(last) < window_ms {
+                    return Ok(false);
+                }
+            }
+            let writes = vec![Write::Put(claim_key.clone(), encode(&now)?)];
+            state.marks.insert(claim_key.clone(), now);
+            let settled = Settled::Mark {
+                key: claim_key,
+                value: now,
+            };
+            self.submit(writes, 0, Some(settled)).0
+        };
+        wait(durable).await?;
+        Ok(true)
+    }
+
+    async fn message_count(&self) -> Result<u64, StoreError> {
+        Ok(self.state.lock().message_count)
+    }
+}
+
+impl Drop for SledChatStore {
+    fn drop(&mut self) {
+        self.committer.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_keys_sort_by_conversation_then_seq() {
+        let conversation = conversation_id("b", "a");
+        assert_eq!(conversation, "a:b");
+        assert!(message_key(&conversation, 2) < message_key(&conversation, 10));
+        assert!(message_key(&conversation, u64::MAX) < message_key("a:c", 0));
+        assert_eq!(seq_of(&message_key(&conversation, 258)).unwrap(), 258);
+        assert!(seq_of(b"short").is_err());
+    }
+
+    #[test]
+    fn ids_that_would_break_keys_are_refused() {
+        assert!(check_id("65a1b2c3d4e5f60718293a4b").is_ok());
+        assert!(check_id("a:b").is_err());
+        assert!(check_id("a\0b").is_err());
+    }
+}

@@ -1,0 +1,285 @@
+//! Shared test harness: the real server on 127.0.0.1:0 with a temp data dir, and clients.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use courier::config::Config;
+use courier::server::Server;
+use futures_util::{SinkExt, StreamExt};
+use reqwest::cookie::CookieStore as _;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub struct TestServer {
+    pub base: String,
+    pub addr: std::net::SocketAddr,
+    pub data_dir: PathBuf,
+    pub chat: Arc<courier::chat::Chat>,
+    pub queues: courier::queue::QueueManager,
+    pub admin_key: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start(data_dir: &Path) -> TestServer {
+        TestServer::start_with(data_dir, |_| {}).await
+    }
+
+    pub async fn start_with(data_dir: &Path, configure: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config::for_tests(data_dir);
+        configure(&mut config);
+        let admin_key = config.queue_admin_key.clone().unwrap_or_default();
+        // sled releases its file lock a moment after the previous server's last handle drops.
+        let mut attempts = 0;
+        let server = loop {
+            match Server::start(config.clone()).await {
+                Ok(server) => break server,
+                Err(err)
+                    if attempts < 100 && format!("{err:#}").contains("could not acquire lock") =>
+                {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                }
+                Err(err) => panic!("server starts: {err:#}"),
+            }
+        };
+        let chat = server.chat().clone();
+        let queues = server.queues().clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            base: format!("http://{addr}"),
+            addr,
+            data_dir: data_dir.to_owned(),
+            chat,
+            queues,
+            admin_key,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Graceful shutdown; waits until the store is flushed.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// A browser-like client: a cookie jar and the user it signed up as.
+pub struct User {
+    pub http: reqwest::Client,
+    pub jar: Arc<reqwest::cookie::Jar>,
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    base: String,
+}
+
+pub fn client() -> (reqwest::Client, Arc<reqwest::cookie::Jar>) {
+    let jar = Arc::new(reqwest::cookie::Jar::default());
+    let http = reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    (http, jar)
+}
+
+impl User {
+    pub async fn signup(server: &TestServer, name: &str) -> User {
+        let (http, jar) = client();
+        let email = format!("{}@example.com", name.to_lowercase().replace(' ', "."));
+        let response = http
+            .post(server.url("/api/auth/signup"))
+            .json(&json!({ "fullName": name, "email": email, "password": "secret123" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "signup of {name}");
+        let body: Value = response.json().await.unwrap();
+        User {
+            http,
+            jar,
+            id: body["_id"].as_str().unwrap().to_owned(),
+            email,
+            name: name.to_owned(),
+            base: server.base.clone(),
+        }
+    }
+
+    pub async fn login(server: &TestServer, email: &str, password: &str) -> Option<User> {
+        let (http, jar) = client();
+        let response = http
+            .post(server.url("/api/auth/login"))
+            .json(&json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .unwrap();
+        if response.status() != 200 {
+            return None;
+        }
+        let body: Value = response.json().await.unwrap();
+        Some(User {
+            http,
+            jar,
+            id: body["_id"].as_str().unwrap().to_owned(),
+            email: email.to_owned(),
+            name: body["fullName"].as_str().unwrap_or_default().to_owned(),
+            base: server.base.clone(),
+        })
+    }
+
+    pub fn token(&self) -> String {
+        let url: reqwest::Url = self.base.parse().unwrap();
+        let cookies = self.jar.cookies(&url).expect("session cookie");
+        cookies
+            .to_str()
+            .unwrap()
+            .split(';')
+            .find_map(|pair| pair.trim().strip_prefix("jwt="))
+            .expect("jwt cookie")
+            .to_owned()
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{}", self.base, path))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn send(&self, to: &User, text: &str) -> Value {
+        let (status, body) = self.send_json(&to.id, json!({ "text": text })).await;
+        assert_eq!(status, 202, "send: {body}");
+        body
+    }
+
+    pub async fn send_json(&self, to_id: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}/api/messages/send/{to_id}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn history(&self, with: &User, query: &str) -> Vec<Value> {
+        let (status, body) = self.get(&format!("/api/messages/{}{query}", with.id)).await;
+        assert_eq!(status, 200, "history: {body}");
+        body.as_array().unwrap().clone()
+    }
+
+    pub async fn socket(&self) -> Socket {
+        let url = format!("{}/ws", self.base.replacen("http://", "ws://", 1));
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("cookie", format!("jwt={}", self.token()).parse().unwrap());
+        let (stream, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("websocket connects");
+        Socket { stream }
+    }
+}
+
+pub struct Socket {
+    pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Socket {
+    /// The next JSON frame, skipping pings; panics after 10 s.
+    pub async fn next(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(10), self.stream.next())
+                .await
+                .expect("a frame within 10 s")
+                .expect("socket open")
+                .expect("socket ok");
+            match message {
+                Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+                Message::Close(_) => panic!("socket closed"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next frame of type `kind`, skipping others.
+    pub async fn next_of(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self.next().await;
+            if frame["type"] == kind {
+                return frame["data"].clone();
+            }
+        }
+    }
+
+    /// Frames of type `kind` arriving within `wait`.
+    pub async fn collect(&mut self, kind: &str, wait: Duration) -> Vec<Value> {
+        let mut frames = Vec::new();
+        let deadline = tokio::time::Instant::now() + wait;
+        while let Ok(Some(Ok(message))) =
+            tokio::time::timeout_at(deadline, self.stream.next()).await
+        {
+            if let Message::Text(text) = message {
+                let frame: Value = serde_json::from_str(&text).unwrap();
+                if frame["type"] == kind {
+                    frames.push(frame["data"].clone());
+                }
+            }
+        }
+        frames
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.stream
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .unwrap();
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.stream.close(None).await;
+    }
+}
+
+/// Polls `check` until it holds (10 s at most).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..1000 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}

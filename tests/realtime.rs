@@ -1,0 +1,252 @@
+//! Real-time delivery through real WebSocket clients: messages, statuses, presence across tabs,
+//! catch-up after a reconnect, typing and read receipts.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{TestServer, User};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+fn online(frame: &Value) -> HashSet<String> {
+    frame
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Reads `getOnlineUsers` frames until one satisfies `check`.
+async fn until_online(
+    socket: &mut common::Socket,
+    check: impl Fn(&HashSet<String>) -> bool,
+) -> HashSet<String> {
+    loop {
+        let users = online(&socket.next_of("getOnlineUsers").await);
+        if check(&users) {
+            return users;
+        }
+    }
+}
+
+#[tokio::test]
+async fn both_participants_get_the_message_and_the_sender_sees_its_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let alice = User::signup(&server, "Alice").await;
+    let bob = User::signup(&server, "Bob").await;
+    let carol = User::signup(&server, "Carol").await;
+    let mut alice_socket = alice.socket().await;
+    let mut bob_socket = bob.socket().await;
+    let mut carol_socket = carol.socket().await;
+    until_online(&mut alice_socket, |users| {
+        users.contains(&bob.id) && users.contains(&carol.id)
+    })
+    .await;
+
+    let sent = alice.send(&bob, "hi bob <script>alert(1)</script>").await;
+    let received = bob_socket.next_of("newMessage").await;
+    assert_eq!(received["_id"], sent["messageId"]);
+    assert_eq!(received["senderId"], alice.id.as_str());
+    assert_eq!(received["receiverId"], bob.id.as_str());
+    assert_eq!(received["text"], "hi bob <script>alert(1)</script>");
+    assert_eq!(received["seq"], 1);
+    // The sender gets its own queued message back, and the job's states, in order.
+    let mut own = None;
+    let mut states = Vec::new();
+    while states.last() != Some(&json!("completed")) {
+        let frame = alice_socket.next().await;
+        match frame["type"].as_str() {
+            Some("newMessage") => own = Some(frame["data"].clone()),
+            Some("messageStatus") => {
+                assert_eq!(frame["data"]["messageId"], sent["messageId"]);
+                assert_eq!(frame["data"]["jobId"], sent["jobId"]);
+                states.push(frame["data"]["state"].clone());
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(own.as_ref(), Some(&received));
+    assert_eq!(
+        states,
+        vec![json!("waiting"), json!("active"), json!("completed")]
+    );
+    // The receiver gets a notification; a third user gets nothing.
+    let notification = bob_socket.next_of("notification").await;
+    assert_eq!(notification["type"], "newMessage");
+    assert_eq!(notification["data"]["senderId"], alice.id.as_str());
+    let stray = carol_socket
+        .collect("newMessage", Duration::from_millis(300))
+        .await;
+    assert!(stray.is_empty(), "carol saw {stray:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_tab_neither_steals_deliveries_nor_silences_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let alice = User::signup(&server, "Alice").await;
+    let bob = User::signup(&server, "Bob").await;
+    let mut alice_socket = alice.socket().await;
+    let mut tab1 = bob.socket().await;
+    until_online(&mut alice_socket, |users| users.contains(&bob.id)).await;
+    let mut tab2 = bob.socket().await;
+
+    alice.send(&bob, "to both tabs").await;
+    assert_eq!(tab1.next_of("newMessage").await["text"], "to both tabs");
+    assert_eq!(tab2.next_of("newMessage").await["text"], "to both tabs");
+
+    tab2.close().await;
+    alice.send(&bob, "after closing tab 2").await;
+    assert_eq!(
+        tab1.next_of("newMessage").await["text"],
+        "after closing tab 2"
+    );
+    // Bob stayed online throughout: closing one tab announced nothing.
+    let announcements = alice_socket
+        .collect("getOnlineUsers", Duration::from_millis(300))
+        .await;
+    assert!(
+        announcements
+            .iter()
+            .all(|frame| online(frame).contains(&bob.id)),
+        "{announcements:?}"
+    );
+
+    tab1.close().await;
+    until_online(&mut alice_socket, |users| !users.contains(&bob.id)).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn catching_up_after_a_reconnect_loses_nothing_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let alice = User::signup(&server, "Alice").await;
+    let bob = User::signup(&server, "Bob").await;
+    let mut bob_socket = bob.socket().await;
+    alice.send(&bob, "m1").await;
+    let first = bob_socket.next_of("newMessage").await;
+    let mut seen: Vec<u64> = vec![first["seq"].as_u64().unwrap()];
+    bob_socket.close().await;
+
+    // Sent while Bob is away.
+    for n in 2..=5 {
+        alice.send(&bob, &format!("m{n}")).await;
+    }
+    let last_seen = *seen.last().unwrap();
+    let mut bob_socket = bob.socket().await;
+    // Sent while Bob reconnects and catches up: may arrive by socket, by history, or both.
+    alice.send(&bob, "m6").await;
+    common::eventually("all six stored", || async {
+        bob.history(&alice, "").await.len() == 6
+    })
+    .await;
+    for message in bob.history(&alice, &format!("?after={last_seen}")).await {
+        seen.push(message["seq"].as_u64().unwrap());
+    }
+    for frame in bob_socket
+        .collect("newMessage", Duration::from_millis(300))
+        .await
+    {
+        let seq = frame["seq"].as_u64().unwrap();
+        // A client merges by seq (or _id): what it already has is not shown twice.
+        if !seen.contains(&seq) {
+            seen.push(seq);
+        }
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, vec![1, 2, 3, 4, 5, 6]);
+    let texts: Vec<String> = bob
+        .history(&alice, "")
+        .await
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(texts, ["m1", "m2", "m3", "m4", "m5", "m6"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn typing_and_read_receipts_reach_the_other_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let alice = User::signup(&server, "Alice").await;
+    let bob = User::signup(&server, "Bob").await;
+    let mut alice_socket = alice.socket().await;
+    let mut bob_socket = bob.socket().await;
+
+    bob_socket
+        .send(json!({ "type": "typing", "data": { "receiverId": alice.id, "isTyping": true } }))
+        .await;
+    let typing = alice_socket.next_of("typing").await;
+    assert_eq!(typing, json!({ "senderId": bob.id, "isTyping": true }));
+
+    for n in 1..=3 {
+        alice.send(&bob, &format!("unread {n}")).await;
+        bob_socket.next_of("newMessage").await;
+    }
+    let unread = |sidebar: &Value| {
+        sidebar
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["_id"] == alice.id.as_str())
+            .unwrap()["unreadCount"]
+            .clone()
+    };
+    assert_eq!(unread(&bob.get("/api/messages/users").await.1), 3);
+    bob_socket
+        .send(json!({ "type": "markRead", "data": { "userId": alice.id, "seq": 2 } }))
+        .await;
+    let receipt = alice_socket.next_of("messagesRead").await;
+    assert_eq!(receipt, json!({ "readerId": bob.id, "upToSeq": 2 }));
+    assert_eq!(unread(&bob.get("/api/messages/users").await.1), 1);
+
+    bob_socket.send(json!({ "type": "ping" })).await;
+    bob_socket.next_of("pong").await;
+    bob_socket.send(json!({ "type": "nonsense" })).await;
+    assert!(bob_socket.next_of("error").await["message"].is_string());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sockets_need_a_valid_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let alice = User::signup(&server, "Alice").await;
+    let ws = server.url("/ws").replacen("http://", "ws://", 1);
+    // No cookie, no token; a forged token; a user id alone (the old app's hole).
+    for url in [
+        ws.clone(),
+        format!("{ws}?token=forged"),
+        format!("{ws}?userId={}", alice.id),
+    ] {
+        let error = tokio_tungstenite::connect_async(url.clone())
+            .await
+            .expect_err(&url);
+        match error {
+            tokio_tungstenite::tungstenite::Error::Http(response) => {
+                assert_eq!(response.status(), 401, "{url}")
+            }
+            other => panic!("{url}: {other}"),
+        }
+    }
+    // ?token= works for clients that cannot send cookies.
+    let request = format!("{ws}?token={}", alice.token())
+        .into_client_request()
+        .unwrap();
+    let (mut stream, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(first.to_text().unwrap().contains("getOnlineUsers"));
+    server.stop().await;
+}
