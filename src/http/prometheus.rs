@@ -75,6 +75,9 @@ async fn scrape(State(state): State<AppState>) -> Response {
         );
     };
     let queues = state.queues();
+    if let Ok((_, hub)) = state.realtime() {
+        telemetry::set_ws_connections(hub.connection_count());
+    }
     let report = state.health_monitor().check(queues).await;
     gauge!(telemetry::HEALTH_STATUS, "scope" => "overall").set(status_value(report.overall));
     gauge!(telemetry::HEALTH_STATUS, "scope" => "storage").set(status_value(report.storage.status));

@@ -674,7 +674,8 @@
   function niceMax(value) {
     if (value <= 0) return 1;
     const magnitude = 10 ** Math.floor(Math.log10(value));
-    for (const step of [1, 2, 2.5, 5, 10]) {
+    // Maxima that divide into four round grid steps.
+    for (const step of [1, 2, 4, 8, 10]) {
       if (value <= step * magnitude) return step * magnitude;
     }
     return 10 * magnitude;
