@@ -3,29 +3,25 @@
 //! periodically, logs each change of the overall state once, and posts it to
 //! `ALERT_WEBHOOK_URL` with retries, never holding anything else up.
 //!
-//! Reads the queue engine (counts, metrics, oldest waiting age, the event hub for stalls) and the
+//! Reads the queue engine (counts, metrics including stalls, oldest waiting age) and the
 //! free space of `DATA_DIR`; knows nothing of HTTP routes. The webhook body is the one serde type
 //! here: it is an outbound request, owned by its sender as a client's would be.
 
-use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc};
-use tokio::time::Instant;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::queue::model::Counts;
-use crate::queue::{EventKind, Queue, QueueManager};
+use crate::queue::{Queue, QueueManager};
 
 /// The window of the rate-based checks (failure rate, stalls), in minutes.
 pub const WINDOW_MINUTES: usize = 5;
-const WINDOW: Duration = Duration::from_secs(WINDOW_MINUTES as u64 * 60);
 /// Alerts waiting for delivery; past this, new ones are dropped (and logged) rather than queued.
 const ALERT_BACKLOG: usize = 64;
 
@@ -316,51 +312,17 @@ pub struct HealthMonitor {
 struct MonitorInner {
     settings: HealthSettings,
     data_dir: PathBuf,
-    /// When each queue's recent stalls happened (pruned to the window); fed by the monitor task
-    /// from the event hub, since stalls leave no count in the store.
-    stalls: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
 
 impl HealthMonitor {
     pub fn new(settings: HealthSettings, data_dir: PathBuf) -> HealthMonitor {
         HealthMonitor {
-            inner: Arc::new(MonitorInner {
-                settings,
-                data_dir,
-                stalls: Mutex::new(HashMap::new()),
-            }),
+            inner: Arc::new(MonitorInner { settings, data_dir }),
         }
     }
 
     pub fn settings(&self) -> &HealthSettings {
         &self.inner.settings
-    }
-
-    /// Counts a stall of a job of `queue`, now.
-    pub fn record_stall(&self, queue: &str) {
-        let mut stalls = self.inner.stalls.lock();
-        let times = stalls.entry(queue.to_owned()).or_default();
-        times.push_back(Instant::now());
-        // A storm of stalls must not grow memory without bound; past this, the count saturates.
-        while times.len() > 10_000 {
-            times.pop_front();
-        }
-    }
-
-    /// Stalls of `queue` in the last [`WINDOW_MINUTES`].
-    pub fn recent_stalls(&self, queue: &str) -> u64 {
-        let mut stalls = self.inner.stalls.lock();
-        let Some(times) = stalls.get_mut(queue) else {
-            return 0;
-        };
-        let now = Instant::now();
-        while times
-            .front()
-            .is_some_and(|at| now.duration_since(*at) > WINDOW)
-        {
-            times.pop_front();
-        }
-        times.len() as u64
     }
 
     /// Checks every queue and the storage.
@@ -452,7 +414,7 @@ impl HealthMonitor {
             oldest_secs,
             format!("the oldest waiting job has waited {oldest_secs:.0} s"),
         );
-        let stalled = self.recent_stalls(queue.name());
+        let stalled = queue.metrics(WINDOW_MINUTES).stalled_in_window;
         raise(
             Check::StalledJobs,
             settings.stalled_jobs.above(stalled as f64),
@@ -635,7 +597,7 @@ pub struct AlertTask {
     tasks: TaskTracker,
 }
 
-/// Starts the monitor: it counts stalls from the event hub, checks health every
+/// Starts the monitor: it checks health every
 /// `options.interval`, and on each change of the overall status logs it once and (with a webhook)
 /// queues an alert for delivery. Delivery runs in its own task, so a slow or failing webhook never
 /// delays a check.
@@ -703,22 +665,12 @@ async fn watch(
     alerts: Option<mpsc::Sender<AlertBody>>,
     stop: CancellationToken,
 ) {
-    let mut events = queues.hub().subscribe();
-    let mut hub_open = true;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last = Status::Healthy;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            received = events.recv(), if hub_open => match received {
-                Ok(event) if event.kind == EventKind::Stalled => monitor.record_stall(&event.queue),
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::debug!(missed, "health monitor fell behind the event hub; stall counts may be low");
-                }
-                Err(broadcast::error::RecvError::Closed) => hub_open = false,
-            },
             _ = ticker.tick() => {
                 crate::telemetry::run_upkeep();
                 let report = monitor.check(&queues).await;
@@ -885,16 +837,6 @@ mod tests {
         assert_eq!(disk.below(2048.0), None);
         assert_eq!(disk.below(500.0), Some((Status::Degraded, 1024.0)));
         assert_eq!(disk.below(50.0), Some((Status::Unhealthy, 100.0)));
-    }
-
-    #[test]
-    fn stalls_are_counted_within_the_window() {
-        let monitor = HealthMonitor::new(HealthSettings::default(), PathBuf::from("."));
-        assert_eq!(monitor.recent_stalls("message"), 0);
-        monitor.record_stall("message");
-        monitor.record_stall("message");
-        assert_eq!(monitor.recent_stalls("message"), 2);
-        assert_eq!(monitor.recent_stalls("email"), 0);
     }
 
     #[test]

@@ -653,6 +653,7 @@ impl QueueManager {
             tracing::warn!(queue = %name, count = stalled.len(), "recovered jobs left active by a previous run");
         }
         for id in &stalled {
+            shared.metrics.record_stalled(self.clock.now());
             shared.publish(EventKind::Stalled, Some(id), None);
         }
         let queue = Queue { shared };
@@ -988,6 +989,7 @@ async fn timer(queue: Arc<QueueShared>) {
             {
                 Ok(Some(state)) => {
                     tracing::warn!(queue = %queue.name, job = %id, "job stalled: its worker stopped renewing the lease");
+                    queue.metrics.record_stalled(now);
                     queue.publish(EventKind::Stalled, Some(&id), None);
                     if state == JobState::Failed {
                         queue.metrics.record_failed(now, 0, true);

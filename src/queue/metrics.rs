@@ -23,6 +23,7 @@ struct Minute {
     completed: u64,
     failed: u64,
     attempts_failed: u64,
+    stalled: u64,
     processing: Option<Histogram<u32>>,
     wait: Option<Histogram<u32>>,
 }
@@ -34,6 +35,7 @@ impl Minute {
             completed: 0,
             failed: 0,
             attempts_failed: 0,
+            stalled: 0,
             processing: None,
             wait: None,
         }
@@ -62,12 +64,15 @@ pub struct Percentiles {
     pub count: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct MinuteCounts {
     /// Start of the minute, epoch milliseconds.
     pub at: Millis,
     pub completed: u64,
     pub failed: u64,
+    pub stalled: u64,
+    /// Processing time of the jobs finished in this minute.
+    pub processing_ms: Percentiles,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +83,8 @@ pub struct MetricsSnapshot {
     pub wait_ms: Percentiles,
     pub completed_in_window: u64,
     pub failed_in_window: u64,
+    /// Jobs whose worker was lost (lease expired or process died) in the window.
+    pub stalled_in_window: u64,
     /// Failed attempts (retried or final) over all finished attempts in the window.
     pub error_rate: f64,
     pub completed_total: u64,
@@ -137,6 +144,11 @@ impl QueueMetrics {
         });
     }
 
+    /// A job lost its worker and went back to `waiting` (or failed for stalling too often).
+    pub fn record_stalled(&self, now: Millis) {
+        self.with_minute(now, |minute| minute.stalled += 1);
+    }
+
     pub fn record_wait(&self, now: Millis, wait_us: u64) {
         self.with_minute(now, |minute| record(&mut minute.wait, wait_us));
     }
@@ -150,7 +162,7 @@ impl QueueMetrics {
         let mut per_minute = Vec::with_capacity(window);
         let mut processing = new_histogram();
         let mut wait = new_histogram();
-        let (mut completed, mut failed, mut attempts_failed) = (0, 0, 0);
+        let (mut completed, mut failed, mut attempts_failed, mut stalled) = (0, 0, 0, 0);
         for minute in first..=current {
             let slot = &minutes[(minute % MINUTES_KEPT as u64) as usize];
             if slot.minute != minute {
@@ -158,6 +170,8 @@ impl QueueMetrics {
                     at: minute * MINUTE_MS,
                     completed: 0,
                     failed: 0,
+                    stalled: 0,
+                    processing_ms: Percentiles::default(),
                 });
                 continue;
             }
@@ -165,9 +179,12 @@ impl QueueMetrics {
                 at: minute * MINUTE_MS,
                 completed: slot.completed,
                 failed: slot.failed,
+                stalled: slot.stalled,
+                processing_ms: percentiles(slot.processing.as_ref()),
             });
             completed += slot.completed;
             failed += slot.failed;
+            stalled += slot.stalled;
             attempts_failed += slot.attempts_failed;
             merge(&mut processing, slot.processing.as_ref());
             merge(&mut wait, slot.wait.as_ref());
@@ -179,6 +196,7 @@ impl QueueMetrics {
             wait_ms: percentiles(wait.as_ref()),
             completed_in_window: completed,
             failed_in_window: failed,
+            stalled_in_window: stalled,
             error_rate: if attempts == 0 {
                 0.0
             } else {
@@ -240,6 +258,9 @@ mod tests {
         assert_eq!(snapshot.per_minute.len(), 60);
         assert_eq!(snapshot.per_minute[59].completed, 50);
         assert_eq!(snapshot.per_minute[58].completed, 50);
+        // Each minute has its own percentiles: the even jobs (2..=100 ms) finished in the last.
+        assert!((snapshot.per_minute[59].processing_ms.p50 - 50.0).abs() <= 2.0);
+        assert_eq!(snapshot.per_minute[57].processing_ms.count, 0);
         assert_eq!(snapshot.completed_in_window, 100);
     }
 
@@ -263,7 +284,9 @@ mod tests {
         metrics.record_failed(0, 1_000, false);
         metrics.record_failed(0, 1_000, true);
         metrics.record_completed(0, 1_000);
+        metrics.record_stalled(0);
         let snapshot = metrics.snapshot(0, 1);
+        assert_eq!(snapshot.stalled_in_window, 1);
         assert_eq!(snapshot.error_rate, 0.5);
         assert_eq!(snapshot.failed_in_window, 1);
     }
