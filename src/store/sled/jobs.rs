@@ -128,6 +128,18 @@ impl QueueIndex {
         self.jobs.insert(entry.id.clone(), entry);
     }
 
+    /// Whether `token` is the current attempt of an active job.
+    fn owns(&self, id: &str, token: u64) -> bool {
+        self.visible(id).is_some_and(|entry| {
+            entry.status.state == JobState::Active && entry.status.token == token
+        })
+    }
+
+    fn is_in(&self, id: &str, state: JobState) -> bool {
+        self.visible(id)
+            .is_some_and(|entry| entry.status.state == state)
+    }
+
     fn visible(&self, id: &str) -> Option<&Entry> {
         self.jobs.get(id).filter(|entry| entry.pending.is_none())
     }
@@ -563,9 +575,7 @@ impl JobStore for SledJobStore {
     ) -> Result<bool, StoreError> {
         let index = self.queue(queue);
         let mut guard = index.lock();
-        let owned = guard.visible(id).is_some_and(|entry| {
-            entry.status.state == JobState::Active && entry.status.token == token
-        });
+        let owned = guard.owns(id, token);
         if !owned {
             return Ok(false);
         }
@@ -612,9 +622,7 @@ impl JobStore for SledJobStore {
     ) -> Result<FailOutcome, StoreError> {
         let index = self.queue(queue);
         let mut guard = index.lock();
-        let owned = guard.visible(id).is_some_and(|entry| {
-            entry.status.state == JobState::Active && entry.status.token == token
-        });
+        let owned = guard.owns(id, token);
         if !owned {
             return Ok(FailOutcome::Stale);
         }
@@ -685,9 +693,7 @@ impl JobStore for SledJobStore {
     ) -> Result<Option<JobState>, StoreError> {
         let index = self.queue(queue);
         let mut guard = index.lock();
-        let owned = guard.visible(id).is_some_and(|entry| {
-            entry.status.state == JobState::Active && entry.status.token == token
-        });
+        let owned = guard.owns(id, token);
         if !owned {
             return Ok(None);
         }
@@ -708,9 +714,7 @@ impl JobStore for SledJobStore {
         let index = self.queue(queue);
         let writes = {
             let mut guard = index.lock();
-            let owned = guard.visible(id).is_some_and(|entry| {
-                entry.status.state == JobState::Active && entry.status.token == token
-            });
+            let owned = guard.owns(id, token);
             if !owned {
                 return Ok(false);
             }
@@ -741,9 +745,7 @@ impl JobStore for SledJobStore {
         let index = self.queue(queue);
         let writes = {
             let mut guard = index.lock();
-            let active = guard
-                .visible(id)
-                .is_some_and(|entry| entry.status.state == JobState::Active);
+            let active = guard.is_in(id, JobState::Active);
             if !active {
                 return Ok(false);
             }
@@ -774,9 +776,7 @@ impl JobStore for SledJobStore {
     ) -> Result<bool, StoreError> {
         let index = self.queue(queue);
         let mut guard = index.lock();
-        let owned = guard.visible(id).is_some_and(|entry| {
-            entry.status.state == JobState::Active && entry.status.token == token
-        });
+        let owned = guard.owns(id, token);
         if !owned {
             return Ok(false);
         }
@@ -891,9 +891,7 @@ impl JobStore for SledJobStore {
         let index = self.queue(queue);
         let writes = {
             let mut guard = index.lock();
-            let failed = guard
-                .visible(id)
-                .is_some_and(|entry| entry.status.state == JobState::Failed);
+            let failed = guard.is_in(id, JobState::Failed);
             if !failed {
                 return Ok(false);
             }
@@ -935,9 +933,7 @@ impl JobStore for SledJobStore {
         let index = self.queue(queue);
         let writes = {
             let mut guard = index.lock();
-            let delayed = guard
-                .visible(id)
-                .is_some_and(|entry| entry.status.state == JobState::Delayed);
+            let delayed = guard.is_in(id, JobState::Delayed);
             if !delayed {
                 return Ok(false);
             }
