@@ -84,11 +84,25 @@ async fn both_participants_get_the_message_and_the_sender_sees_its_states() {
         .await;
     assert!(stray.is_empty(), "carol saw {stray:?}");
     // Prometheus sees the three open sockets.
-    let metrics = alice.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = alice
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
-        metrics.lines().any(|line| line.starts_with("courier_ws_connections") && line.ends_with(" 3")),
+        metrics
+            .lines()
+            .any(|line| line.starts_with("courier_ws_connections") && line.ends_with(" 3")),
         "{}",
-        metrics.lines().filter(|line| line.contains("ws_")).collect::<Vec<_>>().join("\n")
+        metrics
+            .lines()
+            .filter(|line| line.contains("ws_"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     server.stop().await;
 }

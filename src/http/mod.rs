@@ -12,6 +12,7 @@ mod health;
 pub mod monitor;
 mod prometheus;
 mod session;
+mod web;
 pub mod wire;
 
 use std::any::Any;
@@ -186,6 +187,7 @@ pub fn app(state: AppState) -> Router {
         .merge(auth::router())
         .merge(chat::router())
         .merge(crate::ws::router())
+        .merge(web::router())
         .fallback(not_found)
         // axum's extractors apply their own 2 MB default; make them agree with the layer below.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

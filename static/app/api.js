@@ -1,0 +1,59 @@
+// The JSON API, same origin, authenticated by the http-only `jwt` cookie.
+
+/** A failed request: `status` 0 means the network, not the server. */
+export class ApiError extends Error {
+  constructor(status, message, retryAfter = null) {
+    super(message);
+    this.status = status;
+    this.retryAfter = retryAfter;
+  }
+}
+
+const REQUEST_TIMEOUT_MS = 30000;
+let unauthorizedHandler = null;
+
+/** Called when an authenticated request answers 401 (the session ended). */
+export function onUnauthorized(handler) {
+  unauthorizedHandler = handler;
+}
+
+export async function api(method, path, body) {
+  const init = { method, headers: { accept: 'application/json' }, credentials: 'same-origin' };
+  if (body !== undefined) {
+    init.headers['content-type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  if (typeof AbortSignal !== 'undefined' && AbortSignal.timeout) {
+    init.signal = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch {
+    throw new ApiError(0, navigator.onLine === false
+      ? 'You are offline. Check your connection and try again.'
+      : 'Could not reach the server. Try again in a moment.');
+  }
+  const text = await response.text().catch(() => '');
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = null;
+  }
+  if (!response.ok) {
+    const message = (data && typeof data.message === 'string' && data.message)
+      || `Something went wrong (${response.status}).`;
+    // A 401 anywhere but the login and sign-up forms means the session has ended.
+    const isForm = path === '/api/auth/login' || path === '/api/auth/signup';
+    if (response.status === 401 && !isForm && unauthorizedHandler) {
+      unauthorizedHandler();
+    }
+    throw new ApiError(response.status, message, response.headers.get('retry-after'));
+  }
+  return data;
+}
+
+export const get = (path) => api('GET', path);
+export const post = (path, body) => api('POST', path, body);
+export const put = (path, body) => api('PUT', path, body);

@@ -1,0 +1,352 @@
+//! The web client served by the binary: the page and its client-side routes, the versioned
+//! (immutable) and unversioned assets, their content types and security headers, conditional
+//! requests, the JSON 404 still answering for unknown API paths; and the whole client driven
+//! end to end in headless Chromium (tests/browser/chat.mjs).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use reqwest::header::{self, HeaderMap};
+use reqwest::StatusCode;
+
+const CSP: &str =
+    "default-src 'self'; img-src 'self' data: blob: https:; connect-src 'self' ws: wss:; \
+     style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+     frame-ancestors 'none'";
+
+fn header(headers: &HeaderMap, name: header::HeaderName) -> &str {
+    headers
+        .get(&name)
+        .unwrap_or_else(|| panic!("{name} is missing"))
+        .to_str()
+        .unwrap()
+}
+
+/// The headers every client response carries.
+fn check_security_headers(path: &str, headers: &HeaderMap) {
+    assert_eq!(
+        header(headers, header::CONTENT_SECURITY_POLICY),
+        CSP,
+        "{path}"
+    );
+    assert_eq!(
+        header(headers, header::X_CONTENT_TYPE_OPTIONS),
+        "nosniff",
+        "{path}"
+    );
+    assert_eq!(header(headers, header::X_FRAME_OPTIONS), "DENY", "{path}");
+    assert_eq!(
+        header(headers, header::REFERRER_POLICY),
+        "no-referrer",
+        "{path}"
+    );
+}
+
+async fn get(path: &str, server: &TestServer) -> (StatusCode, HeaderMap, String) {
+    let response = reqwest::get(server.url(path)).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    (status, headers, response.text().await.unwrap())
+}
+
+/// The `/app/<version>/...` URLs the page names.
+fn asset_urls(page: &str) -> Vec<String> {
+    page.split('"')
+        .filter(|part| part.starts_with("/app/"))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn expected_type(path: &str) -> &'static str {
+    match path.rsplit_once('.').map(|(_, extension)| extension) {
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        other => panic!("unexpected asset type {other:?} in {path}"),
+    }
+}
+
+/// Relative module imports (`from './state.js'`) of a script.
+fn imports(script: &str) -> BTreeSet<String> {
+    script
+        .split("from '")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('\''))
+        .map(|(target, _)| target)
+        .filter_map(|target| target.strip_prefix("./"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_page_answers_every_client_route_revalidated_and_locked_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+
+    let (status, headers, page) = get("/", &server).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, header::CONTENT_TYPE),
+        "text/html; charset=utf-8"
+    );
+    assert_eq!(header(&headers, header::CACHE_CONTROL), "no-cache");
+    check_security_headers("/", &headers);
+    let etag = header(&headers, header::ETAG).to_owned();
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+    assert!(
+        page.contains("<script type=\"module\" src=\"/app/"),
+        "{page}"
+    );
+    // No inline script or style: the CSP would refuse them.
+    assert!(
+        !page.contains("<script>") && !page.contains("style="),
+        "{page}"
+    );
+    // Everything comes from this server (the client works offline).
+    assert!(!page.contains("src=\"http") && !page.contains("href=\"http"));
+
+    let chat_route = "/chat/65f0a1b2c3d4e5f6a7b8c9d0";
+    for path in ["/login", "/signup", "/profile", chat_route] {
+        let (status, headers, body) = get(path, &server).await;
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(
+            header(&headers, header::CONTENT_TYPE),
+            "text/html; charset=utf-8",
+            "{path}"
+        );
+        assert_eq!(header(&headers, header::ETAG), etag, "{path}");
+        check_security_headers(path, &headers);
+        assert_eq!(body, page, "{path} serves the same page");
+    }
+
+    // A browser that has the page revalidates it with the ETag.
+    let response = reqwest::Client::new()
+        .get(server.url("/"))
+        .header(header::IF_NONE_MATCH, &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(header(response.headers(), header::ETAG), etag);
+    assert!(response.text().await.unwrap().is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn versioned_assets_are_immutable_and_every_module_the_client_imports_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let (_, _, page) = get("/", &server).await;
+    let urls = asset_urls(&page);
+    assert!(urls.len() >= 4, "{urls:?}");
+    let version = urls[0].split('/').nth(2).unwrap().to_owned();
+    assert_eq!(version.len(), 12, "{version}");
+    assert!(version.bytes().all(|byte| byte.is_ascii_hexdigit()));
+
+    let mut scripts = Vec::new();
+    for url in &urls {
+        assert!(url.starts_with(&format!("/app/{version}/")), "{url}");
+        let (status, headers, body) = get(url, &server).await;
+        assert_eq!(status, 200, "{url}");
+        assert_eq!(
+            header(&headers, header::CONTENT_TYPE),
+            expected_type(url),
+            "{url}"
+        );
+        assert_eq!(
+            header(&headers, header::CACHE_CONTROL),
+            "public, max-age=31536000, immutable",
+            "{url}"
+        );
+        check_security_headers(url, &headers);
+        if url.ends_with(".js") {
+            scripts.push(body);
+        }
+    }
+
+    // Follow the module graph from main.js: each import resolves under the same version.
+    let mut seen = BTreeSet::new();
+    while let Some(script) = scripts.pop() {
+        for module in imports(&script) {
+            if !seen.insert(module.clone()) {
+                continue;
+            }
+            let url = format!("/app/{version}/{module}");
+            let (status, headers, body) = get(&url, &server).await;
+            assert_eq!(status, 200, "{url} is imported but not served");
+            assert_eq!(
+                header(&headers, header::CONTENT_TYPE),
+                "text/javascript; charset=utf-8",
+                "{url}"
+            );
+            assert!(
+                !body.contains("innerHTML") && !body.contains("insertAdjacentHTML"),
+                "{url} builds markup from strings"
+            );
+            scripts.push(body);
+        }
+    }
+    for module in [
+        "state.js",
+        "socket.js",
+        "api.js",
+        "conversation.js",
+        "sidebar.js",
+    ] {
+        assert!(
+            seen.contains(module),
+            "{module} is not reachable from main.js: {seen:?}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unversioned_and_stale_assets_revalidate_and_unknown_paths_stay_json_404s() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+
+    let (status, headers, body) = get("/app/main.js", &server).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, header::CONTENT_TYPE),
+        "text/javascript; charset=utf-8"
+    );
+    assert_eq!(header(&headers, header::CACHE_CONTROL), "no-cache");
+    check_security_headers("/app/main.js", &headers);
+    let etag = header(&headers, header::ETAG).to_owned();
+    let response = reqwest::Client::new()
+        .get(server.url("/app/main.js"))
+        .header(header::IF_NONE_MATCH, &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+
+    // A page from before an upgrade asks for its old version: today's file, not cached for good.
+    let (status, headers, stale) = get("/app/0123456789ab/main.js", &server).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, header::CACHE_CONTROL), "no-cache");
+    assert_eq!(stale, body);
+
+    for (path, content_type) in [
+        ("/app/style.css", "text/css; charset=utf-8"),
+        ("/app/icon.svg", "image/svg+xml"),
+        ("/app/theme-init.js", "text/javascript; charset=utf-8"),
+    ] {
+        let (status, headers, _) = get(path, &server).await;
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(
+            header(&headers, header::CONTENT_TYPE),
+            content_type,
+            "{path}"
+        );
+    }
+
+    for path in [
+        "/app/nope.js",
+        "/app/index.html",
+        "/app/../Cargo.toml",
+        "/app/%2e%2e/Cargo.toml",
+        "/api/nope",
+        "/api/messages/users/extra/segments",
+        "/chat/not-an-id/extra",
+        "/nowhere",
+    ] {
+        let (status, headers, body) = get(path, &server).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert_eq!(
+            header(&headers, header::CONTENT_TYPE),
+            "application/json",
+            "{path}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(json["message"].is_string(), "{path}: {body}");
+    }
+
+    // The API still answers as before next to the page.
+    let (status, _, body) = get("/api/messages/users", &server).await;
+    assert_eq!(status, 401, "{body}");
+    server.stop().await;
+}
+
+/// What the browser test needs, or why it cannot run here.
+fn browser_prerequisites(root: &std::path::Path) -> Result<(), String> {
+    let node = std::process::Command::new("node").arg("--version").output();
+    if !node.is_ok_and(|output| output.status.success()) {
+        return Err("node is not installed".to_owned());
+    }
+    let chromium = std::env::var("CHROMIUM_PATH").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !std::path::Path::new(&chromium).exists() {
+        return Err(format!("{chromium} is missing (apt-get install chromium)"));
+    }
+    if !root
+        .join("tests/browser/node_modules/playwright-core/package.json")
+        .exists()
+    {
+        return Err("playwright-core is missing (cd tests/browser && npm ci)".to_owned());
+    }
+    Ok(())
+}
+
+/// Two people chat in headless Chromium against the real server (tests/browser/chat.mjs):
+/// sign-up with validation, a profile photo, text and a photo live with presence and unread
+/// badges, typing, read receipts both ways, a network cut and a reload with every message shown
+/// exactly once, markup shown as text, a failed send retried, a notification, older pages on
+/// scrolling up, logout. Screenshots go to `target/screenshots/`. Outside CI it is skipped, with
+/// the reason printed, when node, Chromium or playwright-core are missing; with `CI=true` it must
+/// run.
+#[tokio::test]
+async fn the_chat_client_works_end_to_end_in_a_real_browser() {
+    use std::io::Write as _;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    if let Err(reason) = browser_prerequisites(root) {
+        let in_ci = std::env::var("CI").is_ok_and(|value| value == "true" || value == "1");
+        assert!(!in_ci, "CI must run the browser test, but {reason}");
+        // Straight to the process's stderr, past the test harness's capture, so it is seen.
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipping the chat browser test: {reason}"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let screenshots = root.join("target/screenshots");
+    std::fs::create_dir_all(&screenshots).unwrap();
+
+    let started = Instant::now();
+    let run = tokio::process::Command::new("node")
+        .arg("tests/browser/chat.mjs")
+        .arg(&server.base)
+        .arg(&screenshots)
+        .current_dir(root)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the browser test finishes within 120 s")
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "browser test failed:\n{report}");
+    println!(
+        "{report}chat browser test took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    for name in [
+        "chat-desktop-light.png",
+        "chat-desktop-dark.png",
+        "chat-phone-light.png",
+        "chat-phone-dark.png",
+    ] {
+        assert!(screenshots.join(name).exists(), "{name} was not saved");
+    }
+    server.stop().await;
+}
