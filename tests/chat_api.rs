@@ -767,3 +767,31 @@ async fn without_smtp_emails_land_in_the_outbox() {
     .await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_retried_send_with_the_same_client_key_is_one_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let alice = User::signup(&server, "Alice").await;
+    let bob = User::signup(&server, "Bob").await;
+    let body = json!({ "text": "sent twice, stored once", "clientMessageId": "k-7f3a9c" });
+    let (first_status, first) = alice.send_json(&bob.id, body.clone()).await;
+    assert_eq!(first_status, 202, "{first}");
+    settled(&alice, first["jobId"].as_str().unwrap()).await;
+    // The answer was "lost": the client sends again with the same key.
+    let (second_status, second) = alice.send_json(&bob.id, body.clone()).await;
+    assert_eq!(second_status, 202, "{second}");
+    assert_eq!(second["messageId"], first["messageId"]);
+    assert_eq!(bob.history(&alice, "").await.len(), 1);
+    // Another sender's identical key is another message; a bad key is refused.
+    let (_, other) = bob.send_json(&alice.id, body).await;
+    assert_ne!(other["messageId"], first["messageId"]);
+    let (bad_status, _) = alice
+        .send_json(
+            &bob.id,
+            json!({ "text": "x", "clientMessageId": "no spaces" }),
+        )
+        .await;
+    assert_eq!(bad_status, 400);
+    server.stop().await;
+}

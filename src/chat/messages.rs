@@ -37,6 +37,20 @@ pub enum ImageInput {
 pub struct SendInput {
     pub text: Option<String>,
     pub image: Option<ImageInput>,
+    /// A key the client chose for this message (`clientMessageId`): sending again with the same
+    /// key (a retry after a lost response) is the same message, never a second one.
+    pub client_key: Option<String>,
+}
+
+/// Longest accepted `clientMessageId`.
+pub const MAX_CLIENT_KEY_LEN: usize = 64;
+
+/// The message id of a client-keyed send: derived from the sender and the key, so only the same
+/// sender's retries map onto it, and shaped like every other id.
+fn keyed_message_id(sender_id: &str, key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("courier-message:{sender_id}:{key}").as_bytes());
+    hex::encode(&digest[..12])
 }
 
 /// An accepted send.
@@ -116,6 +130,17 @@ impl Chat {
         if !ids::is_id(receiver_id) || self.store.user_by_id(receiver_id).await?.is_none() {
             return Err(ChatError::NotFound("Receiver not found".to_owned()));
         }
+        if let Some(key) = &input.client_key {
+            let valid = (1..=MAX_CLIENT_KEY_LEN).contains(&key.len())
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid {
+                return Err(ChatError::Invalid(format!(
+                    "clientMessageId must be 1 to {MAX_CLIENT_KEY_LEN} of A-Z, a-z, 0-9, - and _"
+                )));
+            }
+        }
         let text = input.text.unwrap_or_default();
         if text.chars().count() > MAX_TEXT_CHARS {
             return Err(ChatError::Invalid(format!(
@@ -141,7 +166,10 @@ impl Chat {
             Some((bytes, _kind)) => Some(self.uploads.put(bytes).await?),
             None => None,
         };
-        let message_id = ids::new_id();
+        let message_id = match &input.client_key {
+            Some(key) => keyed_message_id(&sender.id, key),
+            None => ids::new_id(),
+        };
         let job = MessageJob {
             message_id: message_id.clone(),
             sender_id: sender.id.clone(),

@@ -143,6 +143,8 @@ async fn history(
 struct SendBody {
     text: Option<String>,
     image: Option<String>,
+    #[serde(rename = "clientMessageId")]
+    client_message_id: Option<String>,
 }
 
 /// Reads a send from JSON (`{text, image: dataURL}`) or multipart (`text` field, `image` file).
@@ -157,6 +159,7 @@ async fn read_send(request: Request, state: &AppState) -> Result<SendInput, ApiE
         return Ok(SendInput {
             text: body.text,
             image: body.image.map(ImageInput::DataUrl),
+            client_key: body.client_message_id,
         });
     }
     let mut multipart = Multipart::from_request(request, state)
@@ -165,6 +168,7 @@ async fn read_send(request: Request, state: &AppState) -> Result<SendInput, ApiE
     let mut input = SendInput {
         text: None,
         image: None,
+        client_key: None,
     };
     while let Some(field) = multipart.next_field().await.map_err(|err| {
         ApiError::bad_request(format!("malformed multipart body: {}", err.body_text()))
@@ -172,6 +176,14 @@ async fn read_send(request: Request, state: &AppState) -> Result<SendInput, ApiE
         match field.name() {
             Some("text") => {
                 input.text = Some(
+                    field
+                        .text()
+                        .await
+                        .map_err(|err| ApiError::bad_request(err.body_text()))?,
+                );
+            }
+            Some("clientMessageId") => {
+                input.client_key = Some(
                     field
                         .text()
                         .await

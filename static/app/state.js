@@ -402,6 +402,13 @@ export function markReadIfVisible() {
 // ---------------------------------------------------------------------------------------------
 // Sending
 
+/** 128 random bits as hex (crypto.randomUUID needs a secure context; this does not). */
+function randomKey() {
+  const bytes = new Uint8Array(16);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
 /** Starts sending `{text, image}` (image: a data URL) to `otherId`, shown at once. */
 export function sendMessage(otherId, { text, image }) {
   const conv = conversation(otherId);
@@ -409,6 +416,8 @@ export function sendMessage(otherId, { text, image }) {
   const pending = {
     localId: `local-${Date.now().toString(36)}-${localSeq}`,
     key: `k-${localSeq}-${Math.random().toString(36).slice(2, 8)}`,
+    // Sent with every attempt: a retry after a lost answer is the same message on the server.
+    clientMessageId: randomKey(),
     otherId,
     senderId: state.me._id,
     receiverId: otherId,
@@ -453,7 +462,7 @@ async function deliver(conv, pending) {
   pending.error = null;
   emit('conversation', conv.otherId);
   try {
-    const body = {};
+    const body = { clientMessageId: pending.clientMessageId };
     if (pending.text) body.text = pending.text;
     if (pending.image) body.image = pending.image;
     const accepted = await post(`/api/messages/send/${encodeURIComponent(conv.otherId)}`, body);
