@@ -350,3 +350,38 @@ async fn the_chat_client_works_end_to_end_in_a_real_browser() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_client_is_sent_gzipped_to_browsers_that_accept_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let (_, _, page) = get("/", &server).await;
+    let mut largest = (String::new(), 0);
+    for url in asset_urls(&page)
+        .into_iter()
+        .filter(|url| url.ends_with(".js") || url.ends_with(".css"))
+    {
+        let (_, _, body) = get(&url, &server).await;
+        if body.len() > largest.1 {
+            largest = (url, body.len());
+        }
+    }
+    let script = largest.0;
+    // reqwest here has no gzip decoder, so the body arrives as sent.
+    let response = reqwest::Client::new()
+        .get(server.url(&script))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+    let compressed = response.bytes().await.unwrap();
+    let (_, _, plain) = get(&script, &server).await;
+    assert!(
+        compressed.len() < plain.len() / 2,
+        "{} vs {}",
+        compressed.len(),
+        plain.len()
+    );
+    assert_eq!(&compressed[..2], &[0x1f, 0x8b]);
+}

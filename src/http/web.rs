@@ -31,6 +31,8 @@ pub fn router() -> Router<AppState> {
         .route("/profile", get(page))
         .route("/chat/{user_id}", get(page))
         .route("/app/{*path}", get(asset))
+        // The client's scripts and styles shrink to about a quarter with gzip.
+        .layer(tower_http::compression::CompressionLayer::new().gzip(true))
 }
 
 #[derive(rust_embed::Embed)]
