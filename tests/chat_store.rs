@@ -788,6 +788,11 @@ impl Model {
                     .get(&(conversation(a, b), user.to_owned()))
                     .copied()
                     .unwrap_or(0);
+                let other_mark = self
+                    .marks
+                    .get(&(conversation(a, b), other.to_owned()))
+                    .copied()
+                    .unwrap_or(0);
                 ConversationSummary {
                     other_id: other.clone(),
                     last_message: messages.last().cloned(),
@@ -795,6 +800,7 @@ impl Model {
                         .iter()
                         .filter(|m| m.seq > mark && &m.sender_id == other)
                         .count() as u64,
+                    read_by_other: other_mark,
                 }
             })
             .collect();

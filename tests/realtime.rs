@@ -228,6 +228,15 @@ async fn typing_and_read_receipts_reach_the_other_side() {
     let receipt = alice_socket.next_of("messagesRead").await;
     assert_eq!(receipt, json!({ "readerId": bob.id, "upToSeq": 2 }));
     assert_eq!(unread(&bob.get("/api/messages/users").await.1), 1);
+    // Alice's sidebar carries Bob's read mark, for read receipts after a reload.
+    let (_, alice_sidebar) = alice.get("/api/messages/users").await;
+    let bob_row = alice_sidebar
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["_id"] == bob.id.as_str())
+        .unwrap();
+    assert_eq!(bob_row["readByOtherUpTo"], 2);
 
     bob_socket.send(json!({ "type": "ping" })).await;
     bob_socket.next_of("pong").await;

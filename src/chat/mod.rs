@@ -52,6 +52,8 @@ pub struct SidebarEntry {
     pub user: UserRecord,
     pub online: bool,
     pub unread: u64,
+    /// How far this user has read the conversation with the caller.
+    pub read_by_other: u64,
     pub last_message: Option<MessageRecord>,
 }
 
@@ -237,6 +239,7 @@ impl Chat {
                 SidebarEntry {
                     online: self.delivery.is_online(&other.id),
                     unread: summary.as_ref().map_or(0, |summary| summary.unread),
+                    read_by_other: summary.as_ref().map_or(0, |summary| summary.read_by_other),
                     last_message: summary.and_then(|summary| summary.last_message),
                     user: other,
                 }

@@ -105,6 +105,9 @@ pub struct SidebarUserJson {
     pub online: bool,
     #[serde(rename = "unreadCount")]
     pub unread_count: u64,
+    /// The `seq` this user has read up to in the conversation with the caller (read receipts).
+    #[serde(rename = "readByOtherUpTo")]
+    pub read_by_other_up_to: u64,
     #[serde(rename = "lastMessage")]
     pub last_message: Option<MessageJson>,
 }
@@ -115,6 +118,7 @@ impl From<&SidebarEntry> for SidebarUserJson {
             user: UserJson::from(&entry.user),
             online: entry.online,
             unread_count: entry.unread,
+            read_by_other_up_to: entry.read_by_other,
             last_message: entry.last_message.as_ref().map(MessageJson::from),
         }
     }

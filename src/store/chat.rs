@@ -67,6 +67,8 @@ pub struct ConversationSummary {
     pub last_message: Option<MessageRecord>,
     /// Messages from the other user with a `seq` above what `user` has read.
     pub unread: u64,
+    /// How far the other user has read this conversation (their read mark).
+    pub read_by_other: u64,
 }
 
 /// Outcome of [`ChatStore::create_user`].

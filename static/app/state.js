@@ -106,8 +106,8 @@ function seenKey(otherId) {
   return `courier.seen.${state.me?._id}.${otherId}`;
 }
 
-// The server sends read receipts live but does not report them with the history, so the last
-// one seen is remembered per conversation in this browser.
+// Read receipts arrive live (`messagesRead`) and with the sidebar (`readByOtherUpTo`); the last
+// one seen is also remembered per conversation in this browser, for the first paint.
 function readSeen(otherId) {
   try {
     return Number(localStorage.getItem(seenKey(otherId))) || 0;
@@ -269,6 +269,13 @@ export function loadUsers() {
         if (!user || typeof user._id !== 'string') continue;
         users.set(user._id, user);
         if (state.connection !== 'open' && user.online) state.online.add(user._id);
+        const readUpTo = Number(user.readByOtherUpTo) || 0;
+        const known = state.conversations.get(user._id);
+        if (known && readUpTo > known.seenUpTo) {
+          known.seenUpTo = readUpTo;
+          writeSeen(user._id, readUpTo);
+          emit('conversation', user._id);
+        }
       }
       state.users = users;
       state.usersLoaded = true;

@@ -702,10 +702,14 @@ impl ChatStore for SledChatStore {
                     }
                 }
             }
+            let read_by_other = self
+                .read_u64(&pair_key(READ_MARK, &conversation, &other_id))?
+                .unwrap_or(0);
             summaries.push(ConversationSummary {
                 other_id,
                 last_message,
                 unread,
+                read_by_other,
             });
         }
         // Most recent conversation first, as a sidebar lists them.
