@@ -40,6 +40,11 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
+/// mimalloc: glibc's allocator serialised the commit thread and sled's I/O threads on its arena
+/// locks (see ARCHITECTURE.md, "Performance").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
     /// `Queue::add`, one job per call, `--in-flight` calls outstanding.
@@ -93,6 +98,10 @@ struct Args {
     /// Run every variant in this process instead of one child process per run.
     #[arg(long)]
     in_process: bool,
+    /// Write every job's add instant and add→processor latency (µs) as CSV to
+    /// `<this path>.<mode>-<concurrency>`.
+    #[arg(long)]
+    dump_latencies: Option<PathBuf>,
     /// Also measure host scheduling noise (always on with `--rate`): a plain thread sleeps 1 ms
     /// in a loop and records how late it wakes, reported as `host_stall_ms`.
     #[arg(long)]
@@ -137,6 +146,9 @@ impl Args {
         }
         if self.probe {
             args.push("--probe".to_owned());
+        }
+        if let Some(path) = &self.dump_latencies {
+            args.extend(["--dump-latencies".to_owned(), path.display().to_string()]);
         }
         args
     }
@@ -279,7 +291,7 @@ async fn run(args: &Args, mode: Mode, concurrency: usize) -> anyhow::Result<Valu
     }
 
     // Opened by hand (rather than `open_job_store`) to read the group-commit batch count.
-    let sled_store = Arc::new(SledJobStore::open(open_db(dir.path())?)?);
+    let sled_store = Arc::new(SledJobStore::open(&open_db(dir.path())?)?);
     let store: Arc<dyn JobStore> = sled_store.clone();
     let manager = QueueManager::new(store.clone(), Arc::new(LocalHub::default()));
     let mut config = QueueConfig::new("bench");
@@ -329,6 +341,21 @@ async fn run(args: &Args, mode: Mode, concurrency: usize) -> anyhow::Result<Valu
         let (sent, seen) = (sent.load(Ordering::Relaxed), seen.load(Ordering::Relaxed));
         last_seen = last_seen.max(seen);
         latency.saturating_record((seen.saturating_sub(sent) / 1_000).max(1));
+    }
+    if let Some(path) = &args.dump_latencies {
+        let mut csv = String::from("sent_us,latency_us\n");
+        for (sent, seen) in recorder.sent.iter().zip(&recorder.seen) {
+            let (sent, seen) = (sent.load(Ordering::Relaxed), seen.load(Ordering::Relaxed));
+            csv.push_str(&format!(
+                "{},{}\n",
+                sent / 1_000,
+                seen.saturating_sub(sent) / 1_000
+            ));
+        }
+        std::fs::write(
+            format!("{}.{}-{concurrency}", path.display(), mode.as_str()),
+            csv,
+        )?;
     }
     let add_secs = secs(last_add - first_add);
     let processing_secs = secs(last_seen.saturating_sub(first_add));

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use futures_util::FutureExt as _;
 use tokio::net::TcpListener;
 
@@ -226,6 +227,13 @@ async fn serve(
     };
 
     let app = http::app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    // Small writes (a 202, a WebSocket frame) go out at once: with Nagle's algorithm a write
+    // behind an unacknowledged one waits for the peer's delayed ACK, up to 40 ms on Linux.
+    let listener = listener.tap_io(|stream| {
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(begin_shutdown);
     state.set_ready(true);
     tracing::info!(address = %local_addr, "courier listening on http://{local_addr}");

@@ -126,7 +126,8 @@ pub trait JobStore: Send + Sync + 'static {
         now: Millis,
     ) -> Result<bool, StoreError>;
 
-    /// Records progress (JSON text) of an active job.
+    /// Records progress (JSON text) of an active job. Not durable: a backend may keep it in
+    /// memory until the job's next transition writes the job's status.
     async fn progress(
         &self,
         queue: &str,
@@ -233,7 +234,7 @@ pub fn open_job_store(
     match backend {
         JobBackend::Sled => {
             let db = sled::open_db(data_dir)?;
-            Ok(Arc::new(sled::SledJobStore::open(db)?))
+            Ok(Arc::new(sled::SledJobStore::open(&db)?))
         }
     }
 }
@@ -246,7 +247,7 @@ pub type Stores = (Arc<dyn JobStore>, Arc<dyn ChatStore>);
 /// process needs both.
 pub fn open_stores(data_dir: &Path) -> Result<Stores, StoreError> {
     let db = sled::open_db(data_dir)?;
-    let jobs = sled::SledJobStore::open(db.clone())?;
-    let chat = sled::SledChatStore::open(db)?;
+    let jobs = sled::SledJobStore::open(&db)?;
+    let chat = sled::SledChatStore::open_beside(&db, &jobs)?;
     Ok((Arc::new(jobs), Arc::new(chat)))
 }

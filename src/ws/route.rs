@@ -1,22 +1,42 @@
-//! The axum side of WebSockets: `GET /ws` (authenticated upgrade → [`run_session`]) and the
+//! The HTTP side of WebSockets: `GET /ws` (authenticated upgrade → [`run_session`]) and the
 //! [`Delivery`] the chat domain pushes through, which turns domain events into wire frames.
+//!
+//! The upgrade is done here rather than with axum's `WebSocketUpgrade`, to reach tungstenite's
+//! frames: a text frame longer than [`FRAGMENT_BYTES`] goes out in fragments. tungstenite copies
+//! every frame it writes into a per-socket buffer that keeps its largest size for the life of the
+//! socket, so one `getOnlineUsers` list of a thousand users (27 KB) sent whole to 10,000 sockets
+//! left 270 MB behind. Frames are shared, not copied, on their way to tungstenite.
 
 use std::sync::Arc;
 
-use axum::extract::ws::{CloseFrame as AxumCloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use futures_util::{future, SinkExt, StreamExt};
+use futures_util::{stream, SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::json;
+use ws_tungstenite::tungstenite::handshake::derive_accept_key;
+use ws_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use ws_tungstenite::tungstenite::protocol::frame::{CloseFrame as WsCloseFrame, Frame as WsFrame};
+use ws_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use ws_tungstenite::tungstenite::{Bytes, Message};
+use ws_tungstenite::WebSocketStream;
 
-use super::{frame, run_session, CloseFrame, Hub, InboundHandler, InboundMessage, OutboundMessage};
+use super::{
+    frame, run_session, CloseFrame, Frame, Hub, InboundHandler, InboundMessage, OutboundMessage,
+};
 use crate::chat::{Chat, ChatEvent, Delivery};
 use crate::http::wire::{iso_time, MessageJson};
 use crate::http::{ApiError, AppState};
+
+/// Longest text frame sent whole; longer ones go out in fragments of this size.
+pub const FRAGMENT_BYTES: usize = 2 * 1024;
+
+/// The largest client message accepted (client frames are small: typing, read marks, pings).
+const MAX_INBOUND_BYTES: usize = 64 * 1024;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/ws", get(upgrade))
@@ -27,36 +47,112 @@ struct WsQuery {
     token: Option<String>,
 }
 
+/// Per-socket buffers: tungstenite's defaults allocate 128 KiB per socket up front. Client
+/// frames are small, and writes collect at most [`FRAGMENT_BYTES`] before going out.
+fn socket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(1024)
+        .write_buffer_size(FRAGMENT_BYTES)
+        .max_message_size(Some(MAX_INBOUND_BYTES))
+        .max_frame_size(Some(MAX_INBOUND_BYTES))
+}
+
+/// Whether a header's comma-separated values include `token` (case-insensitive).
+fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|value| value.trim().eq_ignore_ascii_case(token))
+}
+
+/// Checks an HTTP/1.1 WebSocket upgrade request (RFC 6455 section 4.2.1); returns its key.
+fn upgrade_key(request: &Request) -> Result<HeaderValue, ApiError> {
+    let headers = request.headers();
+    if request.method() != Method::GET {
+        return Err(ApiError::bad_request("websocket upgrades use GET"));
+    }
+    if !header_has(headers, header::CONNECTION, "upgrade")
+        || !header_has(headers, header::UPGRADE, "websocket")
+    {
+        return Err(ApiError::bad_request(
+            "expected a websocket upgrade (Connection: upgrade, Upgrade: websocket)",
+        ));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|version| version.as_bytes() != b"13")
+    {
+        return Err(ApiError::bad_request("Sec-WebSocket-Version must be 13"));
+    }
+    headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .cloned()
+        .ok_or_else(|| ApiError::bad_request("Sec-WebSocket-Key is missing"))
+}
+
 async fn upgrade(
     State(state): State<AppState>,
     Query(query): Query<WsQuery>,
-    mut headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    mut request: Request,
 ) -> Result<Response, ApiError> {
+    let key = upgrade_key(&request)?;
+    let mut headers = request.headers().clone();
     if let Some(token) = query.token {
         let bearer = format!("Bearer {token}")
             .parse()
             .map_err(|_| ApiError::unauthorized("Unauthorized - Invalid Token"))?;
         // The cookie still wins if both are given (see `request_token`).
-        headers.insert(axum::http::header::AUTHORIZATION, bearer);
+        headers.insert(header::AUTHORIZATION, bearer);
     }
     let user = crate::http::authenticate(&state, &headers).await?;
     let (chat, hub) = state.realtime()?;
     let (chat, hub) = (chat.clone(), hub.clone());
-    Ok(upgrade
-        // tungstenite's defaults allocate 128 KiB per socket up front; frames here are small.
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(4 * 1024)
-        .max_message_size(64 * 1024)
-        .max_frame_size(64 * 1024)
-        .on_upgrade(move |socket| session(socket, state, chat, hub, user.id)))
+    let on_upgrade = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+        .ok_or_else(|| ApiError::bad_request("this connection cannot be upgraded"))?;
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(err) => {
+                tracing::debug!(error = %err, "websocket upgrade failed");
+                return;
+            }
+        };
+        let socket = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(socket_config()),
+        )
+        .await;
+        session(socket, state, chat, hub, user.id).await;
+    });
+    let accept = derive_accept_key(key.as_bytes());
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(axum::body::Body::empty())
+        .map_err(|err| ApiError::Internal(anyhow::anyhow!(err)))
 }
 
-async fn session(socket: WebSocket, state: AppState, chat: Arc<Chat>, hub: Hub, user_id: String) {
+async fn session<S>(
+    socket: WebSocketStream<S>,
+    state: AppState,
+    chat: Arc<Chat>,
+    hub: Hub,
+    user_id: String,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let (sink, stream) = socket.split();
-    let sink =
-        sink.with(|message: OutboundMessage| future::ready(Ok::<_, axum::Error>(to_axum(message))));
-    let stream = stream.map(|message| message.map(from_axum));
+    let sink = sink.with_flat_map(|message: OutboundMessage| {
+        stream::iter(to_tungstenite(message).into_iter().map(Ok))
+    });
+    let stream = stream.map(|message| message.map(from_tungstenite));
     let handler = ChatHandler { chat };
     let shutdown = {
         let state = state.clone();
@@ -66,27 +162,74 @@ async fn session(socket: WebSocket, state: AppState, chat: Arc<Chat>, hub: Hub, 
     tracing::debug!(user = %user_id, reason = end.as_str(), "websocket closed");
 }
 
-fn to_axum(message: OutboundMessage) -> Message {
+/// The bytes of a shared frame, without copying them.
+fn frame_bytes(frame: Frame) -> Bytes {
+    struct Shared(Frame);
+    impl AsRef<[u8]> for Shared {
+        fn as_ref(&self) -> &[u8] {
+            self.0.as_bytes()
+        }
+    }
+    Bytes::from_owner(Shared(frame))
+}
+
+/// The WebSocket messages for one outbound message: a long text frame becomes a first text
+/// fragment and continuations (each cut on a character boundary, though the protocol does not
+/// require it).
+fn to_tungstenite(message: OutboundMessage) -> Vec<Message> {
     match message {
-        OutboundMessage::Text(frame) => Message::Text((&*frame).into()),
-        OutboundMessage::Ping(payload) => Message::Ping(payload.into()),
-        OutboundMessage::Close(frame) => Message::Close(frame.map(|frame| AxumCloseFrame {
-            code: frame.code,
+        OutboundMessage::Text(frame) if frame.len() <= FRAGMENT_BYTES => vec![Message::Frame(
+            WsFrame::message(frame_bytes(frame), OpCode::Data(Data::Text), true),
+        )],
+        OutboundMessage::Text(frame) => {
+            let mut cuts = Vec::with_capacity(frame.len() / FRAGMENT_BYTES + 2);
+            let mut start = 0;
+            while start < frame.len() {
+                let mut end = (start + FRAGMENT_BYTES).min(frame.len());
+                while !frame.is_char_boundary(end) {
+                    end -= 1;
+                }
+                cuts.push((start, end));
+                start = end;
+            }
+            let bytes = frame_bytes(frame);
+            let last = cuts.len() - 1;
+            cuts.into_iter()
+                .enumerate()
+                .map(|(index, (start, end))| {
+                    let opcode = if index == 0 {
+                        Data::Text
+                    } else {
+                        Data::Continue
+                    };
+                    Message::Frame(WsFrame::message(
+                        bytes.slice(start..end),
+                        OpCode::Data(opcode),
+                        index == last,
+                    ))
+                })
+                .collect()
+        }
+        OutboundMessage::Ping(payload) => vec![Message::Ping(payload.into())],
+        OutboundMessage::Close(frame) => vec![Message::Close(frame.map(|frame| WsCloseFrame {
+            code: frame.code.into(),
             reason: frame.reason.into(),
-        })),
+        }))],
     }
 }
 
-fn from_axum(message: Message) -> InboundMessage {
+fn from_tungstenite(message: Message) -> InboundMessage {
     match message {
         Message::Text(text) => InboundMessage::Text(text.as_str().to_owned()),
         Message::Binary(bytes) => InboundMessage::Binary(bytes.to_vec()),
         Message::Ping(bytes) => InboundMessage::Ping(bytes.to_vec()),
         Message::Pong(bytes) => InboundMessage::Pong(bytes.to_vec()),
         Message::Close(frame) => InboundMessage::Close(frame.map(|frame| CloseFrame {
-            code: frame.code,
+            code: frame.code.into(),
             reason: frame.reason.as_str().to_owned(),
         })),
+        // tungstenite never yields raw frames when reading; count one as a sign of life.
+        Message::Frame(_) => InboundMessage::Pong(Vec::new()),
     }
 }
 
@@ -158,5 +301,86 @@ impl Delivery for HubDelivery {
 
     fn is_online(&self, user: &str) -> bool {
         self.hub.is_online(user)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (opcode, is_final, payload) of each message, which must all be raw frames.
+    fn frames(messages: Vec<Message>) -> Vec<(OpCode, bool, Vec<u8>)> {
+        messages
+            .into_iter()
+            .map(|message| match message {
+                Message::Frame(frame) => (
+                    frame.header().opcode,
+                    frame.header().is_final,
+                    frame.payload().to_vec(),
+                ),
+                other => panic!("expected a raw frame, got {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn short_text_frames_go_out_whole() {
+        let sent = frames(to_tungstenite(OutboundMessage::Text(Frame::from(
+            "{\"type\":\"pong\"}",
+        ))));
+        assert_eq!(
+            sent,
+            vec![(
+                OpCode::Data(Data::Text),
+                true,
+                b"{\"type\":\"pong\"}".to_vec()
+            )]
+        );
+    }
+
+    #[test]
+    fn long_text_frames_go_out_in_fragments_cut_on_characters() {
+        // 'é' is two bytes, so some fragment boundaries fall inside a character.
+        let text: String = "é".repeat(FRAGMENT_BYTES * 2 + 7);
+        let sent = frames(to_tungstenite(OutboundMessage::Text(Frame::from(
+            text.as_str(),
+        ))));
+        assert!(sent.len() >= 5, "{} fragments", sent.len());
+        let mut joined = Vec::new();
+        for (index, (opcode, is_final, payload)) in sent.iter().enumerate() {
+            let expected = if index == 0 {
+                Data::Text
+            } else {
+                Data::Continue
+            };
+            assert_eq!(*opcode, OpCode::Data(expected), "fragment {index}");
+            assert_eq!(*is_final, index == sent.len() - 1, "fragment {index}");
+            assert!(payload.len() <= FRAGMENT_BYTES);
+            assert!(
+                std::str::from_utf8(payload).is_ok(),
+                "fragment {index} splits a character"
+            );
+            joined.extend_from_slice(payload);
+        }
+        assert_eq!(joined, text.as_bytes());
+    }
+
+    #[test]
+    fn control_messages_keep_their_kind() {
+        assert!(matches!(
+            to_tungstenite(OutboundMessage::Ping(Vec::new())).as_slice(),
+            [Message::Ping(_)]
+        ));
+        let close = to_tungstenite(OutboundMessage::Close(Some(CloseFrame {
+            code: 1013,
+            reason: "outbox overflow".to_owned(),
+        })));
+        match close.as_slice() {
+            [Message::Close(Some(frame))] => {
+                assert_eq!(u16::from(frame.code), 1013);
+                assert_eq!(frame.reason.as_str(), "outbox overflow");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

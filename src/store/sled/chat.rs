@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::committer::{AfterCommit, Committer, Write};
+use super::Database;
 use crate::queue::model::Millis;
 use crate::store::chat::{
     ChatStore, ConversationSummary, CreateUser, HistoryPage, MessageRecord, NewMessage, UserRecord,
@@ -176,8 +177,23 @@ impl State {
     }
 }
 
+/// Most users the read cache holds.
+const USER_CACHE_CAPACITY: usize = 10_000;
+
+/// Users read recently. Every authenticated request and every message reads one to three users;
+/// from the tree each read waits whenever the commit thread holds sled's batch lock, so under
+/// load they are served from here.
+#[derive(Default)]
+struct UserCache {
+    users: HashMap<String, UserRecord>,
+    /// Bumped by every update: a read that started before an update may not fill the cache with
+    /// what it read.
+    epoch: u64,
+}
+
 pub struct SledChatStore {
     tree: sled::Tree,
+    user_cache: Mutex<UserCache>,
     state: Mutex<State>,
     /// Commits finished since the state was last locked, with whether they succeeded.
     settled: Arc<Mutex<Vec<(Settled, bool)>>>,
@@ -185,8 +201,21 @@ pub struct SledChatStore {
 }
 
 impl SledChatStore {
-    /// Opens the chat tree of `db`. Reads one key: start-up does not depend on the history's size.
-    pub fn open(db: sled::Db) -> Result<SledChatStore, StoreError> {
+    /// Opens the chat tree of `db`, committing through the job store's commit thread, so both
+    /// stores share each flush (see `committer.rs`).
+    pub fn open_beside(
+        database: &Database,
+        jobs: &super::SledJobStore,
+    ) -> Result<SledChatStore, StoreError> {
+        SledChatStore::open_with(database.db.clone(), |tree, count| {
+            Ok(jobs.share_committer(tree, COUNT_KEY.to_vec(), count))
+        })
+    }
+
+    fn open_with(
+        db: sled::Db,
+        committer: impl FnOnce(sled::Tree, u64) -> Result<Committer, StoreError>,
+    ) -> Result<SledChatStore, StoreError> {
         let tree = db.open_tree("chat")?;
         let message_count = match tree.get(COUNT_KEY)? {
             Some(bytes) => u64::from_be_bytes(
@@ -197,9 +226,10 @@ impl SledChatStore {
             ),
             None => 0,
         };
-        let committer = Committer::start(db, tree.clone(), COUNT_KEY.to_vec(), message_count)?;
+        let committer = committer(tree.clone(), message_count)?;
         Ok(SledChatStore {
             tree,
+            user_cache: Mutex::new(UserCache::default()),
             state: Mutex::new(State {
                 message_count,
                 ..State::default()
@@ -295,10 +325,36 @@ impl SledChatStore {
     }
 
     fn read_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
-        match self.tree.get(key(USER, id))? {
-            Some(bytes) => Ok(Some(decode(&bytes)?)),
-            None => Ok(None),
+        let epoch = {
+            let cache = self.user_cache.lock();
+            if let Some(user) = cache.users.get(id) {
+                return Ok(Some(user.clone()));
+            }
+            cache.epoch
+        };
+        let Some(bytes) = self.tree.get(key(USER, id))? else {
+            return Ok(None);
+        };
+        let user: UserRecord = decode(&bytes)?;
+        let mut cache = self.user_cache.lock();
+        if cache.epoch == epoch {
+            if cache.users.len() >= USER_CACHE_CAPACITY {
+                // Any entry will do: the cache only saves reads.
+                if let Some(evicted) = cache.users.keys().next().cloned() {
+                    cache.users.remove(&evicted);
+                }
+            }
+            cache.users.insert(id.to_owned(), user.clone());
         }
+        Ok(Some(user))
+    }
+
+    /// Forgets a cached user that is being updated, and stops reads already under way from
+    /// caching what they read.
+    fn forget_user(&self, id: &str) {
+        let mut cache = self.user_cache.lock();
+        cache.epoch += 1;
+        cache.users.remove(id);
     }
 
     fn read_message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
@@ -489,10 +545,14 @@ impl ChatStore for SledChatStore {
             user.profile_pic = profile_pic;
             user.updated_at = now;
             let writes = vec![Write::Put(key(USER, id), encode(&user)?)];
+            self.forget_user(id);
             let (durable, _) = self.submit(writes, 0, None);
             (durable, user)
         };
-        wait(durable).await?;
+        let written = wait(durable).await;
+        // Reads between the two calls may have cached the old record; now the tree has the new one.
+        self.forget_user(id);
+        written?;
         Ok(Some(user))
     }
 

@@ -18,6 +18,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
 use super::committer::{AfterCommit, Committer, Write};
+use super::Database;
 use crate::queue::model::{
     Added, Counts, FailOutcome, Job, JobPage, JobSpec, JobState, JobStatus, KeepJobs, Millis,
     NewJob, TakenJob,
@@ -98,6 +99,10 @@ struct Entry {
     /// Added but not yet durable: invisible to every operation but dedupe, which waits on this
     /// for the add's outcome.
     pending: Option<PendingAdd>,
+    /// The spec of a job added by this process and not yet taken, so its first `take` need not
+    /// read it back from the tree (a read that waits whenever the commit thread holds sled's
+    /// batch lock). Only jobs waiting to run hold one.
+    unread_spec: Option<JobSpec>,
 }
 
 #[derive(Default)]
@@ -151,11 +156,14 @@ impl QueueIndex {
             .jobs
             .get_mut(id)
             .filter(|entry| entry.pending.is_none())?;
-        let before = index_key(&entry.id, &entry.status);
-        self.by_state[slot(entry.status.state)].remove(&before);
+        let (state_before, before) = (entry.status.state, index_key(&entry.id, &entry.status));
         change(&mut entry.status);
         let after = index_key(&entry.id, &entry.status);
-        self.by_state[slot(entry.status.state)].insert(after);
+        // Progress and log updates leave the job where it is in its index.
+        if entry.status.state != state_before || after != before {
+            self.by_state[slot(state_before)].remove(&before);
+            self.by_state[slot(entry.status.state)].insert(after);
+        }
         Some(&entry.status)
     }
 
@@ -188,7 +196,8 @@ pub struct SledJobStore {
 
 impl SledJobStore {
     /// Opens the job tree of `db` and rebuilds every index from the stored status records.
-    pub fn open(db: sled::Db) -> Result<SledJobStore, StoreError> {
+    pub fn open(database: &Database) -> Result<SledJobStore, StoreError> {
+        let db = database.db.clone();
         let tree = db.open_tree("jobs")?;
         let mut queues: HashMap<String, QueueIndex> = HashMap::new();
         let mut highest = match tree.get(COUNTER_KEY)? {
@@ -213,6 +222,7 @@ impl SledJobStore {
                 id: Arc::from(id.as_str()),
                 status,
                 pending: None,
+                unread_spec: None,
             };
             queues.entry(queue).or_default().insert_visible(entry);
         }
@@ -221,7 +231,7 @@ impl SledJobStore {
             let queue = String::from_utf8_lossy(&stored_key[1..]).into_owned();
             queues.entry(queue).or_default().paused = true;
         }
-        let committer = Committer::start(db.clone(), tree.clone(), COUNTER_KEY.to_vec(), highest)?;
+        let committer = Committer::start(database, tree.clone(), COUNTER_KEY.to_vec(), highest)?;
         Ok(SledJobStore {
             tree,
             db,
@@ -261,6 +271,16 @@ impl SledJobStore {
             Some(bytes) => decode(&bytes),
             None => Err(StoreError::Codec(format!("job {queue}/{id} has no spec"))),
         }
+    }
+
+    /// A commit handle for another tree of this store's database, on this store's commit thread.
+    pub(super) fn share_committer(
+        &self,
+        tree: sled::Tree,
+        counter_key: Vec<u8>,
+        counter_start: u64,
+    ) -> Committer {
+        self.committer.share(tree, counter_key, counter_start)
     }
 
     /// Number of batches committed so far (group commit makes this far below the op count).
@@ -461,6 +481,7 @@ impl JobStore for SledJobStore {
                         id,
                         status,
                         pending: Some(commit.clone()),
+                        unread_spec: Some(spec),
                     },
                 );
             }
@@ -504,7 +525,14 @@ impl JobStore for SledJobStore {
         let Some((_, _, id)) = guard.set(JobState::Waiting).first().cloned() else {
             return Ok(None);
         };
-        let spec = self.read_spec(queue, &id)?;
+        let kept = guard
+            .jobs
+            .get_mut(&id)
+            .and_then(|entry| entry.unread_spec.take());
+        let spec = match kept {
+            Some(spec) => spec,
+            None => self.read_spec(queue, &id)?,
+        };
         let token = self.next_token();
         let mut writes = Vec::with_capacity(1);
         let status = guard
@@ -780,11 +808,10 @@ impl JobStore for SledJobStore {
         if !owned {
             return Ok(false);
         }
-        let mut writes = Vec::with_capacity(1);
-        if let Some(status) = guard.update(id, |status| status.progress = progress) {
-            put_status(&mut writes, queue, id, status)?;
-        }
-        self.committer.submit(writes, 0);
+        // Memory only: the job's next transition writes its whole status, progress included.
+        // Progress is not durable anyway, and a job running when the process dies runs again
+        // from the start; a write per update cost more than the rest of a short job.
+        guard.update(id, |status| status.progress = progress);
         Ok(true)
     }
 
@@ -1134,9 +1161,11 @@ impl JobStore for SledJobStore {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        // An empty durable commit is acknowledged after everything queued before it.
+        // An empty durable commit is acknowledged after everything queued before it. It writes
+        // nothing, so a server stopped without traffic leaves the log as it found it and the
+        // next start-up has no log to replay.
         self.committer
-            .submit_durable(vec![Write::Delete(b"m:flush".to_vec())], 0, None)
+            .submit_durable(Vec::new(), 0, None)
             .await
             .unwrap_or(Err(StoreError::Closed))
     }

@@ -2,19 +2,22 @@
 
 mod chat;
 mod committer;
+mod durable;
 mod jobs;
 
 use std::path::Path;
 
 pub use chat::SledChatStore;
+pub use durable::Database;
 pub use jobs::SledJobStore;
 
 use super::StoreError;
 
 /// Opens (or creates) the sled database under `data_dir`.
-pub fn open_db(data_dir: &Path) -> Result<sled::Db, StoreError> {
-    sled::Config::new()
-        .path(data_dir.join("db"))
+pub fn open_db(data_dir: &Path) -> Result<Database, StoreError> {
+    let dir = data_dir.join("db");
+    let db = sled::Config::new()
+        .path(&dir)
         // The job indexes live in memory already; sled's page cache only needs the hot records.
         .cache_capacity(64 * 1024 * 1024)
         .mode(sled::Mode::HighThroughput)
@@ -24,5 +27,6 @@ pub fn open_db(data_dir: &Path) -> Result<sled::Db, StoreError> {
                 "cannot open the database in {}: {err}",
                 data_dir.display()
             ))
-        })
+        })?;
+    Database::open(db, &dir)
 }
