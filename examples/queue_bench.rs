@@ -40,11 +40,6 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
-/// mimalloc: glibc's allocator serialised the commit thread and sled's I/O threads on its arena
-/// locks (see ARCHITECTURE.md, "Performance").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
     /// `Queue::add`, one job per call, `--in-flight` calls outstanding.

@@ -11,11 +11,6 @@ use courier::config::{Config, LogFormat, EXIT_INVALID_CONFIG};
 use courier::server;
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc: glibc's allocator serialised the commit thread and sled's I/O threads on its arena
-/// locks (see ARCHITECTURE.md, "Performance").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse_or_exit();
