@@ -16,27 +16,33 @@ use std::time::SystemTime;
 
 use parking_lot::Mutex;
 
+use super::wal::{replay, Wal};
+
 use crate::store::StoreError;
 
-/// An open sled database, with the syncer for its one commit thread.
+/// An open sled database, with its write-ahead log (`wal.rs`) for the one commit thread.
 #[derive(Clone)]
 pub struct Database {
     pub(super) db: sled::Db,
-    /// Until the commit thread takes it.
-    syncer: Arc<Mutex<Option<Durable>>>,
+    /// The log and the syncer, until the commit thread takes them.
+    log: Arc<Mutex<Option<(Wal, Durable)>>>,
 }
 
 impl Database {
-    /// Wraps sled opened in `dir`, syncing `dir` and its parent so a database created now is
-    /// durable itself.
-    pub(super) fn open(db: sled::Db, dir: &Path) -> Result<Database, StoreError> {
-        let durable = Durable::open(dir)?;
-        if let Some(parent) = dir.parent() {
+    /// Opens sled in `dir` and replays the write-ahead log at `wal_path` onto it.
+    pub(super) fn open(db: sled::Db, dir: &Path, wal_path: &Path) -> Result<Database, StoreError> {
+        let mut durable = Durable::open(dir)?;
+        let replayed = replay(wal_path, &db, || durable.sync())?;
+        if replayed > 0 {
+            tracing::info!(entries = replayed, "replayed the write-ahead log");
+        }
+        let wal = Wal::open(wal_path)?;
+        if let Some(parent) = wal_path.parent() {
             sync_dir(parent)?;
         }
         Ok(Database {
             db,
-            syncer: Arc::new(Mutex::new(Some(durable))),
+            log: Arc::new(Mutex::new(Some((wal, durable)))),
         })
     }
 
@@ -45,9 +51,9 @@ impl Database {
         &self.db
     }
 
-    /// The syncer for the commit thread: one per database, as only one thread should commit.
-    pub(super) fn take_syncer(&self) -> Result<Durable, StoreError> {
-        self.syncer
+    /// The log for the commit thread; one per database, as two writers would interleave.
+    pub(super) fn take_log(&self) -> Result<(Wal, Durable), StoreError> {
+        self.log
             .lock()
             .take()
             .ok_or_else(|| StoreError::Io("this database already has a commit thread".to_owned()))

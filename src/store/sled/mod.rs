@@ -4,6 +4,7 @@ mod chat;
 mod committer;
 mod durable;
 mod jobs;
+mod wal;
 
 use std::path::Path;
 
@@ -28,5 +29,5 @@ pub fn open_db(data_dir: &Path) -> Result<Database, StoreError> {
                 data_dir.display()
             ))
         })?;
-    Database::open(db, &dir)
+    Database::open(db, &dir, &data_dir.join("db.wal"))
 }
