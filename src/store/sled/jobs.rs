@@ -184,7 +184,6 @@ impl QueueIndex {
 }
 
 pub struct SledJobStore {
-    tree: sled::Tree,
     db: sled::Db,
     queues: RwLock<HashMap<String, Arc<Mutex<QueueIndex>>>>,
     /// Source of `order` values and automatic job ids; persisted by the committer.
@@ -231,9 +230,9 @@ impl SledJobStore {
             let queue = String::from_utf8_lossy(&stored_key[1..]).into_owned();
             queues.entry(queue).or_default().paused = true;
         }
-        let committer = Committer::start(database, tree.clone(), COUNTER_KEY.to_vec(), highest)?;
+        let committer =
+            Committer::start(database, tree.clone(), COUNTER_KEY.to_vec(), highest, true)?;
         Ok(SledJobStore {
-            tree,
             db,
             queues: RwLock::new(
                 queues
@@ -267,7 +266,7 @@ impl SledJobStore {
     }
 
     fn read_spec(&self, queue: &str, id: &str) -> Result<JobSpec, StoreError> {
-        match self.tree.get(key(SPEC, queue, id))? {
+        match self.committer.get(&key(SPEC, queue, id))? {
             Some(bytes) => decode(&bytes),
             None => Err(StoreError::Codec(format!("job {queue}/{id} has no spec"))),
         }
@@ -467,8 +466,9 @@ impl JobStore for SledJobStore {
                     opts: job.opts,
                     created_at: now,
                 };
-                writes.push(Write::Put(key(SPEC, queue, &id), encode(&spec)?));
-                put_status(&mut writes, queue, &id, &status)?;
+                // A new job's keys: deleted before the next checkpoint, they never reach sled.
+                writes.push(Write::PutNew(key(SPEC, queue, &id), encode(&spec)?));
+                writes.push(Write::PutNew(key(STATUS, queue, &id), encode(&status)?));
                 added.push(Added {
                     id: id.to_string(),
                     existed: false,
@@ -842,7 +842,7 @@ impl JobStore for SledJobStore {
         };
         let mut lines = Vec::with_capacity(count as usize);
         for n in 0..count {
-            if let Some(bytes) = self.tree.get(log_key(queue, id, n))? {
+            if let Some(bytes) = self.committer.get(&log_key(queue, id, n))? {
                 lines.push(decode(&bytes)?);
             }
         }
@@ -860,7 +860,7 @@ impl JobStore for SledJobStore {
         };
         // The spec is written in the same batch as the first status, so a visible job has one;
         // a job removed between the two reads is simply gone.
-        match self.tree.get(key(SPEC, queue, id))? {
+        match self.committer.get(&key(SPEC, queue, id))? {
             Some(bytes) => Ok(Some(Job {
                 queue: queue.to_owned(),
                 id: id.to_owned(),
@@ -902,7 +902,7 @@ impl JobStore for SledJobStore {
         };
         let mut jobs = Vec::with_capacity(page.len());
         for (id, status) in page {
-            if let Some(bytes) = self.tree.get(key(SPEC, queue, &id))? {
+            if let Some(bytes) = self.committer.get(&key(SPEC, queue, &id))? {
                 jobs.push(Job {
                     queue: queue.to_owned(),
                     id: id.to_string(),
