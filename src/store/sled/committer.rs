@@ -15,7 +15,7 @@
 //! entry and each sync.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -71,7 +71,14 @@ struct Target {
 #[derive(Default)]
 struct Overlay {
     slots: RwLock<HashMap<Vec<u8>, Slot>>,
+    /// Keys in the order they entered, with when: slots older than [`OVERLAY_AGE`] move to sled
+    /// a few at a time after each cycle, so a checkpoint only folds the young ones and does not
+    /// stall the commit path. Only the apply thread touches it.
+    arrivals: Mutex<VecDeque<(Instant, Vec<u8>)>>,
 }
+
+/// How long a key stays in the overlay before it moves to sled (unless deleted first).
+const OVERLAY_AGE: Duration = Duration::from_millis(500);
 
 struct Slot {
     /// The key's value, or `None` for a deletion sled still has to see.
@@ -82,11 +89,14 @@ struct Slot {
 
 impl Overlay {
     fn apply(&self, writes: Vec<KeyWrite>, fresh: Vec<bool>) {
+        let now = Instant::now();
+        let mut arrivals = self.arrivals.lock();
         let mut slots = self.slots.write();
         for ((key, value), fresh) in writes.into_iter().zip(fresh) {
             match (slots.entry(key), value) {
                 (Entry::Occupied(mut slot), Some(value)) => slot.get_mut().value = Some(value),
                 (Entry::Vacant(slot), Some(value)) => {
+                    arrivals.push_back((now, slot.key().clone()));
                     slot.insert(Slot {
                         value: Some(value),
                         in_sled: !fresh,
@@ -100,6 +110,7 @@ impl Overlay {
                     }
                 }
                 (Entry::Vacant(slot), None) => {
+                    arrivals.push_back((now, slot.key().clone()));
                     slot.insert(Slot {
                         value: None,
                         in_sled: true,
@@ -126,9 +137,42 @@ impl Overlay {
         Ok(())
     }
 
+    /// Moves slots older than [`OVERLAY_AGE`] into `tree`, key by key.
+    fn age_out(&self, tree: &sled::Tree) -> Result<(), StoreError> {
+        let now = Instant::now();
+        let mut arrivals = self.arrivals.lock();
+        while let Some((since, _)) = arrivals.front() {
+            if now.duration_since(*since) < OVERLAY_AGE {
+                break;
+            }
+            let Some((_, key)) = arrivals.pop_front() else {
+                break;
+            };
+            let slot = self
+                .slots
+                .read()
+                .get(&key)
+                .map(|slot| (slot.value.clone(), slot.in_sled));
+            match slot {
+                // Deleted meanwhile, and never in sled.
+                None => continue,
+                Some((Some(value), _)) => {
+                    tree.insert(key.as_slice(), value)?;
+                }
+                Some((None, _)) => {
+                    tree.remove(key.as_slice())?;
+                }
+            }
+            // sled has it now; readers find the same value there.
+            self.slots.write().remove(&key);
+        }
+        Ok(())
+    }
+
     fn clear(&self) {
-        // A new map, so the memory of a busy window is given back.
+        // New containers, so the memory of a busy window is given back.
         *self.slots.write() = HashMap::new();
+        *self.arrivals.lock() = VecDeque::new();
     }
 }
 
@@ -559,6 +603,14 @@ fn apply_loop(
                     }
                     if let Some(ack) = commit.ack {
                         let _ = ack.send(result.clone());
+                    }
+                }
+                for target in &overlaid {
+                    if let Some(overlay) = &target.overlay {
+                        if let Err(err) = overlay.age_out(&target.tree) {
+                            // The slots stay in the overlay; the checkpoint folds them.
+                            tracing::error!(error = %err, "storage apply failed");
+                        }
                     }
                 }
             }
