@@ -7,10 +7,11 @@
 //! writes that are queued but not yet durable (so a duplicate `messageId` or e-mail arriving in
 //! that window is recognised). Deciding a write and queueing it to the [`Committer`] happen under
 //! one lock, so the disk applies writes in the order memory decided them; the caller then waits
-//! for the flush outside the lock. A write is acknowledged only once it is applied and flushed, so
-//! a read that starts after the acknowledgement finds it in the tree.
+//! for the commit outside the lock. A write is acknowledged only once it is logged, synced and
+//! applied to the tree, so a read that starts after the acknowledgement finds it there.
 //!
-//! Keys (every multi-key write is one batch, so one atomic `apply_batch`):
+//! Keys (every multi-key write is part of one write-ahead log entry, so atomic across a crash; see
+//! `committer.rs`):
 //!
 //! | Key | Value |
 //! |---|---|
@@ -181,8 +182,7 @@ impl State {
 const USER_CACHE_CAPACITY: usize = 10_000;
 
 /// Users read recently. Every authenticated request and every message reads one to three users;
-/// from the tree each read waits whenever the commit thread holds sled's batch lock, so under
-/// load they are served from here.
+/// they are served from here instead of a sled lookup and a decode each time.
 #[derive(Default)]
 struct UserCache {
     users: HashMap<String, UserRecord>,
@@ -202,7 +202,7 @@ pub struct SledChatStore {
 
 impl SledChatStore {
     /// Opens the chat tree of `db`, committing through the job store's commit thread, so both
-    /// stores share each flush (see `committer.rs`).
+    /// stores share each log entry and sync (see `committer.rs`).
     pub fn open_beside(
         database: &Database,
         jobs: &super::SledJobStore,

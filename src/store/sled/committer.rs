@@ -12,7 +12,8 @@
 //! sled is flushed (and its log file synced, `durable.rs`) only at checkpoints, after which the
 //! write-ahead log is emptied; start-up replays whatever the log still holds. One thread serves
 //! every tree of a database ([`Committer::share`]), so the job store and the chat store share each
-//! entry and each sync.
+//! entry and each sync. The job tree's writes go to an in-memory [`Overlay`] first, so short-lived
+//! jobs never reach sled.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};

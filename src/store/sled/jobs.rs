@@ -100,8 +100,7 @@ struct Entry {
     /// for the add's outcome.
     pending: Option<PendingAdd>,
     /// The spec of a job added by this process and not yet taken, so its first `take` need not
-    /// read it back from the tree (a read that waits whenever the commit thread holds sled's
-    /// batch lock). Only jobs waiting to run hold one.
+    /// read it back and decode it. Only jobs waiting to run hold one.
     unread_spec: Option<JobSpec>,
 }
 
