@@ -207,16 +207,7 @@ impl SledChatStore {
         database: &Database,
         jobs: &super::SledJobStore,
     ) -> Result<SledChatStore, StoreError> {
-        SledChatStore::open_with(database.db.clone(), |tree, count| {
-            Ok(jobs.share_committer(tree, COUNT_KEY.to_vec(), count))
-        })
-    }
-
-    fn open_with(
-        db: sled::Db,
-        committer: impl FnOnce(sled::Tree, u64) -> Result<Committer, StoreError>,
-    ) -> Result<SledChatStore, StoreError> {
-        let tree = db.open_tree("chat")?;
+        let tree = database.db.open_tree("chat")?;
         let message_count = match tree.get(COUNT_KEY)? {
             Some(bytes) => u64::from_be_bytes(
                 bytes
@@ -226,7 +217,7 @@ impl SledChatStore {
             ),
             None => 0,
         };
-        let committer = committer(tree.clone(), message_count)?;
+        let committer = jobs.share_committer(tree.clone(), COUNT_KEY.to_vec(), message_count);
         Ok(SledChatStore {
             tree,
             user_cache: Mutex::new(UserCache::default()),
