@@ -29,6 +29,8 @@ use serde_json::json;
 const CHILD_DIR_ENV: &str = "COURIER_CRASH_CHILD_DIR";
 const CHILD_GENERATION_ENV: &str = "COURIER_CRASH_CHILD_GENERATION";
 const CHILD_TEST_NAME: &str = "crash_child";
+/// The store's knob for how full its write-ahead log gets before a checkpoint.
+const CHECKPOINT_BYTES_ENV: &str = "COURIER_WAL_CHECKPOINT_BYTES";
 const QUEUE: &str = "message";
 const GENERATIONS: u32 = 24;
 /// Adds in flight at once in the child.
@@ -132,19 +134,18 @@ async fn child_main(dir: PathBuf, generation: u32) {
     let (_manager, queue) = start_engine(&dir).await;
     say("READY");
     let next = Arc::new(AtomicU64::new(0));
+    let calls = Arc::new(AtomicU64::new(0));
     let mut adders = tokio::task::JoinSet::new();
     for _ in 0..ADDERS {
         let queue = queue.clone();
-        let next = next.clone();
+        let (next, calls) = (next.clone(), calls.clone());
         adders.spawn(async move {
             loop {
-                let first = next.fetch_add(1, Ordering::Relaxed);
-                // One add in eight is a bulk add of five jobs.
-                let bulk = first % 8 == 5;
-                if bulk {
-                    next.fetch_add(4, Ordering::Relaxed);
-                }
+                // One add in eight is a bulk add of five jobs. The numbers are taken in one step:
+                // taking one and then four more let another adder take a number in between.
+                let bulk = calls.fetch_add(1, Ordering::Relaxed) % 8 == 5;
                 let count = if bulk { 5 } else { 1 };
+                let first = next.fetch_add(count, Ordering::Relaxed);
                 let jobs: Vec<(String, u64)> = (first..first + count)
                     .map(|n| (format!("c{generation}-{n}"), n))
                     .collect();
@@ -225,6 +226,9 @@ fn run_child(dir: &Path, generation: u32, rng: &mut impl Rng) -> ChildRun {
         ])
         .env(CHILD_DIR_ENV, dir.join("data"))
         .env(CHILD_GENERATION_ENV, generation.to_string())
+        // Checkpoints every few cycles, so kills land in every phase of one too (logs switched,
+        // sled flushing, a log being emptied).
+        .env(CHECKPOINT_BYTES_ENV, "32768")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr)

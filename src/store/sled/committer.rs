@@ -9,8 +9,10 @@
 //! latency overlaps sled's CPU work. While one cycle syncs, the next gathers by itself: the
 //! busier the store, the larger each cycle.
 //!
-//! sled is flushed (and its log file synced, `durable.rs`) only at checkpoints, after which the
-//! write-ahead log is emptied; start-up replays whatever the log still holds. One thread serves
+//! sled is flushed (and its log file synced, `durable.rs`) only at checkpoints: the commit thread
+//! switches to the spare log and carries on, while a third thread flushes and syncs sled and then
+//! empties the old log for the next switch, so no commit waits for a checkpoint. Start-up replays
+//! whatever the logs still hold. One thread serves
 //! every tree of a database ([`Committer::share`]), so the job store and the chat store share each
 //! entry and each sync. The job tree's writes go to an in-memory [`Overlay`] first, so short-lived
 //! jobs never reach sled.
@@ -185,8 +187,45 @@ const MAX_COMMITS_PER_BATCH: usize = 20_000;
 struct Shared {
     sender: Mutex<Option<mpsc::Sender<Commit>>>,
     thread: Mutex<Option<thread::JoinHandle<()>>>,
-    errors: Arc<AtomicU64>,
-    batches: Arc<AtomicU64>,
+    counters: Arc<Counters>,
+}
+
+/// What the storage threads count, for metrics, benchmarks and tests.
+#[derive(Default)]
+struct Counters {
+    /// Cycles or checkpoints that failed.
+    errors: AtomicU64,
+    /// Commit cycles (one log entry and one sync each).
+    batches: AtomicU64,
+    /// Checkpoints completed (sled flushed and synced, a log emptied).
+    checkpoints: AtomicU64,
+}
+
+/// When the commit thread starts a checkpoint.
+#[derive(Clone, Copy)]
+pub struct CheckpointPolicy {
+    /// Once the log holds this many bytes...
+    pub bytes: u64,
+    /// ...or its oldest entry is this old (checked when idle too).
+    pub age: Duration,
+}
+
+/// The environment variable that overrides [`CheckpointPolicy::bytes`] (tests use it to make
+/// checkpoints frequent).
+pub const CHECKPOINT_BYTES_ENV: &str = "COURIER_WAL_CHECKPOINT_BYTES";
+
+impl CheckpointPolicy {
+    /// 32 MiB or 5 s, unless `COURIER_WAL_CHECKPOINT_BYTES` says otherwise.
+    pub fn from_env() -> CheckpointPolicy {
+        let bytes = std::env::var(CHECKPOINT_BYTES_ENV)
+            .ok()
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(32 * 1024 * 1024);
+        CheckpointPolicy {
+            bytes,
+            age: Duration::from_secs(5),
+        }
+    }
 }
 
 impl Shared {
@@ -222,23 +261,38 @@ impl Committer {
         counter_start: u64,
         overlay: bool,
     ) -> Result<Committer, StoreError> {
-        let (wal, durable) = db.take_log()?;
+        let policy = CheckpointPolicy::from_env();
+        Committer::start_with(db, tree, counter_key, counter_start, overlay, policy)
+    }
+
+    /// [`Committer::start`] with an explicit checkpoint policy.
+    pub fn start_with(
+        db: &Database,
+        tree: sled::Tree,
+        counter_key: Vec<u8>,
+        counter_start: u64,
+        overlay: bool,
+        policy: CheckpointPolicy,
+    ) -> Result<Committer, StoreError> {
+        let (wal, spare, durable) = db.take_log()?;
         let db = db.db.clone();
         let (sender, receiver) = mpsc::channel::<Commit>();
-        let errors = Arc::new(AtomicU64::new(0));
-        let batches = Arc::new(AtomicU64::new(0));
-        let thread_errors = errors.clone();
-        let thread_batches = batches.clone();
+        let counters = Arc::new(Counters::default());
+        let logs = Logs {
+            wal,
+            spare,
+            durable,
+        };
+        let thread_counters = counters.clone();
         let handle = thread::Builder::new()
             .name("courier-commit".to_owned())
-            .spawn(move || run(db, wal, durable, receiver, thread_errors, thread_batches))
+            .spawn(move || run(db, logs, policy, receiver, thread_counters))
             .map_err(|err| StoreError::Io(format!("cannot start the commit thread: {err}")))?;
         Ok(Committer {
             shared: Arc::new(Shared {
                 sender: Mutex::new(Some(sender)),
                 thread: Mutex::new(Some(handle)),
-                errors,
-                batches,
+                counters,
             }),
             target: Arc::new(Target {
                 tree,
@@ -338,13 +392,18 @@ impl Committer {
     /// Number of commit cycles that failed to apply or flush since start (shared by every
     /// handle on the thread).
     pub fn error_count(&self) -> u64 {
-        self.shared.errors.load(Ordering::Relaxed)
+        self.shared.counters.errors.load(Ordering::Relaxed)
     }
 
     /// Number of commit cycles (one flush each) since start, shared by every handle on the
     /// thread (for benchmarks and tests of group commit).
     pub fn batch_count(&self) -> u64 {
-        self.shared.batches.load(Ordering::Relaxed)
+        self.shared.counters.batches.load(Ordering::Relaxed)
+    }
+
+    /// Number of checkpoints completed since start, shared by every handle on the thread.
+    pub fn checkpoint_count(&self) -> u64 {
+        self.shared.counters.checkpoints.load(Ordering::Relaxed)
     }
 
     /// Commits everything queued so far and stops the thread, if no other handle shares it; the
@@ -376,10 +435,8 @@ struct TreeApply {
     fresh: Vec<bool>,
 }
 
-/// A checkpoint is due once the log holds this many bytes...
-const CHECKPOINT_BYTES: u64 = 32 * 1024 * 1024;
-/// ...or its oldest entry is this old (checked when idle too).
-const CHECKPOINT_AGE: Duration = Duration::from_secs(5);
+/// How soon a failed checkpoint is tried again.
+const CHECKPOINT_RETRY: Duration = Duration::from_secs(1);
 
 /// What the commit thread hands the apply thread, in order.
 enum Stage {
@@ -389,42 +446,82 @@ enum Stage {
         writes: Vec<TreeApply>,
         logged: Result<(), StoreError>,
     },
-    /// Everything before this is applied: flush and sync sled, and say how it went.
-    Checkpoint(mpsc::SyncSender<Result<(), StoreError>>),
+    /// Every cycle of `log` is applied (the commit thread appends to the other log now): fold
+    /// the overlays into sled and hand `log` to the checkpoint thread. `last`: the commit
+    /// thread is stopping, and `log` is the one it appended to last.
+    Checkpoint { log: Wal, last: bool },
+}
+
+/// A log whose every entry sled holds (in memory), for the checkpoint thread to make durable.
+struct Handoff {
+    log: Wal,
+    last: bool,
+}
+
+/// The emptied log the commit thread switches to at the next checkpoint; the checkpoint thread
+/// puts it back once the previous checkpoint is done.
+type Spare = Arc<Mutex<Option<Wal>>>;
+
+fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Option<thread::JoinHandle<()>> {
+    match thread::Builder::new().name(name.to_owned()).spawn(body) {
+        Ok(handle) => Some(handle),
+        Err(err) => {
+            tracing::error!(error = %err, thread = name, "cannot start a storage thread; nothing will commit");
+            None
+        }
+    }
+}
+
+/// What the commit thread starts with.
+struct Logs {
+    /// The log to append to.
+    wal: Wal,
+    /// The emptied log for the first switch.
+    spare: Wal,
+    durable: Durable,
 }
 
 fn run(
     db: sled::Db,
-    mut wal: Wal,
-    durable: Durable,
+    logs: Logs,
+    policy: CheckpointPolicy,
     receiver: mpsc::Receiver<Commit>,
-    errors: Arc<AtomicU64>,
-    batches: Arc<AtomicU64>,
+    counters: Arc<Counters>,
 ) {
-    // Two stages, so one cycle's `fdatasync` (waiting on the device) overlaps the previous
-    // cycle's apply (sled's CPU work): this thread logs, the apply thread applies and settles.
+    let Logs {
+        mut wal,
+        spare,
+        durable,
+    } = logs;
+    // Three stages. This thread logs and syncs each cycle; the apply thread applies the
+    // previous one to sled meanwhile (the device's latency overlaps sled's CPU work) and
+    // settles it; the checkpoint thread flushes and syncs sled while both go on.
+    let spare: Spare = Arc::new(Mutex::new(Some(spare)));
+    let (to_checkpoint, handoffs) = mpsc::channel::<Handoff>();
     let (to_apply, applying) = mpsc::channel::<Stage>();
-    let apply_errors = errors.clone();
-    let apply_db = db.clone();
-    let apply_thread = thread::Builder::new()
-        .name("courier-apply".to_owned())
-        .spawn(move || apply_loop(apply_db, durable, applying, apply_errors));
-    let apply_thread = match apply_thread {
-        Ok(handle) => handle,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot start the apply thread; nothing will commit");
-            return;
-        }
+    let checkpoint_thread = {
+        let (db, spare, counters) = (db.clone(), spare.clone(), counters.clone());
+        spawn("courier-checkpoint", move || {
+            checkpoint_loop(db, durable, handoffs, spare, &counters);
+        })
+    };
+    let apply_thread = {
+        let counters = counters.clone();
+        spawn("courier-apply", move || {
+            apply_loop(applying, to_checkpoint, &counters.errors);
+        })
+    };
+    let (Some(apply_thread), Some(checkpoint_thread)) = (apply_thread, checkpoint_thread) else {
+        return;
     };
     let mut commits = Vec::new();
     // When the log last went from empty to holding an entry.
     let mut oldest_entry: Option<Instant> = None;
     loop {
-        let first = match receiver.recv_timeout(CHECKPOINT_AGE) {
+        let first = match receiver.recv_timeout(policy.age) {
             Ok(first) => first,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                if !wal.is_empty() {
-                    checkpoint(&to_apply, &mut wal, &errors);
+                if !wal.is_empty() && switch_logs(&to_apply, &mut wal, &spare) {
                     oldest_entry = None;
                 }
                 continue;
@@ -432,14 +529,9 @@ fn run(
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
         commits.push(first);
-        while commits.len() < MAX_COMMITS_PER_BATCH {
-            match receiver.try_recv() {
-                Ok(next) => commits.push(next),
-                Err(_) => break,
-            }
-        }
-        let (writes, logged) = log_cycle(&mut wal, &mut commits, &errors);
-        batches.fetch_add(1, Ordering::Relaxed);
+        gather(&receiver, &mut commits, Instant::now() + UNAWAITED_WAIT);
+        let (writes, logged) = log_cycle(&mut wal, &mut commits, &counters.errors);
+        counters.batches.fetch_add(1, Ordering::Relaxed);
         let stage = Stage::Cycle {
             commits: std::mem::take(&mut commits),
             writes,
@@ -453,16 +545,64 @@ fn run(
             continue;
         }
         let since = *oldest_entry.get_or_insert_with(Instant::now);
-        if wal.len() >= CHECKPOINT_BYTES || since.elapsed() >= CHECKPOINT_AGE {
-            checkpoint(&to_apply, &mut wal, &errors);
+        let due = wal.len() >= policy.bytes || since.elapsed() >= policy.age;
+        if due && switch_logs(&to_apply, &mut wal, &spare) {
             oldest_entry = None;
         }
     }
-    if !wal.is_empty() {
-        checkpoint(&to_apply, &mut wal, &errors);
-    }
+    // The last checkpoint: sled ends up holding everything, and both logs end up empty.
+    let _ = to_apply.send(Stage::Checkpoint {
+        log: wal,
+        last: true,
+    });
     drop(to_apply);
     let _ = apply_thread.join();
+    let _ = checkpoint_thread.join();
+}
+
+/// How long a cycle of writes nobody waits for (takes, completions, log lines) waits for one
+/// that somebody does, to share its sync: at a steady trickle of adds this halves the syncs.
+/// A crash in between costs nothing acknowledged: such writes are replayed or recovered as
+/// stalled jobs either way (ARCHITECTURE.md, durability rule 5).
+const UNAWAITED_WAIT: Duration = Duration::from_millis(5);
+
+/// Adds whatever else is queued to `commits`; while none of them is awaited, waits until
+/// `deadline` for one that is.
+fn gather(receiver: &mpsc::Receiver<Commit>, commits: &mut Vec<Commit>, deadline: Instant) {
+    let awaited = |commit: &Commit| commit.ack.is_some() || commit.after.is_some();
+    let mut any_awaited = commits.iter().any(awaited);
+    while commits.len() < MAX_COMMITS_PER_BATCH {
+        let next = match receiver.try_recv() {
+            Ok(next) => next,
+            Err(mpsc::TryRecvError::Disconnected) => break,
+            Err(mpsc::TryRecvError::Empty) if any_awaited => break,
+            Err(mpsc::TryRecvError::Empty) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match receiver.recv_timeout(left) {
+                    Ok(next) => next,
+                    Err(_) => break,
+                }
+            }
+        };
+        any_awaited |= awaited(&next);
+        commits.push(next);
+    }
+}
+
+/// Starts a checkpoint: moves the commit thread to the spare log and sends the old one down the
+/// pipeline. `false` (and nothing changes) while the previous checkpoint is still running.
+fn switch_logs(to_apply: &mpsc::Sender<Stage>, wal: &mut Wal, spare: &Spare) -> bool {
+    let Some(next) = spare.lock().take() else {
+        return false;
+    };
+    let log = std::mem::replace(wal, next);
+    if to_apply
+        .send(Stage::Checkpoint { log, last: false })
+        .is_err()
+    {
+        tracing::error!("the apply thread stopped; nothing more will commit");
+    }
+    true
 }
 
 /// The trees' writes of one cycle, ready to apply, with whether logging them worked.
@@ -531,7 +671,7 @@ fn log_cycle(wal: &mut Wal, commits: &mut [Commit], errors: &AtomicU64) -> Logge
     let result = if logged.is_empty() {
         Ok(())
     } else {
-        encode_entry(&logged).and_then(|entry| wal.append(&entry))
+        encode_entry(&logged, wal.epoch()).and_then(|entry| wal.append(&entry))
     };
     if let Err(err) = &result {
         for tree in &trees {
@@ -552,31 +692,18 @@ fn log_cycle(wal: &mut Wal, commits: &mut [Commit], errors: &AtomicU64) -> Logge
     (writes, result)
 }
 
-/// Asks the apply thread to make sled hold everything logged so far, then empties the log. On
-/// failure the log stays as it is; the next checkpoint or start-up tries again.
-fn checkpoint(to_apply: &mpsc::Sender<Stage>, wal: &mut Wal, errors: &AtomicU64) {
-    let (reply, done) = mpsc::sync_channel(1);
-    let done = to_apply
-        .send(Stage::Checkpoint(reply))
-        .map_err(|_| StoreError::Closed)
-        .and_then(|()| done.recv().map_err(|_| StoreError::Closed)?)
-        .and_then(|()| wal.reset());
-    if let Err(err) = done {
-        errors.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(error = %err, "storage checkpoint failed");
-    }
-}
-
-/// The apply thread: applies logged cycles to sled in order, then runs each commit's callback
-/// and sends its acknowledgement.
+/// The apply thread: applies logged cycles to sled in order, runs each commit's callback and
+/// sends its acknowledgement; at a checkpoint, folds the overlays into sled and passes the old
+/// log on.
 fn apply_loop(
-    db: sled::Db,
-    mut durable: Durable,
     stages: mpsc::Receiver<Stage>,
-    errors: Arc<AtomicU64>,
+    to_checkpoint: mpsc::Sender<Handoff>,
+    errors: &AtomicU64,
 ) {
     // Trees whose overlay took writes since the last checkpoint.
     let mut overlaid: Vec<Arc<Target>> = Vec::new();
+    // Logs whose checkpoint waits for the overlays to fold (only after a failed fold).
+    let mut held: Vec<Handoff> = Vec::new();
     while let Ok(stage) = stages.recv() {
         match stage {
             Stage::Cycle {
@@ -614,26 +741,110 @@ fn apply_loop(
                         }
                     }
                 }
-            }
-            Stage::Checkpoint(reply) => {
-                let folded = overlaid
-                    .iter()
-                    .try_for_each(|target| match &target.overlay {
-                        Some(overlay) => overlay.fold_into(&target.tree),
-                        None => Ok(()),
-                    });
-                let synced = folded
-                    .and_then(|()| db.flush().map_err(StoreError::from))
-                    .and_then(|_| durable.sync());
-                if synced.is_ok() {
-                    for target in overlaid.drain(..) {
-                        if let Some(overlay) = &target.overlay {
-                            overlay.clear();
-                        }
-                    }
+                if !held.is_empty() {
+                    release(&mut held, &mut overlaid, &to_checkpoint, errors);
                 }
-                let _ = reply.send(synced);
             }
+            Stage::Checkpoint { log, last } => {
+                held.push(Handoff { log, last });
+                release(&mut held, &mut overlaid, &to_checkpoint, errors);
+            }
+        }
+    }
+}
+
+/// Folds every overlay into sled, then hands the held logs to the checkpoint thread; on failure
+/// keeps them (a log's entries may only be dropped once sled holds all of them).
+fn release(
+    held: &mut Vec<Handoff>,
+    overlaid: &mut Vec<Arc<Target>>,
+    to_checkpoint: &mpsc::Sender<Handoff>,
+    errors: &AtomicU64,
+) {
+    let folded = overlaid
+        .iter()
+        .try_for_each(|target| match &target.overlay {
+            Some(overlay) => overlay.fold_into(&target.tree),
+            None => Ok(()),
+        });
+    if let Err(err) = folded {
+        errors.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(error = %err, "storage checkpoint failed");
+        return;
+    }
+    // sled holds every slot now; reads find the same values there.
+    for target in overlaid.drain(..) {
+        if let Some(overlay) = &target.overlay {
+            overlay.clear();
+        }
+    }
+    for handoff in held.drain(..) {
+        if to_checkpoint.send(handoff).is_err() {
+            tracing::error!("the checkpoint thread stopped; the logs keep growing");
+        }
+    }
+}
+
+/// The checkpoint thread: flushes sled and syncs its files, then empties the logs handed over
+/// (oldest first) and offers the emptied log as the next spare. On failure it keeps the logs
+/// (start-up would replay them) and tries again a little later.
+fn checkpoint_loop(
+    db: sled::Db,
+    mut durable: Durable,
+    handoffs: mpsc::Receiver<Handoff>,
+    spare: Spare,
+    counters: &Counters,
+) {
+    // Logs whose entries sled holds but not yet durably, oldest first.
+    let mut pending: Vec<Wal> = Vec::new();
+    let mut stopping = false;
+    loop {
+        let handoff = if pending.is_empty() {
+            match handoffs.recv() {
+                Ok(handoff) => Some(handoff),
+                Err(_) => break,
+            }
+        } else {
+            match handoffs.recv_timeout(CHECKPOINT_RETRY) {
+                Ok(handoff) => Some(handoff),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        };
+        if let Some(Handoff { log, last }) = handoff {
+            pending.push(log);
+            stopping |= last;
+        }
+        let synced = db
+            .flush()
+            .map_err(StoreError::from)
+            .and_then(|_| durable.sync());
+        if let Err(err) = synced {
+            counters.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %err, "storage checkpoint failed; the log is kept");
+            if stopping {
+                break;
+            }
+            continue;
+        }
+        while !pending.is_empty() {
+            let log = &mut pending[0];
+            // The other log holds epoch + 1 (or is the spare, empty, with it): + 2 is newer than
+            // anything either file holds.
+            let epoch = log.epoch() + 2;
+            if let Err(err) = log.reset(epoch) {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %err, "cannot empty the write-ahead log; trying again");
+                break;
+            }
+            let log = pending.remove(0);
+            counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+            if !stopping {
+                *spare.lock() = Some(log);
+            }
+        }
+        if stopping && pending.is_empty() {
+            break;
         }
     }
 }
@@ -756,5 +967,76 @@ mod tests {
         assert_eq!(tree.get("kept").unwrap().as_deref(), Some(&b"2"[..]));
         assert_eq!(tree.get("gone").unwrap(), None);
         assert_eq!(tree.get("new").unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn writes_survive_many_checkpoints_taken_while_commits_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        // A checkpoint after every cycle, whenever the previous one is done.
+        let policy = CheckpointPolicy {
+            bytes: 1,
+            age: Duration::from_secs(5),
+        };
+        let rounds = 300;
+        {
+            let database = open_db(dir.path()).unwrap();
+            let db = database.sled().clone();
+            let jobs = Arc::new(
+                Committer::start_with(
+                    &database,
+                    db.open_tree("jobs").unwrap(),
+                    b"c".to_vec(),
+                    0,
+                    true,
+                    policy,
+                )
+                .unwrap(),
+            );
+            let chat = Arc::new(jobs.share(db.open_tree("chat").unwrap(), b"c".to_vec(), 0));
+            let mut tasks = Vec::new();
+            for writer in 0..4 {
+                let (jobs, chat) = (jobs.clone(), chat.clone());
+                tasks.push(tokio::spawn(async move {
+                    for round in 0..rounds {
+                        let key = format!("w{writer}-{round}");
+                        durable(
+                            &jobs,
+                            vec![Write::PutNew(key.clone().into_bytes(), b"1".to_vec())],
+                        )
+                        .await;
+                        durable(&chat, vec![put(&key, "chat")]).await;
+                        // Every other job goes away again, as finished jobs do.
+                        let value = if round % 2 == 0 { "2" } else { "gone" };
+                        let write = if value == "gone" {
+                            Write::Delete(key.clone().into_bytes())
+                        } else {
+                            put(&key, value)
+                        };
+                        durable(&jobs, vec![write]).await;
+                    }
+                }));
+            }
+            for task in tasks {
+                task.await.unwrap();
+            }
+            assert!(
+                jobs.checkpoint_count() >= 5,
+                "only {} checkpoints",
+                jobs.checkpoint_count()
+            );
+            drop(chat);
+            jobs.close();
+        }
+        let database = open_db(dir.path()).unwrap();
+        let jobs = database.sled().open_tree("jobs").unwrap();
+        let chat = database.sled().open_tree("chat").unwrap();
+        for writer in 0..4 {
+            for round in 0..rounds {
+                let key = format!("w{writer}-{round}");
+                let expected = (round % 2 == 0).then_some(&b"2"[..]);
+                assert_eq!(jobs.get(&key).unwrap().as_deref(), expected, "{key}");
+                assert_eq!(chat.get(&key).unwrap().as_deref(), Some(&b"chat"[..]));
+            }
+        }
     }
 }

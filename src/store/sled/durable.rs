@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use parking_lot::Mutex;
 
-use super::wal::{replay, Wal};
+use super::wal::{open_logs, Wal};
 
 use crate::store::StoreError;
 
@@ -24,25 +24,26 @@ use crate::store::StoreError;
 #[derive(Clone)]
 pub struct Database {
     pub(super) db: sled::Db,
-    /// The log and the syncer, until the commit thread takes them.
-    log: Arc<Mutex<Option<(Wal, Durable)>>>,
+    /// The logs (the one to append to, the spare) and the syncer, until the commit thread
+    /// takes them.
+    log: Arc<Mutex<Option<Logs>>>,
 }
 
+/// What the commit thread takes: the log to append to, the spare log, and the syncer.
+pub(super) type Logs = (Wal, Wal, Durable);
+
 impl Database {
-    /// Opens sled in `dir` and replays the write-ahead log at `wal_path` onto it.
-    pub(super) fn open(db: sled::Db, dir: &Path, wal_path: &Path) -> Result<Database, StoreError> {
+    /// Opens sled in `dir` and replays the write-ahead logs in `log_dir` onto it.
+    pub(super) fn open(db: sled::Db, dir: &Path, log_dir: &Path) -> Result<Database, StoreError> {
         let mut durable = Durable::open(dir)?;
-        let replayed = replay(wal_path, &db, || durable.sync())?;
+        let mut replayed = 0;
+        let (log, spare) = open_logs(log_dir, &db, || durable.sync(), &mut replayed)?;
         if replayed > 0 {
             tracing::info!(entries = replayed, "replayed the write-ahead log");
         }
-        let wal = Wal::open(wal_path)?;
-        if let Some(parent) = wal_path.parent() {
-            sync_dir(parent)?;
-        }
         Ok(Database {
             db,
-            log: Arc::new(Mutex::new(Some((wal, durable)))),
+            log: Arc::new(Mutex::new(Some((log, spare, durable)))),
         })
     }
 
@@ -52,7 +53,7 @@ impl Database {
     }
 
     /// The log for the commit thread; one per database, as two writers would interleave.
-    pub(super) fn take_log(&self) -> Result<(Wal, Durable), StoreError> {
+    pub(super) fn take_log(&self) -> Result<Logs, StoreError> {
         self.log
             .lock()
             .take()

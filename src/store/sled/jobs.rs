@@ -290,6 +290,11 @@ impl SledJobStore {
         self.committer.error_count()
     }
 
+    /// Number of checkpoints completed so far (sled flushed and synced, a log emptied).
+    pub fn checkpoint_count(&self) -> u64 {
+        self.committer.checkpoint_count()
+    }
+
     /// Queues writes for a durable operation. Call it while holding the queue's lock, so the
     /// disk sees this operation's writes in the order memory did; await the result after.
     fn submit(&self, writes: Vec<Write>, counter: u64) -> Option<Durable> {

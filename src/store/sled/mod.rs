@@ -1,4 +1,5 @@
-//! The embedded sled backend (the default): everything lives in `DATA_DIR/db`.
+//! The embedded sled backend (the default): everything lives in `DATA_DIR/db`, and the
+//! write-ahead logs beside it (`DATA_DIR/db-0.wal`, `DATA_DIR/db-1.wal`).
 
 mod chat;
 mod committer;
@@ -29,5 +30,5 @@ pub fn open_db(data_dir: &Path) -> Result<Database, StoreError> {
                 data_dir.display()
             ))
         })?;
-    Database::open(db, &dir, &data_dir.join("db.wal"))
+    Database::open(db, &dir, data_dir)
 }

@@ -2,31 +2,65 @@
 //! without a sled flush per commit.
 //!
 //! sled's flush is costly per call and not power-safe (`sync_file_range`, see `durable.rs`), so
-//! the commit thread does not flush sled per cycle. It appends the cycle's writes to this log as
+//! the commit thread does not flush sled per cycle. It appends the cycle's writes to the log as
 //! one checksummed entry, `fdatasync`s it, and only then applies them to sled; the
-//! acknowledgements follow. sled is flushed and synced at a *checkpoint* (when the log has grown
-//! or aged, and at shutdown), after which the log is truncated. Start-up replays whatever the log
-//! holds onto sled before anything reads it.
+//! acknowledgements follow. sled is flushed and synced at a *checkpoint*, after which the log's
+//! entries are no longer needed. Start-up replays whatever the logs hold onto sled before
+//! anything reads it.
+//!
+//! There are two log files, `db-0.wal` and `db-1.wal`: the commit thread appends to one while
+//! the other waits, emptied, as the spare. A checkpoint *switches* logs (the commit thread moves
+//! to the spare at once) and then makes sled durable on another thread; only then is the old
+//! log emptied and offered as the next spare. The commit path never waits for a checkpoint.
+//!
+//! Emptying a log does not truncate it: it rewrites the file's header with a new *epoch*, and
+//! every entry's checksum covers the epoch of the file it was written in, so the old entries
+//! behind the header fail their checksum and end the replay. A file keeps the size it once
+//! grew to, so most appends overwrite blocks the file already owns and change no file-system
+//! metadata: no journal commit, no waiting behind the data sled wrote meanwhile.
+//!
+//! Appends bypass the page cache (`O_DIRECT | O_DSYNC`, where the file system allows it): one
+//! write that returns once the device has the block, instead of a write and an `fdatasync`.
+//! Measured on the 2-core benchmark machine (ext4 on virtio), 300-byte appends: p50 0.21 ms and
+//! p99 0.5 ms, against 0.26 ms and 1.0–1.5 ms for write + `fdatasync`. Direct I/O needs whole
+//! aligned blocks, so every entry starts on a [`BLOCK`] boundary and is padded with zeros to
+//! the next; nothing already acknowledged is ever rewritten. Where `O_DIRECT` is refused
+//! (tmpfs, some network file systems) the log writes through the page cache and `fdatasync`s.
 //!
 //! Why replay is correct: an entry holds absolute writes (put a value, delete a key), sled never
-//! holds a write whose entry is not yet synced (applied after the sync), and sled's own recovery
-//! yields a prefix of the batches applied to it. Replaying every entry in order over any such
-//! prefix ends in the state after the last entry. A torn last entry (crash while appending)
-//! fails its checksum and ends the replay: it was never synced, so never acknowledged.
+//! holds a write whose entry is not yet synced (applied after the sync), a log is emptied only
+//! after sled was flushed and synced past its last entry, and sled's own recovery yields a prefix
+//! of the writes applied to it. Replaying the logs' entries in epoch order over any such prefix
+//! ends in the state after the last entry. A torn last entry (crash while appending) fails its
+//! checksum and ends the replay: it was never synced, so never acknowledged.
 //!
-//! Entry layout (little-endian): `u32` payload length, `u32` CRC-32 of the payload, then the
+//! File layout (little-endian): a [`BLOCK`] holding [`MAGIC`] (format name and version) and the
+//! `u64` epoch, then entries, each starting on a block boundary: `u32` payload length, `u32` CRC-32 of the epoch's 8 bytes followed by the payload, then the
 //! payload: `u16` tree count and for each tree `u16` name length, name, `u32` write count and
 //! for each write `u8` op (0 delete, 1 put), `u32` key length, key and, for a put, `u32` value
-//! length and value. The file starts with [`MAGIC`], which names the layout's version.
+//! length and value, then zeros to the block's end. Version 1 (one file, `db.wal`, truncated when emptied, checksum of the
+//! payload alone) is still replayed at start-up, then removed.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write as _};
+use std::io::Read;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::store::StoreError;
 
 /// First bytes of a log file: format name and version.
-pub const MAGIC: &[u8; 8] = b"CWAL\x00\x00\x00\x01";
+pub const MAGIC: &[u8; 8] = b"CWAL\x00\x00\x00\x02";
+/// The first version's magic: one file, no epoch.
+const MAGIC_V1: &[u8; 8] = b"CWAL\x00\x00\x00\x01";
+/// The unit of every write: the header, and each entry padded to whole blocks (direct I/O
+/// needs aligned offsets, lengths and memory; 4 KiB covers every device's logical block).
+pub const BLOCK: usize = 4096;
+/// The header's size: one block, of which magic and epoch use 16 bytes.
+const HEADER_LEN: u64 = BLOCK as u64;
+/// The two log files, in the data directory.
+pub const LOG_NAMES: [&str; 2] = ["db-0.wal", "db-1.wal"];
+/// The first version's single log file.
+pub const LOG_NAME_V1: &str = "db.wal";
 
 /// One tree's writes in an entry, in order; `None` deletes the key.
 pub struct TreeWrites {
@@ -34,15 +68,27 @@ pub struct TreeWrites {
     pub writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
-/// The open log, owned by the commit thread.
+/// One open log file.
 pub struct Wal {
     file: File,
     path: PathBuf,
-    /// Bytes in the file (the next entry's offset).
+    /// The epoch in the header; entries are checksummed with it.
+    epoch: u64,
+    /// Bytes of the current epoch (header included): the next entry's offset.
     len: u64,
     /// Set when a failed append could not be undone: later entries would sit behind garbage and
-    /// be lost at replay, so every later append fails instead.
+    /// be lost at replay, so every later append fails instead (until the next reset).
     broken: bool,
+    /// Writes are direct and synchronous (`O_DIRECT | O_DSYNC`); otherwise each is followed by
+    /// an `fdatasync`.
+    direct: bool,
+    /// Reused memory for the aligned copy of each write.
+    buffer: Vec<u8>,
+}
+
+/// `len` rounded up to whole blocks.
+fn padded(len: usize) -> usize {
+    len.div_ceil(BLOCK) * BLOCK
 }
 
 fn io_error(what: &str, path: &Path, err: std::io::Error) -> StoreError {
@@ -63,8 +109,18 @@ fn put_u32(out: &mut Vec<u8>, value: usize) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Encodes one entry (framing included) ready to append.
-pub fn encode_entry(trees: &[TreeWrites]) -> Result<Vec<u8>, StoreError> {
+/// The checksum of an entry of a file with this epoch (`None`: a version 1 file).
+fn checksum(epoch: Option<u64>, payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    if let Some(epoch) = epoch {
+        hasher.update(&epoch.to_le_bytes());
+    }
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+/// Encodes one entry (framing included) for a file with this epoch, ready to append.
+pub fn encode_entry(trees: &[TreeWrites], epoch: u64) -> Result<Vec<u8>, StoreError> {
     let size: usize = trees
         .iter()
         .flat_map(|tree| tree.writes.iter())
@@ -88,7 +144,7 @@ pub fn encode_entry(trees: &[TreeWrites]) -> Result<Vec<u8>, StoreError> {
         }
     }
     let payload_len = out.len() - 8;
-    let crc = crc32fast::hash(&out[8..]);
+    let crc = checksum(Some(epoch), &out[8..]);
     let len = u32::try_from(payload_len)
         .map_err(|_| StoreError::Codec("log entry over 4 GiB".to_owned()))?;
     out[..4].copy_from_slice(&len.to_le_bytes());
@@ -121,6 +177,13 @@ impl<'a> Reader<'a> {
         let value = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
         usize::try_from(value).ok()
     }
+
+    fn u64(&mut self) -> Option<u64> {
+        let bytes = self.take(8)?;
+        let mut word = [0; 8];
+        word.copy_from_slice(bytes);
+        Some(u64::from_le_bytes(word))
+    }
 }
 
 fn decode_payload(payload: &[u8]) -> Option<Vec<TreeWrites>> {
@@ -151,12 +214,25 @@ fn decode_payload(payload: &[u8]) -> Option<Vec<TreeWrites>> {
     reader.bytes.is_empty().then_some(trees)
 }
 
-/// Splits a log file's bytes into its whole, intact entries; stops at the first torn one.
-pub fn decode_entries(bytes: &[u8]) -> Vec<Vec<TreeWrites>> {
-    let mut entries = Vec::new();
-    let Some(mut rest) = bytes.strip_prefix(MAGIC.as_slice()) else {
-        return entries;
+/// What one log file holds.
+pub struct Contents {
+    /// The file's epoch; `None` for a version 1 file.
+    pub epoch: Option<u64>,
+    /// Its intact entries of that epoch, in order.
+    pub entries: Vec<Vec<TreeWrites>>,
+}
+
+/// Reads a log file's bytes: its epoch and its whole, intact entries, up to the first torn,
+/// corrupt or stale one. `None` when the bytes are not a log (empty, foreign, torn header).
+pub fn decode_file(bytes: &[u8]) -> Option<Contents> {
+    let (epoch, mut rest) = if let Some(rest) = bytes.strip_prefix(MAGIC.as_slice()) {
+        let mut reader = Reader { bytes: rest };
+        let epoch = reader.u64()?;
+        (Some(epoch), bytes.get(BLOCK..).unwrap_or_default())
+    } else {
+        (None, bytes.strip_prefix(MAGIC_V1.as_slice())?)
     };
+    let mut entries = Vec::new();
     while rest.len() >= 8 {
         let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
         let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
@@ -164,50 +240,106 @@ pub fn decode_entries(bytes: &[u8]) -> Vec<Vec<TreeWrites>> {
         let Some(payload) = rest.get(8..8 + len) else {
             break;
         };
-        if crc32fast::hash(payload) != crc {
+        if checksum(epoch, payload) != crc {
             break;
         }
         let Some(trees) = decode_payload(payload) else {
             break;
         };
         entries.push(trees);
-        rest = &rest[8 + len..];
+        // Version 2 entries fill whole blocks.
+        let used = if epoch.is_some() {
+            padded(8 + len)
+        } else {
+            8 + len
+        };
+        rest = rest.get(used..).unwrap_or_default();
     }
-    entries
+    Some(Contents { epoch, entries })
 }
 
 impl Wal {
-    /// Opens the log at `path`, which [`replay`] has emptied, for appending.
-    pub fn open(path: &Path) -> Result<Wal, StoreError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|err| io_error("open", path, err))?;
-        let mut wal = Wal {
-            file,
-            path: path.to_owned(),
-            len: 0,
-            broken: false,
+    /// Opens (or creates) the log file at `path` and empties it with `epoch`: for direct,
+    /// synchronous writes if the file system takes them, else through the page cache.
+    fn open_empty(path: &Path, epoch: u64) -> Result<Wal, StoreError> {
+        let open = |flags: i32| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .custom_flags(flags)
+                .open(path)
         };
-        wal.reset()?;
+        let mut wal = match open(libc::O_DIRECT | libc::O_DSYNC) {
+            Ok(file) => Wal::new(file, path, true),
+            Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
+                let file = open(0).map_err(|err| io_error("open", path, err))?;
+                Wal::new(file, path, false)
+            }
+            Err(err) => return Err(io_error("open", path, err)),
+        };
+        if let Err(err) = wal.reset(epoch) {
+            if !wal.direct {
+                return Err(err);
+            }
+            // Opened, but a direct write refused (alignment the file system will not take).
+            let file = open(0).map_err(|err| io_error("open", path, err))?;
+            wal = Wal::new(file, path, false);
+            wal.reset(epoch)?;
+        }
+        if !wal.direct {
+            tracing::info!(path = %path.display(), "the file system refuses direct I/O; the write-ahead log goes through the page cache");
+        }
         Ok(wal)
     }
 
-    /// Bytes in the log, header included.
+    fn new(file: File, path: &Path, direct: bool) -> Wal {
+        Wal {
+            file,
+            path: path.to_owned(),
+            epoch: 0,
+            len: 0,
+            broken: false,
+            direct,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Writes `bytes`, zero-padded to whole blocks, at `offset` (a block boundary), and makes
+    /// them durable. Returns the number of bytes written.
+    fn write_blocks(&mut self, bytes: &[u8], offset: u64) -> std::io::Result<u64> {
+        let size = padded(bytes.len());
+        self.buffer.clear();
+        self.buffer.resize(size + BLOCK, 0);
+        // Direct I/O wants the memory aligned too: use the aligned part of the buffer.
+        let start = self.buffer.as_ptr().align_offset(BLOCK).min(BLOCK);
+        let aligned = &mut self.buffer[start..start + size];
+        aligned[..bytes.len()].copy_from_slice(bytes);
+        self.file.write_all_at(aligned, offset)?;
+        if !self.direct {
+            self.file.sync_data()?;
+        }
+        Ok(size as u64)
+    }
+
+    /// The epoch its entries are written with.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Bytes of the current epoch, header included.
     pub fn len(&self) -> u64 {
         self.len
     }
 
     /// Whether the log holds no entry.
     pub fn is_empty(&self) -> bool {
-        self.len <= MAGIC.len() as u64
+        self.len <= HEADER_LEN
     }
 
-    /// Appends one encoded entry and syncs it: once this returns `Ok`, the entry survives a
-    /// crash or a power loss.
+    /// Appends one entry encoded for this log's epoch and syncs it: once this returns `Ok`, the
+    /// entry survives a crash or a power loss.
     pub fn append(&mut self, entry: &[u8]) -> Result<(), StoreError> {
         if self.broken {
             return Err(StoreError::Io(format!(
@@ -215,22 +347,15 @@ impl Wal {
                 self.path.display()
             )));
         }
-        let written = self
-            .file
-            .write_all(entry)
-            .and_then(|()| self.file.sync_data());
-        match written {
-            Ok(()) => {
-                self.len += entry.len() as u64;
+        match self.write_blocks(entry, self.len) {
+            Ok(written) => {
+                self.len += written;
                 Ok(())
             }
             Err(err) => {
-                // Cut the partial entry off, so the next entry follows the last good one.
-                let repaired = self
-                    .file
-                    .set_len(self.len)
-                    .and_then(|()| self.file.seek(SeekFrom::Start(self.len)).map(|_| ()));
-                if repaired.is_err() {
+                // The entry was not acknowledged: make sure a replay stops before it (its bytes
+                // may have reached the disk whole), and let the next entry take its place.
+                if self.write_blocks(&[0; 8], self.len).is_err() {
                     self.broken = true;
                 }
                 Err(io_error("append to", &self.path, err))
@@ -238,50 +363,70 @@ impl Wal {
         }
     }
 
-    /// Empties the log (after a checkpoint made its entries durable in sled), durably.
-    pub fn reset(&mut self) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let result = (|| {
-            self.file.set_len(0)?;
-            self.file.seek(SeekFrom::Start(0))?;
-            self.file.write_all(MAGIC)?;
-            self.file.sync_all()
-        })();
-        match result {
-            Ok(()) => {
-                self.len = MAGIC.len() as u64;
+    /// Empties the log durably (its entries are in sled already): writes a header with `epoch`,
+    /// which must be higher than any epoch either log file had.
+    pub fn reset(&mut self, epoch: u64) -> Result<(), StoreError> {
+        let mut header = [0; 16];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..].copy_from_slice(&epoch.to_le_bytes());
+        match self.write_blocks(&header, 0) {
+            Ok(_) => {
+                self.epoch = epoch;
+                self.len = HEADER_LEN;
                 self.broken = false;
                 Ok(())
             }
             Err(err) => {
                 self.broken = true;
-                Err(io_error("reset", &path, err))
+                Err(io_error("reset", &self.path, err))
             }
         }
     }
 }
 
-/// Applies every intact entry of the log at `path` to `db`, in order, and makes the result
-/// durable (flush + sync). Returns the number of entries replayed; a missing log is empty.
-pub fn replay(
-    path: &Path,
-    db: &sled::Db,
-    sync: impl FnOnce() -> Result<(), StoreError>,
-) -> Result<usize, StoreError> {
+fn read_log(path: &Path) -> Result<Option<Contents>, StoreError> {
     let mut bytes = Vec::new();
     match File::open(path) {
         Ok(mut file) => {
             file.read_to_end(&mut bytes)
                 .map_err(|err| io_error("read", path, err))?;
         }
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(err) => return Err(io_error("open", path, err)),
     }
-    let entries = decode_entries(&bytes);
-    if entries.is_empty() {
-        return Ok(0);
+    Ok(decode_file(&bytes))
+}
+
+/// Replays every intact entry the logs in `dir` hold onto `db`, oldest first, makes the
+/// result durable (flush, then `sync`), and returns the two logs emptied: the one to append to
+/// first, and the spare. `replayed` gets the number of entries replayed.
+pub fn open_logs(
+    dir: &Path,
+    db: &sled::Db,
+    sync: impl FnOnce() -> Result<(), StoreError>,
+    replayed: &mut usize,
+) -> Result<(Wal, Wal), StoreError> {
+    let legacy = dir.join(LOG_NAME_V1);
+    let legacy_contents = read_log(&legacy)?;
+    let mut logs = Vec::new();
+    for name in LOG_NAMES {
+        let path = dir.join(name);
+        let contents = read_log(&path)?;
+        logs.push((path, contents));
     }
-    for trees in &entries {
+    // Oldest first: a version 1 log predates every epoch, a file that is not a log has nothing.
+    logs.sort_by_key(|(_, contents)| contents.as_ref().and_then(|c| c.epoch).unwrap_or(0));
+    let newest = logs
+        .iter()
+        .filter_map(|(_, contents)| contents.as_ref().and_then(|c| c.epoch))
+        .max()
+        .unwrap_or(0);
+    let entries = legacy_contents
+        .iter()
+        .chain(logs.iter().filter_map(|(_, contents)| contents.as_ref()))
+        .flat_map(|contents| contents.entries.iter());
+    let mut count = 0;
+    for trees in entries {
         for tree in trees {
             let mut batch = sled::Batch::default();
             for (key, value) in &tree.writes {
@@ -292,10 +437,31 @@ pub fn replay(
             }
             db.open_tree(&tree.tree)?.apply_batch(batch)?;
         }
+        count += 1;
     }
-    db.flush()?;
-    sync()?;
-    Ok(entries.len())
+    if count > 0 {
+        db.flush()?;
+        sync()?;
+    }
+    *replayed = count;
+    // Empty the logs oldest first: replaying a log again is harmless only while every newer
+    // log is replayed after it.
+    if legacy_contents.is_some() {
+        std::fs::remove_file(&legacy).map_err(|err| io_error("remove", &legacy, err))?;
+    }
+    let mut emptied = Vec::new();
+    for (offset, (path, _)) in (1..).zip(logs) {
+        emptied.push(Wal::open_empty(&path, newest + offset)?);
+    }
+    super::durable::sync_dir(dir)?;
+    let spare = emptied.pop();
+    let first = emptied.pop();
+    match (first, spare) {
+        (Some(first), Some(spare)) => Ok((first, spare)),
+        _ => Err(StoreError::Io(
+            "the write-ahead logs did not open".to_owned(),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -315,18 +481,34 @@ mod tests {
         ]
     }
 
-    fn log_of(entries: &[Vec<u8>]) -> Vec<u8> {
+    fn put(key: &str, value: &str) -> (Vec<u8>, Option<Vec<u8>>) {
+        (key.as_bytes().to_vec(), Some(value.as_bytes().to_vec()))
+    }
+
+    fn jobs(writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Vec<TreeWrites> {
+        vec![TreeWrites {
+            tree: b"jobs".to_vec(),
+            writes,
+        }]
+    }
+
+    fn log_of(epoch: u64, entries: &[Vec<u8>]) -> Vec<u8> {
         let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&epoch.to_le_bytes());
+        bytes.resize(BLOCK, 0);
         for entry in entries {
             bytes.extend_from_slice(entry);
+            bytes.resize(padded(bytes.len()), 0);
         }
         bytes
     }
 
     #[test]
     fn entries_round_trip() {
-        let entry = encode_entry(&sample()).unwrap();
-        let decoded = decode_entries(&log_of(&[entry.clone(), entry]));
+        let entry = encode_entry(&sample(), 7).unwrap();
+        let contents = decode_file(&log_of(7, &[entry.clone(), entry])).unwrap();
+        assert_eq!(contents.epoch, Some(7));
+        let decoded = contents.entries;
         assert_eq!(decoded.len(), 2);
         assert_eq!(decoded[0][0].tree, b"jobs");
         assert_eq!(decoded[0][0].writes[1], (b"b".to_vec(), None));
@@ -334,63 +516,100 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_or_corrupt_entry_ends_the_log() {
-        let entry = encode_entry(&sample()).unwrap();
+    fn a_torn_corrupt_or_stale_entry_ends_the_log() {
+        let entry = encode_entry(&sample(), 3).unwrap();
         for cut in 1..entry.len() {
-            let bytes = log_of(&[entry.clone(), entry[..cut].to_vec()]);
-            assert_eq!(decode_entries(&bytes).len(), 1, "cut at {cut}");
+            // Torn: the rest of the block is whatever the file held there before.
+            let mut bytes = log_of(3, std::slice::from_ref(&entry));
+            bytes.extend_from_slice(&entry[..cut]);
+            bytes.resize(bytes.len() + entry.len() - cut, 0xa5);
+            assert_eq!(
+                decode_file(&bytes).unwrap().entries.len(),
+                1,
+                "cut at {cut}"
+            );
         }
         let mut flipped = entry.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
-        assert_eq!(decode_entries(&log_of(&[flipped, entry])).len(), 0);
-        assert!(decode_entries(b"not a log").is_empty());
+        let bytes = log_of(3, &[flipped, entry.clone()]);
+        assert_eq!(decode_file(&bytes).unwrap().entries.len(), 0);
+        // An entry written under an earlier epoch of the file is not part of this one.
+        let stale = encode_entry(&sample(), 1).unwrap();
+        let bytes = log_of(3, &[entry, stale]);
+        assert_eq!(decode_file(&bytes).unwrap().entries.len(), 1);
+        assert!(decode_file(b"not a log").is_none());
+        assert!(decode_file(&MAGIC[..]).is_none(), "a torn header");
     }
 
     #[test]
-    fn replay_applies_intact_entries_in_order_and_ignores_a_torn_tail() {
+    fn a_reset_log_does_not_replay_what_it_held_before() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db.wal");
-        let first = encode_entry(&[TreeWrites {
-            tree: b"jobs".to_vec(),
-            writes: vec![
-                (b"a".to_vec(), Some(b"1".to_vec())),
-                (b"b".to_vec(), Some(b"1".to_vec())),
-            ],
-        }])
-        .unwrap();
-        let second = encode_entry(&[TreeWrites {
-            tree: b"jobs".to_vec(),
-            writes: vec![(b"a".to_vec(), Some(b"2".to_vec())), (b"b".to_vec(), None)],
-        }])
-        .unwrap();
-        let torn = encode_entry(&[TreeWrites {
-            tree: b"jobs".to_vec(),
-            writes: vec![(b"a".to_vec(), Some(b"3".to_vec()))],
-        }])
-        .unwrap();
-        let mut bytes = log_of(&[first, second]);
-        bytes.extend_from_slice(&torn[..torn.len() - 1]);
-        std::fs::write(&path, bytes).unwrap();
         let db = sled::Config::new().temporary(true).open().unwrap();
-        // Sled already holding the first entry (a crash after part of the apply) changes nothing.
+        let mut replayed = 0;
+        let (mut log, _spare) = open_logs(dir.path(), &db, || Ok(()), &mut replayed).unwrap();
+        for value in ["1", "2", "3"] {
+            let entry = encode_entry(&jobs(vec![put("a", value)]), log.epoch()).unwrap();
+            log.append(&entry).unwrap();
+        }
+        let size = std::fs::metadata(&log.path).unwrap().len();
+        log.reset(log.epoch() + 2).unwrap();
+        assert!(log.is_empty());
+        let entry = encode_entry(&jobs(vec![put("b", "1")]), log.epoch()).unwrap();
+        log.append(&entry).unwrap();
+        // The file keeps its size: the old entries are still there, behind the new one.
+        assert_eq!(std::fs::metadata(&log.path).unwrap().len(), size);
+        let contents = decode_file(&std::fs::read(&log.path).unwrap()).unwrap();
+        assert_eq!(contents.entries.len(), 1);
+        assert_eq!(contents.entries[0][0].writes[0], put("b", "1"));
+    }
+
+    #[test]
+    fn open_replays_every_log_oldest_first_and_ignores_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        // A version 1 log (oldest of all), then two logs whose names are not in epoch order.
+        let mut legacy = MAGIC_V1.to_vec();
+        let mut v1_entry = encode_entry(&jobs(vec![put("a", "0"), put("c", "0")]), 0).unwrap();
+        let v1_crc = checksum(None, &v1_entry[8..]);
+        v1_entry[4..8].copy_from_slice(&v1_crc.to_le_bytes());
+        legacy.extend_from_slice(&v1_entry);
+        std::fs::write(dir.path().join(LOG_NAME_V1), legacy).unwrap();
+        let older = encode_entry(&jobs(vec![put("a", "1"), put("b", "1")]), 4).unwrap();
+        std::fs::write(dir.path().join(LOG_NAMES[1]), log_of(4, &[older])).unwrap();
+        let newer = encode_entry(&jobs(vec![put("a", "2"), (b"b".to_vec(), None)]), 5).unwrap();
+        let torn = encode_entry(&jobs(vec![put("a", "3")]), 5).unwrap();
+        let mut bytes = log_of(5, &[newer]);
+        bytes.extend_from_slice(&torn[..torn.len() - 1]);
+        std::fs::write(dir.path().join(LOG_NAMES[0]), bytes).unwrap();
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        // Sled already holding part of the logs (a crash during an apply) changes nothing.
         db.open_tree("jobs").unwrap().insert("a", "1").unwrap();
         let mut synced = false;
+        let mut replayed = 0;
 
-        let replayed = replay(&path, &db, || {
-            synced = true;
-            Ok(())
-        })
+        let (first, spare) = open_logs(
+            dir.path(),
+            &db,
+            || {
+                synced = true;
+                Ok(())
+            },
+            &mut replayed,
+        )
         .unwrap();
 
-        assert_eq!(replayed, 2);
+        assert_eq!(replayed, 3);
         assert!(synced, "replay must make its result durable");
-        let jobs = db.open_tree("jobs").unwrap();
-        assert_eq!(jobs.get("a").unwrap().as_deref(), Some(&b"2"[..]));
-        assert_eq!(jobs.get("b").unwrap(), None);
-        // Opening the log for appending starts it afresh.
-        let wal = Wal::open(&path).unwrap();
-        assert!(wal.is_empty());
-        assert_eq!(replay(&path, &db, || Ok(())).unwrap(), 0);
+        let tree = db.open_tree("jobs").unwrap();
+        assert_eq!(tree.get("a").unwrap().as_deref(), Some(&b"2"[..]));
+        assert_eq!(tree.get("b").unwrap(), None);
+        assert_eq!(tree.get("c").unwrap().as_deref(), Some(&b"0"[..]));
+        assert!(!dir.path().join(LOG_NAME_V1).exists());
+        assert!(first.is_empty() && spare.is_empty());
+        assert!(first.epoch() > 5 && spare.epoch() > first.epoch());
+        drop((first, spare));
+        let (first, _spare) = open_logs(dir.path(), &db, || Ok(()), &mut replayed).unwrap();
+        assert_eq!(replayed, 0);
+        assert!(first.epoch() > 7, "epochs never repeat across start-ups");
     }
 }
