@@ -42,7 +42,6 @@
 //! payload alone) is still replayed at start-up, then removed.
 
 use std::fs::{File, OpenOptions};
-use std::io::Read;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -177,13 +176,6 @@ impl<'a> Reader<'a> {
         let value = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
         usize::try_from(value).ok()
     }
-
-    fn u64(&mut self) -> Option<u64> {
-        let bytes = self.take(8)?;
-        let mut word = [0; 8];
-        word.copy_from_slice(bytes);
-        Some(u64::from_le_bytes(word))
-    }
 }
 
 fn decode_payload(payload: &[u8]) -> Option<Vec<TreeWrites>> {
@@ -222,40 +214,79 @@ pub struct Contents {
     pub entries: Vec<Vec<TreeWrites>>,
 }
 
-/// Reads a log file's bytes: its epoch and its whole, intact entries, up to the first torn,
-/// corrupt or stale one. `None` when the bytes are not a log (empty, foreign, torn header).
-pub fn decode_file(bytes: &[u8]) -> Option<Contents> {
-    let (epoch, mut rest) = if let Some(rest) = bytes.strip_prefix(MAGIC.as_slice()) {
-        let mut reader = Reader { bytes: rest };
-        let epoch = reader.u64()?;
-        (Some(epoch), bytes.get(BLOCK..).unwrap_or_default())
+/// Where a log's bytes are read from: the file itself (start-up reads an entry at a time, so
+/// an emptied 32 MiB log costs one block) or a copy in memory.
+pub trait LogSource {
+    /// Bytes in all.
+    fn size(&self) -> usize;
+    /// `len` bytes at `offset`, which the caller keeps within [`LogSource::size`].
+    fn read(&self, offset: usize, len: usize) -> std::io::Result<Vec<u8>>;
+}
+
+impl LogSource for [u8] {
+    fn size(&self) -> usize {
+        self.len()
+    }
+
+    fn read(&self, offset: usize, len: usize) -> std::io::Result<Vec<u8>> {
+        Ok(self[offset..offset + len].to_vec())
+    }
+}
+
+/// An open log file and its size.
+struct FileSource(File, usize);
+
+impl LogSource for FileSource {
+    fn size(&self) -> usize {
+        self.1
+    }
+
+    fn read(&self, offset: usize, len: usize) -> std::io::Result<Vec<u8>> {
+        let mut bytes = vec![0; len];
+        self.0.read_exact_at(&mut bytes, offset as u64)?;
+        Ok(bytes)
+    }
+}
+
+/// Reads a log: its epoch and its whole, intact entries, up to the first torn, corrupt or stale
+/// one. `None` when the bytes are not a log (empty, foreign, torn header).
+pub fn decode_log(source: &(impl LogSource + ?Sized)) -> std::io::Result<Option<Contents>> {
+    let size = source.size();
+    let head = source.read(0, size.min(16))?;
+    let (epoch, mut offset) = if head.len() == 16 && head.starts_with(MAGIC) {
+        let mut epoch = [0; 8];
+        epoch.copy_from_slice(&head[8..]);
+        (Some(u64::from_le_bytes(epoch)), BLOCK)
+    } else if head.starts_with(MAGIC_V1) {
+        (None, MAGIC_V1.len())
     } else {
-        (None, bytes.strip_prefix(MAGIC_V1.as_slice())?)
+        return Ok(None);
     };
     let mut entries = Vec::new();
-    while rest.len() >= 8 {
-        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
-        let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+    while offset + 8 <= size {
+        let frame = source.read(offset, 8)?;
+        let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
+        let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
         let Ok(len) = usize::try_from(len) else { break };
-        let Some(payload) = rest.get(8..8 + len) else {
-            break;
-        };
-        if checksum(epoch, payload) != crc {
+        if len > size - offset - 8 {
             break;
         }
-        let Some(trees) = decode_payload(payload) else {
+        let payload = source.read(offset + 8, len)?;
+        if checksum(epoch, &payload) != crc {
+            break;
+        }
+        let Some(trees) = decode_payload(&payload) else {
             break;
         };
         entries.push(trees);
         // Version 2 entries fill whole blocks.
-        let used = if epoch.is_some() {
+        offset += if epoch.is_some() {
             padded(8 + len)
         } else {
             8 + len
         };
-        rest = rest.get(used..).unwrap_or_default();
     }
-    Some(Contents { epoch, entries })
+    Ok(Some(Contents { epoch, entries }))
 }
 
 impl Wal {
@@ -385,16 +416,16 @@ impl Wal {
 }
 
 fn read_log(path: &Path) -> Result<Option<Contents>, StoreError> {
-    let mut bytes = Vec::new();
-    match File::open(path) {
-        Ok(mut file) => {
-            file.read_to_end(&mut bytes)
-                .map_err(|err| io_error("read", path, err))?;
-        }
+    let file = match File::open(path) {
+        Ok(file) => file,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(err) => return Err(io_error("open", path, err)),
-    }
-    Ok(decode_file(&bytes))
+    };
+    let read = |err| io_error("read", path, err);
+    let size = file.metadata().map_err(read)?.len();
+    let size = usize::try_from(size)
+        .map_err(|_| StoreError::Io(format!("{} is too large", path.display())))?;
+    decode_log(&FileSource(file, size)).map_err(read)
 }
 
 /// Replays every intact entry the logs in `dir` hold onto `db`, oldest first, makes the
@@ -492,6 +523,10 @@ mod tests {
         }]
     }
 
+    fn decode(bytes: &[u8]) -> Option<Contents> {
+        decode_log(bytes).unwrap()
+    }
+
     fn log_of(epoch: u64, entries: &[Vec<u8>]) -> Vec<u8> {
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&epoch.to_le_bytes());
@@ -506,7 +541,7 @@ mod tests {
     #[test]
     fn entries_round_trip() {
         let entry = encode_entry(&sample(), 7).unwrap();
-        let contents = decode_file(&log_of(7, &[entry.clone(), entry])).unwrap();
+        let contents = decode(&log_of(7, &[entry.clone(), entry])).unwrap();
         assert_eq!(contents.epoch, Some(7));
         let decoded = contents.entries;
         assert_eq!(decoded.len(), 2);
@@ -523,23 +558,19 @@ mod tests {
             let mut bytes = log_of(3, std::slice::from_ref(&entry));
             bytes.extend_from_slice(&entry[..cut]);
             bytes.resize(bytes.len() + entry.len() - cut, 0xa5);
-            assert_eq!(
-                decode_file(&bytes).unwrap().entries.len(),
-                1,
-                "cut at {cut}"
-            );
+            assert_eq!(decode(&bytes).unwrap().entries.len(), 1, "cut at {cut}");
         }
         let mut flipped = entry.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
         let bytes = log_of(3, &[flipped, entry.clone()]);
-        assert_eq!(decode_file(&bytes).unwrap().entries.len(), 0);
+        assert_eq!(decode(&bytes).unwrap().entries.len(), 0);
         // An entry written under an earlier epoch of the file is not part of this one.
         let stale = encode_entry(&sample(), 1).unwrap();
         let bytes = log_of(3, &[entry, stale]);
-        assert_eq!(decode_file(&bytes).unwrap().entries.len(), 1);
-        assert!(decode_file(b"not a log").is_none());
-        assert!(decode_file(&MAGIC[..]).is_none(), "a torn header");
+        assert_eq!(decode(&bytes).unwrap().entries.len(), 1);
+        assert!(decode(b"not a log").is_none());
+        assert!(decode(&MAGIC[..]).is_none(), "a torn header");
     }
 
     #[test]
@@ -559,7 +590,7 @@ mod tests {
         log.append(&entry).unwrap();
         // The file keeps its size: the old entries are still there, behind the new one.
         assert_eq!(std::fs::metadata(&log.path).unwrap().len(), size);
-        let contents = decode_file(&std::fs::read(&log.path).unwrap()).unwrap();
+        let contents = decode(&std::fs::read(&log.path).unwrap()).unwrap();
         assert_eq!(contents.entries.len(), 1);
         assert_eq!(contents.entries[0][0].writes[0], put("b", "1"));
     }
