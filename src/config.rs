@@ -118,6 +118,11 @@ pub struct Config {
     #[arg(long, env = "RATE_LIMIT_SEND", default_value_t = 600)]
     pub rate_limit_send: u32,
 
+    /// Sends are refused (503 with Retry-After) while this many messages wait to be processed,
+    /// so an overloaded server answers at once instead of queueing without bound; 0 turns it off.
+    #[arg(long, env = "SEND_BACKLOG_LIMIT", default_value_t = 5_000)]
+    pub send_backlog_limit: u64,
+
     /// Failed logins per account per 15 minutes before logins are refused; 0 turns it off.
     #[arg(long, env = "LOGIN_MAX_FAILURES", default_value_t = 10)]
     pub login_max_failures: u32,
@@ -252,6 +257,7 @@ impl Config {
             admin_read_only: false,
             rate_limit_auth: 0,
             rate_limit_send: 0,
+            send_backlog_limit: 0,
             login_max_failures: 0,
             shutdown_grace_secs: 1,
             cookie_secure: false,
@@ -380,6 +386,7 @@ impl fmt::Debug for Config {
             .field("admin_read_only", &self.admin_read_only)
             .field("rate_limit_auth", &self.rate_limit_auth)
             .field("rate_limit_send", &self.rate_limit_send)
+            .field("send_backlog_limit", &self.send_backlog_limit)
             .field("login_max_failures", &self.login_max_failures)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("cookie_secure", &self.cookie_secure)
@@ -649,6 +656,10 @@ mod tests {
         assert_eq!(
             Config::command_default("rate_limit_send"),
             Some("600".to_owned())
+        );
+        assert_eq!(
+            Config::command_default("send_backlog_limit"),
+            Some("5000".to_owned())
         );
         assert_eq!(
             Config::command_default("login_max_failures"),

@@ -23,6 +23,7 @@ pub const QUEUE_PAUSED: &str = "courier_queue_paused";
 /// Jobs completed / failed for good since the process started, by `queue`.
 pub const JOBS_COMPLETED: &str = "courier_queue_jobs_completed_total";
 pub const JOBS_FAILED: &str = "courier_queue_jobs_failed_total";
+pub const SENDS_REFUSED_BUSY: &str = "courier_sends_refused_busy_total";
 /// Age of the oldest waiting job, by `queue`.
 pub const OLDEST_WAITING: &str = "courier_queue_oldest_waiting_seconds";
 /// Processing time percentiles over the last five minutes, by `queue` and `quantile`.
@@ -88,6 +89,10 @@ fn describe() {
     describe_gauge!(QUEUE_JOBS, "jobs by queue and state");
     describe_gauge!(QUEUE_PAUSED, "1 when the queue is paused");
     describe_counter!(JOBS_COMPLETED, "jobs completed since the process started");
+    describe_counter!(
+        SENDS_REFUSED_BUSY,
+        "sends refused with 503 because the message backlog was at SEND_BACKLOG_LIMIT"
+    );
     describe_counter!(
         JOBS_FAILED,
         "jobs failed for good since the process started"

@@ -795,3 +795,51 @@ async fn a_retried_send_with_the_same_client_key_is_one_message() {
     assert_eq!(bad_status, 400);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn sends_are_refused_with_503_while_the_backlog_is_at_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir.path(), |config| config.send_backlog_limit = 2).await;
+    let alice = User::signup(&server, "Alice").await;
+    let bob = User::signup(&server, "Bob").await;
+    // Nothing is processed while the queue is paused: every send stays in the backlog.
+    let queue = server.queues.queue("message").unwrap();
+    queue.pause().await.unwrap();
+    alice.send(&bob, "one").await;
+    alice.send(&bob, "two").await;
+
+    let response = alice
+        .http
+        .post(server.url(&format!("/api/messages/send/{}", bob.id)))
+        .json(&json!({ "text": "three" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["message"], "The server is busy, try again shortly");
+    // The refused send left nothing behind.
+    assert_eq!(queue.counts().await.unwrap().waiting, 2);
+
+    queue.resume().await.unwrap();
+    eventually("the backlog to drain", || async {
+        queue.counts().await.unwrap().waiting == 0
+    })
+    .await;
+    alice.send(&bob, "three").await;
+    eventually("three messages in the history", || async {
+        alice.history(&bob, "").await.len() == 3
+    })
+    .await;
+    // (The two queued ones were processed side by side, so their order in the history may vary.)
+    let mut texts: Vec<String> = alice
+        .history(&bob, "")
+        .await
+        .iter()
+        .map(|message| message["text"].as_str().unwrap().to_owned())
+        .collect();
+    texts.sort();
+    assert_eq!(texts, ["one", "three", "two"]);
+    server.stop().await;
+}

@@ -203,6 +203,12 @@ impl Chat {
         })
     }
 
+    /// Messages sent and not yet taken for processing.
+    pub async fn backlog(&self) -> Result<u64, ChatError> {
+        let counts = self.queues.queue(MESSAGE_QUEUE)?.counts().await?;
+        Ok(counts.waiting)
+    }
+
     pub(super) async fn process_message(self: Arc<Self>, job: JobContext) -> JobResult {
         let data: MessageJob = job.data_as()?;
         job.progress(json!(10)).await?;

@@ -29,6 +29,8 @@ pub struct ChatState {
     pub hub: crate::ws::Hub,
     auth_limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
     send_limiter: Option<DefaultKeyedRateLimiter<String>>,
+    /// Messages waiting to be processed at which sends are refused; 0: no limit.
+    send_backlog_limit: u64,
 }
 
 fn per_minute<K: std::hash::Hash + Eq + Clone>(limit: u32) -> Option<DefaultKeyedRateLimiter<K>> {
@@ -61,6 +63,7 @@ impl ChatState {
             hub,
             auth_limiter: per_minute(config.rate_limit_auth),
             send_limiter: per_minute(config.rate_limit_send),
+            send_backlog_limit: config.send_backlog_limit,
         }
     }
 
@@ -79,6 +82,24 @@ impl ChatState {
             &user_id.to_owned(),
             "Too many messages, slow down",
         )
+    }
+
+    /// Refuses a send while the message queue's backlog is at its limit: past its capacity the
+    /// server answers at once with 503 and `Retry-After` instead of accepting work it cannot
+    /// deliver for seconds, and the messages it does accept keep their latency.
+    async fn check_backlog(&self) -> Result<(), ApiError> {
+        if self.send_backlog_limit == 0 {
+            return Ok(());
+        }
+        let backlog = self.chat.backlog().await?;
+        if backlog < self.send_backlog_limit {
+            return Ok(());
+        }
+        metrics::counter!(crate::telemetry::SENDS_REFUSED_BUSY).increment(1);
+        Err(ApiError::Busy {
+            message: "The server is busy, try again shortly".to_owned(),
+            retry_after_secs: 1,
+        })
     }
 }
 
@@ -214,6 +235,7 @@ async fn send(
 ) -> Result<impl IntoResponse, ApiError> {
     let chat = state.chat_state()?;
     chat.check_send_rate(&user.id)?;
+    chat.check_backlog().await?;
     let input = read_send(request, &state).await?;
     let sent = chat.chat.send(&user, &receiver_id, input).await?;
     Ok((

@@ -47,6 +47,12 @@ pub enum ApiError {
     /// 503 with a message meant for the client (not ready, shutting down). Not for causes.
     #[error("{0}")]
     Unavailable(String),
+    /// 503 with `Retry-After`: the server is too busy to take this now.
+    #[error("{message}")]
+    Busy {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// 500 (or 503 when the store is closing); the cause is logged, never sent.
     #[error("storage failed: {0}")]
     Store(#[from] StoreError),
@@ -86,7 +92,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(StoreError::Closed) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Queue(err) => match err {
@@ -141,6 +147,9 @@ impl IntoResponse for ApiError {
         }
         let mut response = error_response(status, self.client_message());
         if let ApiError::TooManyRequests {
+            retry_after_secs, ..
+        }
+        | ApiError::Busy {
             retry_after_secs, ..
         } = self
         {

@@ -497,12 +497,27 @@ async function deliver(conv, pending) {
       addMessages(conv, [arrived]);
     }
   } catch (error) {
-    pending.status = 'failed';
-    pending.error = error instanceof ApiError ? error.message : 'Could not send.';
+    // A busy server (503 with Retry-After) is asked again a few times before the bubble fails;
+    // the clientMessageId makes a repeated send safe.
+    const busy = error instanceof ApiError && error.status === 503 && error.retryAfter;
+    if (busy && (pending.busyRetries || 0) < BUSY_RETRIES) {
+      pending.busyRetries = (pending.busyRetries || 0) + 1;
+      pending.status = 'retrying';
+      const seconds = Math.min(Math.max(Number(error.retryAfter) || 1, 1), 30);
+      setTimeout(() => {
+        if (conv.pending.has(pending.localId)) deliver(conv, pending);
+      }, seconds * 1000);
+    } else {
+      pending.status = 'failed';
+      pending.error = error instanceof ApiError ? error.message : 'Could not send.';
+    }
   }
   releaseUnclaimed(conv);
   emit('conversation', conv.otherId);
 }
+
+/** How often a send refused as busy is tried again by itself. */
+const BUSY_RETRIES = 3;
 
 function applyJobState(pending, jobState) {
   switch (jobState) {
