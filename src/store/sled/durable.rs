@@ -36,14 +36,13 @@ impl Database {
     /// Opens sled in `dir` and replays the write-ahead logs in `log_dir` onto it.
     pub(super) fn open(db: sled::Db, dir: &Path, log_dir: &Path) -> Result<Database, StoreError> {
         let mut durable = Durable::open(dir)?;
-        let mut replayed = 0;
-        let (log, spare) = open_logs(log_dir, &db, || durable.sync(), &mut replayed)?;
-        if replayed > 0 {
-            tracing::info!(entries = replayed, "replayed the write-ahead log");
+        let opened = open_logs(log_dir, &db, || durable.sync())?;
+        if opened.replayed > 0 {
+            tracing::info!(entries = opened.replayed, "replayed the write-ahead log");
         }
         Ok(Database {
             db,
-            log: Arc::new(Mutex::new(Some((log, spare, durable)))),
+            log: Arc::new(Mutex::new(Some((opened.log, opened.spare, durable)))),
         })
     }
 

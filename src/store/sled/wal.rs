@@ -443,15 +443,23 @@ fn read_log(path: &Path) -> Result<Option<Contents>, StoreError> {
     decode_log(&FileSource(file, size)).map_err(read)
 }
 
+/// The logs [`open_logs`] replayed and emptied.
+pub struct OpenedLogs {
+    /// The log to append to first.
+    pub log: Wal,
+    /// The spare, for the first checkpoint's switch.
+    pub spare: Wal,
+    /// Entries replayed onto sled.
+    pub replayed: usize,
+}
+
 /// Replays every intact entry the logs in `dir` hold onto `db`, oldest first, makes the
-/// result durable (flush, then `sync`), and returns the two logs emptied: the one to append to
-/// first, and the spare. `replayed` gets the number of entries replayed.
+/// result durable (flush, then `sync`), and returns both logs emptied.
 pub fn open_logs(
     dir: &Path,
     db: &sled::Db,
     sync: impl FnOnce() -> Result<(), StoreError>,
-    replayed: &mut usize,
-) -> Result<(Wal, Wal), StoreError> {
+) -> Result<OpenedLogs, StoreError> {
     let legacy = dir.join(LOG_NAME_V1);
     let legacy_contents = read_log(&legacy)?;
     let mut logs = Vec::new();
@@ -471,7 +479,7 @@ pub fn open_logs(
         .iter()
         .chain(logs.iter().filter_map(|(_, contents)| contents.as_ref()))
         .flat_map(|contents| contents.entries.iter());
-    let mut count = 0;
+    let mut replayed = 0;
     for trees in entries {
         for tree in trees {
             let mut batch = sled::Batch::default();
@@ -483,31 +491,31 @@ pub fn open_logs(
             }
             db.open_tree(&tree.tree)?.apply_batch(batch)?;
         }
-        count += 1;
+        replayed += 1;
     }
-    if count > 0 {
+    if replayed > 0 {
         db.flush()?;
         sync()?;
     }
-    *replayed = count;
     // Empty the logs oldest first: replaying a log again is harmless only while every newer
     // log is replayed after it.
     if legacy_contents.is_some() {
         std::fs::remove_file(&legacy).map_err(|err| io_error("remove", &legacy, err))?;
     }
-    let mut emptied = Vec::new();
-    for (offset, (path, _)) in (1..).zip(logs) {
-        emptied.push(Wal::open_empty(&path, newest + offset)?);
-    }
-    super::durable::sync_dir(dir)?;
-    let spare = emptied.pop();
-    let first = emptied.pop();
-    match (first, spare) {
-        (Some(first), Some(spare)) => Ok((first, spare)),
-        _ => Err(StoreError::Io(
+    let mut paths = logs.into_iter().map(|(path, _)| path);
+    let (Some(older), Some(newer)) = (paths.next(), paths.next()) else {
+        return Err(StoreError::Io(
             "the write-ahead logs did not open".to_owned(),
-        )),
-    }
+        ));
+    };
+    let log = Wal::open_empty(&older, newest + 1)?;
+    let spare = Wal::open_empty(&newer, newest + 2)?;
+    super::durable::sync_dir(dir)?;
+    Ok(OpenedLogs {
+        log,
+        spare,
+        replayed,
+    })
 }
 
 #[cfg(test)]
@@ -592,8 +600,7 @@ mod tests {
     fn a_reset_log_does_not_replay_what_it_held_before() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().temporary(true).open().unwrap();
-        let mut replayed = 0;
-        let (mut log, _spare) = open_logs(dir.path(), &db, || Ok(()), &mut replayed).unwrap();
+        let mut log = open_logs(dir.path(), &db, || Ok(())).unwrap().log;
         for value in ["1", "2", "3"] {
             let entry = encode_entry(&jobs(vec![put("a", value)]), log.epoch()).unwrap();
             log.append(&entry).unwrap();
@@ -631,32 +638,30 @@ mod tests {
         // Sled already holding part of the logs (a crash during an apply) changes nothing.
         db.open_tree("jobs").unwrap().insert("a", "1").unwrap();
         let mut synced = false;
-        let mut replayed = 0;
 
-        let (first, spare) = open_logs(
-            dir.path(),
-            &db,
-            || {
-                synced = true;
-                Ok(())
-            },
-            &mut replayed,
-        )
+        let opened = open_logs(dir.path(), &db, || {
+            synced = true;
+            Ok(())
+        })
         .unwrap();
 
-        assert_eq!(replayed, 3);
+        assert_eq!(opened.replayed, 3);
         assert!(synced, "replay must make its result durable");
         let tree = db.open_tree("jobs").unwrap();
         assert_eq!(tree.get("a").unwrap().as_deref(), Some(&b"2"[..]));
         assert_eq!(tree.get("b").unwrap(), None);
         assert_eq!(tree.get("c").unwrap().as_deref(), Some(&b"0"[..]));
         assert!(!dir.path().join(LOG_NAME_V1).exists());
+        let (first, spare) = (&opened.log, &opened.spare);
         assert!(first.is_empty() && spare.is_empty());
         assert!(first.epoch() > 5 && spare.epoch() > first.epoch());
-        drop((first, spare));
-        let (first, _spare) = open_logs(dir.path(), &db, || Ok(()), &mut replayed).unwrap();
-        assert_eq!(replayed, 0);
-        assert!(first.epoch() > 7, "epochs never repeat across start-ups");
+        drop(opened);
+        let again = open_logs(dir.path(), &db, || Ok(())).unwrap();
+        assert_eq!(again.replayed, 0);
+        assert!(
+            again.log.epoch() > 7,
+            "epochs never repeat across start-ups"
+        );
     }
 
     #[test]
@@ -672,10 +677,9 @@ mod tests {
             log.append(&entry).unwrap();
         }
         drop(log);
-        let mut replayed = 0;
-        let (log, _spare) = open_logs(dir.path(), &db, || Ok(()), &mut replayed).unwrap();
-        assert_eq!(replayed, 2);
-        assert!(log.is_empty());
+        let opened = open_logs(dir.path(), &db, || Ok(())).unwrap();
+        assert_eq!(opened.replayed, 2);
+        assert!(opened.log.is_empty());
         let tree = db.open_tree("jobs").unwrap();
         assert_eq!(tree.get("a").unwrap().as_deref(), Some(&b"2"[..]));
     }
