@@ -832,14 +832,66 @@ async fn sends_are_refused_with_503_while_the_backlog_is_at_its_limit() {
         alice.history(&bob, "").await.len() == 3
     })
     .await;
-    // (The two queued ones were processed side by side, so their order in the history may vary.)
-    let mut texts: Vec<String> = alice
+    let texts: Vec<String> = alice
         .history(&bob, "")
         .await
         .iter()
         .map(|message| message["text"].as_str().unwrap().to_owned())
         .collect();
-    texts.sort();
-    assert_eq!(texts, ["one", "three", "two"]);
+    assert_eq!(texts, ["one", "two", "three"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_backlog_of_one_conversation_is_saved_in_the_order_it_was_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let alice = User::signup(&server, "Alice").await;
+    let bob = User::signup(&server, "Bob").await;
+    // A backlog builds while the queue is paused; on resume many of its jobs start side by side.
+    let queue = server.queues.queue("message").unwrap();
+    queue.pause().await.unwrap();
+    let sent: Vec<String> = (0..40).map(|n| format!("message {n:02}")).collect();
+    for (n, text) in sent.iter().enumerate() {
+        // Both directions, so the order holds across the two senders too.
+        if n % 3 == 2 {
+            bob.send(&alice, text).await;
+        } else {
+            alice.send(&bob, text).await;
+        }
+    }
+    queue.resume().await.unwrap();
+    eventually("the whole backlog in the history", || async {
+        alice.history(&bob, "").await.len() == sent.len()
+    })
+    .await;
+    let history = alice.history(&bob, "").await;
+    let texts: Vec<&str> = history
+        .iter()
+        .map(|message| message["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, sent);
+    let seqs: Vec<u64> = history
+        .iter()
+        .map(|message| message["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=sent.len() as u64).collect::<Vec<_>>());
+    eventually("every message out of the send order", || async {
+        server.chat.messages_held_in_order() == 0
+    })
+    .await;
+
+    // A message whose job is removed before it runs holds nothing back.
+    queue.pause().await.unwrap();
+    let removed = alice.send(&bob, "never processed").await;
+    assert_eq!(server.chat.messages_held_in_order(), 1);
+    queue
+        .remove(removed["jobId"].as_str().unwrap())
+        .await
+        .unwrap();
+    eventually("the removed message out of the send order", || async {
+        server.chat.messages_held_in_order() == 0
+    })
+    .await;
     server.stop().await;
 }

@@ -16,6 +16,7 @@ use super::delivery::ChatEvent;
 use super::email::Email;
 use super::error::ChatError;
 use super::images;
+use super::order::{self, SendOrder, Turn};
 use super::{ids, Chat};
 use crate::jobs::{EMAIL_QUEUE, MESSAGE_QUEUE, NOTIFICATION_QUEUE};
 use crate::queue::model::{Backoff, BackoffKind, JobOptions};
@@ -102,6 +103,27 @@ fn preview(text: &str, has_image: bool) -> String {
         preview = "sent you an image".to_owned();
     }
     preview
+}
+
+/// The key [`super::order::SendOrder`] knows a conversation by: its two users, either way round.
+fn conversation_key(a: &str, b: &str) -> String {
+    if a <= b {
+        format!("{a}:{b}")
+    } else {
+        format!("{b}:{a}")
+    }
+}
+
+/// Ends a `process-message` attempt in the send order when dropped, on every path out.
+struct Finishing<'a> {
+    order: &'a SendOrder,
+    message_id: &'a str,
+}
+
+impl Drop for Finishing<'_> {
+    fn drop(&mut self) {
+        self.order.finish(self.message_id);
+    }
 }
 
 fn retrying(attempts: u32, delay_ms: u64) -> JobOptions {
@@ -197,6 +219,10 @@ impl Chat {
                 return Err(err.into());
             }
         };
+        if !added.existed {
+            self.order
+                .enter(&conversation_key(&sender.id, receiver_id), &message_id);
+        }
         Ok(Sent {
             message_id,
             job_id: added.id,
@@ -211,6 +237,11 @@ impl Chat {
 
     pub(super) async fn process_message(self: Arc<Self>, job: JobContext) -> JobResult {
         let data: MessageJob = job.data_as()?;
+        // However this attempt ends, later messages of the conversation stop waiting for it.
+        let _turn = Finishing {
+            order: &self.order,
+            message_id: &data.message_id,
+        };
         job.progress(json!(10)).await?;
         let image = match &data.image_hash {
             Some(hash) => self
@@ -221,6 +252,17 @@ impl Chat {
             None => String::new(),
         };
         job.progress(json!(50)).await?;
+        if self
+            .order
+            .wait_turn(&data.message_id, order::MAX_WAIT)
+            .await
+            == Turn::GaveUp
+        {
+            tracing::warn!(
+                message_id = %data.message_id,
+                "an earlier message of the conversation did not finish in time; saving anyway"
+            );
+        }
         let (message, inserted) = self
             .store
             .save_message(NewMessage {

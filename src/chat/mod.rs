@@ -11,6 +11,7 @@ pub mod error;
 pub mod ids;
 pub mod images;
 pub mod messages;
+pub mod order;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -67,6 +68,8 @@ pub struct Chat {
     mailer: email::Mailer,
     /// Sender of each message job in flight, for `messageStatus` events.
     senders: Mutex<HashMap<String, String>>,
+    /// Keeps each conversation's messages saved in the order they were sent.
+    order: order::SendOrder,
     injected_failures: AtomicU32,
     clock: Clock,
     stop: CancellationToken,
@@ -109,6 +112,7 @@ impl Chat {
             host,
             mailer,
             senders: Mutex::new(HashMap::new()),
+            order: order::SendOrder::default(),
             injected_failures: AtomicU32::new(0),
             clock: Clock::new(),
             stop: CancellationToken::new(),
@@ -139,6 +143,12 @@ impl Chat {
         let chat = self.clone();
         tokio::spawn(async move { chat.forward_statuses().await });
         Ok(())
+    }
+
+    /// Sent messages that later messages of their conversation may still wait for (see
+    /// [`order`]).
+    pub fn messages_held_in_order(&self) -> usize {
+        self.order.outstanding()
     }
 
     /// Stops background tasks.
@@ -188,6 +198,10 @@ impl Chat {
                 EventKind::Removed => ("removed", true),
                 _ => continue,
             };
+            if event.kind == EventKind::Removed {
+                // Removed before it ran: later messages must not wait for it.
+                self.order.leave(job_id);
+            }
             let known = {
                 let mut senders = self.senders.lock();
                 if last {
