@@ -34,6 +34,13 @@ pub const ERROR_RATE: &str = "courier_queue_error_rate";
 pub const HEALTH_STATUS: &str = "courier_health_status";
 /// Bytes the job store occupies on disk.
 pub const STORAGE_SIZE: &str = "courier_storage_size_bytes";
+/// Durable commits of the store since start-up (one log write and one sync each, shared by
+/// every operation that arrived meanwhile); compare with the operations to see group commit work.
+pub const STORAGE_COMMITS: &str = "courier_storage_commits_total";
+/// Checkpoints of the store since start-up (database flushed and synced, a log emptied).
+pub const STORAGE_CHECKPOINTS: &str = "courier_storage_checkpoints_total";
+/// Store commits or checkpoints that failed since start-up.
+pub const STORAGE_ERRORS: &str = "courier_storage_errors_total";
 /// Bytes free for the data directory.
 pub const DATA_DIR_FREE: &str = "courier_data_dir_free_bytes";
 /// Seconds since the server started.
@@ -116,6 +123,15 @@ fn describe() {
         "health: 0 healthy, 1 degraded, 2 unhealthy (overall, per queue, storage)"
     );
     describe_gauge!(STORAGE_SIZE, Unit::Bytes, "job store size on disk");
+    describe_counter!(
+        STORAGE_COMMITS,
+        "durable store commits (one log write and sync each, shared by the operations in it)"
+    );
+    describe_counter!(
+        STORAGE_CHECKPOINTS,
+        "store checkpoints (database flushed and synced, a log emptied)"
+    );
+    describe_counter!(STORAGE_ERRORS, "store commits or checkpoints that failed");
     describe_gauge!(
         DATA_DIR_FREE,
         Unit::Bytes,

@@ -989,6 +989,8 @@ async fn prometheus_scrapes_requests_by_route_queues_and_storage() {
         // No socket is open here (tests/realtime.rs counts real ones).
         "courier_ws_connections 0",
         "courier_storage_size_bytes ",
+        "courier_storage_errors_total 0",
+        "# HELP courier_storage_commits_total",
         "courier_data_dir_free_bytes ",
         "# HELP courier_http_requests_total",
         "# TYPE courier_http_request_duration_seconds histogram",
@@ -998,6 +1000,14 @@ async fn prometheus_scrapes_requests_by_route_queues_and_storage() {
     }
     // The path of an unmatched request never becomes a label.
     assert!(!text.contains("/no/such/route"));
+    // The adds and the failure above went through the store's commits.
+    let commits: u64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix("courier_storage_commits_total "))
+        .expect("a storage commit counter")
+        .parse()
+        .unwrap();
+    assert!(commits >= 1, "{commits} commits");
     server.stop().await;
 }
 

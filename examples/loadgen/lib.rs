@@ -178,6 +178,22 @@ pub async fn connect_socket(target: &Target, token: &str) -> anyhow::Result<Ws> 
 }
 
 /// VmRSS of a process in MiB, from `/proc/<pid>/status`.
+/// The server's durable commits so far, from `courier_storage_commits_total` in `/metrics`.
+async fn storage_commits(client: &reqwest::Client, target: &Target) -> Option<u64> {
+    let text = client
+        .get(target.http("/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("courier_storage_commits_total "))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map(|value| value as u64)
+}
+
 pub fn rss_mb(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: f64 = status
@@ -645,6 +661,7 @@ pub async fn run_chat(target: &Target, options: &ChatOptions) -> anyhow::Result<
     let rss_stop = CancellationToken::new();
     let rss_peak = sample_rss(options.server_pid, rss_stop.clone());
     let server_cpu_before = options.server_pid.and_then(|pid| cpu_ms(Some(pid)));
+    let commits_before = storage_commits(&client, target).await;
     let own_cpu_before = cpu_ms(None);
     let machine_before = machine_jiffies();
     let start = Instant::now();
@@ -724,6 +741,10 @@ pub async fn run_chat(target: &Target, options: &ChatOptions) -> anyhow::Result<
         (Some(before), Some(after)) => Some(after.saturating_sub(before)),
         _ => None,
     };
+    let commits = match (commits_before, storage_commits(&client, target).await) {
+        (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+        _ => None,
+    };
     rss_stop.cancel();
     let rss_max = rss_peak.await.ok().flatten();
     stop.cancel();
@@ -763,6 +784,7 @@ pub async fn run_chat(target: &Target, options: &ChatOptions) -> anyhow::Result<
         },
         "server_cpu_ms_per_msg": server_cpu.map(|ms| round(ms as f64 / acked.max(1) as f64, 4)),
         "loadgen_cpu_ms_per_msg": own_cpu.map(|ms| round(ms as f64 / acked.max(1) as f64, 4)),
+        "storage_commits_per_msg": commits.map(|n| round(n as f64 / acked.max(1) as f64, 3)),
         "load_avg": { "start": load_start, "end": load_average() },
         "machine_cpu": machine,
     });

@@ -120,6 +120,16 @@ async fn scrape(State(state): State<AppState>) -> Response {
     if let Some(size) = report.storage.size_on_disk {
         gauge!(telemetry::STORAGE_SIZE).set(size as f64);
     }
+    let activity = queues.store().activity();
+    for (name, value) in [
+        (telemetry::STORAGE_COMMITS, activity.commits),
+        (telemetry::STORAGE_CHECKPOINTS, activity.checkpoints),
+        (telemetry::STORAGE_ERRORS, activity.errors),
+    ] {
+        if let Some(value) = value {
+            counter!(name).absolute(value);
+        }
+    }
     if let Some(free) = report.storage.free_bytes {
         gauge!(telemetry::DATA_DIR_FREE).set(free as f64);
     }

@@ -209,6 +209,24 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Bytes the store occupies on disk, when known.
     fn size_on_disk(&self) -> Option<u64>;
+
+    /// What the store's write path has done since start-up, where the backend counts it.
+    fn activity(&self) -> StoreActivity {
+        StoreActivity::default()
+    }
+}
+
+/// Counters of a store's write path since start-up (for metrics; `None` where a backend does
+/// not count that).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreActivity {
+    /// Durable commits: each one write of the log and one sync, shared by every operation that
+    /// arrived while the previous one was on its way to disk.
+    pub commits: Option<u64>,
+    /// Checkpoints: the database flushed and synced, a log emptied.
+    pub checkpoints: Option<u64>,
+    /// Commits or checkpoints that failed.
+    pub errors: Option<u64>,
 }
 
 /// What `remove` found.

@@ -24,7 +24,7 @@ use crate::queue::model::{
     NewJob, TakenJob,
 };
 use crate::store::codec::{decode, encode};
-use crate::store::{JobStore, RemovedIds, RemovedOutcome, StoreError};
+use crate::store::{JobStore, RemovedIds, RemovedOutcome, StoreActivity, StoreError};
 
 const SPEC: u8 = b'd';
 const STATUS: u8 = b's';
@@ -1176,6 +1176,14 @@ impl JobStore for SledJobStore {
 
     fn size_on_disk(&self) -> Option<u64> {
         self.db.size_on_disk().ok()
+    }
+
+    fn activity(&self) -> StoreActivity {
+        StoreActivity {
+            commits: Some(self.committer.batch_count()),
+            checkpoints: Some(self.committer.checkpoint_count()),
+            errors: Some(self.committer.error_count()),
+        }
     }
 }
 
