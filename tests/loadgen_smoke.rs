@@ -38,6 +38,7 @@ async fn a_short_load_run_loses_and_duplicates_nothing() {
     assert_eq!(report["errors"], json!({}), "{report}");
     assert_eq!(report["lost"], 0, "{report}");
     assert_eq!(report["duplicated"], 0, "{report}");
+    assert_eq!(report["out_of_order"], 0, "{report}");
     assert_eq!(report["echo_missing"], 0, "{report}");
     assert_eq!(report["misdelivered"], 0, "{report}");
     assert_eq!(report["unmatched"], 0, "{report}");

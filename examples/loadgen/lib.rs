@@ -382,6 +382,9 @@ struct SocketLog {
     arrivals: Vec<(String, Instant)>,
     /// `newMessage` frames whose id this socket had already received.
     duplicates: u64,
+    /// `newMessage` frames whose `seq` was not above the last one this socket saw of the same
+    /// conversation (a conversation's messages must arrive in the order they were saved).
+    out_of_order: u64,
     /// Frames by type.
     frames: BTreeMap<String, u64>,
     /// Why the socket ended before the run stopped it, if it did.
@@ -407,6 +410,7 @@ struct NewMessageData {
     sender_id: String,
     #[serde(rename = "receiverId")]
     receiver_id: String,
+    seq: u64,
 }
 
 /// The `type` of a frame that starts with it (`{"type":"..."`), without parsing the rest.
@@ -431,11 +435,14 @@ async fn read_chat_socket(
         user,
         arrivals: Vec::new(),
         duplicates: 0,
+        out_of_order: 0,
         frames: BTreeMap::new(),
         ended_early: None,
     };
     let mut registered = Some(registered);
     let mut seen: HashSet<String> = HashSet::new();
+    // The other user of each conversation → the last `seq` that arrived from it.
+    let mut last_seq: HashMap<String, u64> = HashMap::new();
     loop {
         let message = tokio::select! {
             biased;
@@ -491,6 +498,18 @@ async fn read_chat_socket(
                     if !seen.insert(data.id.clone()) {
                         log.duplicates += 1;
                     } else {
+                        let other = if *data.sender_id == *user_id {
+                            &data.receiver_id
+                        } else {
+                            &data.sender_id
+                        };
+                        match last_seq.get_mut(other.as_str()) {
+                            Some(last) if data.seq <= *last => log.out_of_order += 1,
+                            Some(last) => *last = data.seq,
+                            None => {
+                                last_seq.insert(other.clone(), data.seq);
+                            }
+                        }
                         if *data.receiver_id == *user_id {
                             live.to_receivers.fetch_add(1, Ordering::Relaxed);
                         } else if *data.sender_id == *user_id {
@@ -823,9 +842,11 @@ fn analyse(options: &ChatOptions, sends: &[SendLog], logs: &[SocketLog], at: Tim
     let mut misdelivered = 0u64;
     let mut unmatched = 0u64;
     let mut duplicated = 0u64;
+    let mut out_of_order = 0u64;
     let mut frames: BTreeMap<String, u64> = BTreeMap::new();
     for log in logs {
         duplicated += log.duplicates;
+        out_of_order += log.out_of_order;
         for (kind, count) in &log.frames {
             *frames.entry(kind.clone()).or_default() += count;
         }
@@ -948,6 +969,7 @@ fn analyse(options: &ChatOptions, sends: &[SendLog], logs: &[SocketLog], at: Tim
         "errors": errors,
         "lost": lost,
         "duplicated": duplicated,
+        "out_of_order": out_of_order,
         "echo_missing": echo_missing,
         "misdelivered": misdelivered,
         "unmatched": unmatched,

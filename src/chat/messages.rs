@@ -122,7 +122,7 @@ struct Finishing<'a> {
 
 impl Drop for Finishing<'_> {
     fn drop(&mut self) {
-        self.order.finish(self.message_id);
+        self.order.leave(self.message_id);
     }
 }
 
@@ -212,16 +212,23 @@ impl Chat {
             .lock()
             .insert(message_id.clone(), sender.id.clone());
         let queue = self.queues.queue(MESSAGE_QUEUE)?;
+        // Before the add, so the job never runs without its place in the conversation.
+        let ticketed = self
+            .order
+            .enter(&conversation_key(&sender.id, receiver_id), &message_id);
         let added = match queue.add(PROCESS_MESSAGE, &data, opts).await {
             Ok(added) => added,
             Err(err) => {
                 self.senders.lock().remove(&message_id);
+                if ticketed {
+                    self.order.leave(&message_id);
+                }
                 return Err(err.into());
             }
         };
-        if !added.existed {
-            self.order
-                .enter(&conversation_key(&sender.id, receiver_id), &message_id);
+        if added.existed && ticketed {
+            // The job was there already (a repeated send after it ran): nothing will run.
+            self.order.leave(&message_id);
         }
         Ok(Sent {
             message_id,
@@ -238,6 +245,7 @@ impl Chat {
     pub(super) async fn process_message(self: Arc<Self>, job: JobContext) -> JobResult {
         let data: MessageJob = job.data_as()?;
         // However this attempt ends, later messages of the conversation stop waiting for it.
+        self.order.start(&data.message_id);
         let _turn = Finishing {
             order: &self.order,
             message_id: &data.message_id,
