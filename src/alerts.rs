@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -312,12 +312,52 @@ pub struct HealthMonitor {
 struct MonitorInner {
     settings: HealthSettings,
     data_dir: PathBuf,
+    write_failures: parking_lot::Mutex<WriteFailures>,
+}
+
+/// How long storage stays unhealthy after a commit or checkpoint failed.
+pub const WRITE_FAILURE_WINDOW: Duration = Duration::from_secs(300);
+
+/// The store's failed commits and checkpoints as the monitor last saw them.
+#[derive(Debug, Default)]
+struct WriteFailures {
+    seen: u64,
+    last_increase: Option<Instant>,
+}
+
+impl WriteFailures {
+    /// Takes the store's current count; an issue while the last new failure is recent.
+    fn observe(&mut self, count: u64, now: Instant) -> Option<Issue> {
+        if count > self.seen {
+            self.seen = count;
+            self.last_increase = Some(now);
+        }
+        let since = now.duration_since(self.last_increase?);
+        if since > WRITE_FAILURE_WINDOW {
+            return None;
+        }
+        Some(Issue {
+            check: Check::Storage,
+            status: Status::Unhealthy,
+            message: format!(
+                "{count} storage writes (commits or checkpoints) failed since start-up, the last {}s ago: \
+                 see the server log",
+                since.as_secs()
+            ),
+            value: count as f64,
+            threshold: 0.0,
+        })
+    }
 }
 
 impl HealthMonitor {
     pub fn new(settings: HealthSettings, data_dir: PathBuf) -> HealthMonitor {
         HealthMonitor {
-            inner: Arc::new(MonitorInner { settings, data_dir }),
+            inner: Arc::new(MonitorInner {
+                settings,
+                data_dir,
+                write_failures: parking_lot::Mutex::new(WriteFailures::default()),
+            }),
         }
     }
 
@@ -478,6 +518,14 @@ impl HealthMonitor {
                     threshold: 0.0,
                 });
             }
+        }
+        if let Some(failed) = queues.store().activity().errors {
+            let issue = self
+                .inner
+                .write_failures
+                .lock()
+                .observe(failed, Instant::now());
+            storage.issues.extend(issue);
         }
         storage.status = storage
             .issues
@@ -778,6 +826,30 @@ fn without_url(err: reqwest::Error) -> String {
 mod tests {
     use super::*;
     use clap::Parser as _;
+
+    #[test]
+    fn storage_is_unhealthy_for_a_while_after_a_write_failed() {
+        let mut failures = WriteFailures::default();
+        let start = Instant::now();
+        assert_eq!(failures.observe(0, start), None);
+        let issue = failures.observe(2, start + Duration::from_secs(1)).unwrap();
+        assert_eq!(issue.check, Check::Storage);
+        assert_eq!(issue.status, Status::Unhealthy);
+        assert!(
+            issue.message.starts_with("2 storage writes"),
+            "{}",
+            issue.message
+        );
+        // No new failure: still reported inside the window, not after it.
+        assert!(failures.observe(2, start + WRITE_FAILURE_WINDOW).is_some());
+        assert_eq!(
+            failures.observe(2, start + WRITE_FAILURE_WINDOW + Duration::from_secs(2)),
+            None
+        );
+        // A new one opens the window again.
+        let later = start + WRITE_FAILURE_WINDOW * 3;
+        assert!(failures.observe(3, later).is_some());
+    }
 
     #[derive(clap::Parser)]
     struct Wrapper {
