@@ -116,6 +116,25 @@ impl Server {
             self.queues.clone(),
             crate::alerts::AlertOptions::new(&config.health, config.alert_webhook_url.clone()),
         );
+        // A store that failed for good ends the server like a signal does, and the exit says
+        // why: what was acknowledged is in the write-ahead log, and a restart replays it.
+        let store_failure = Arc::new(std::sync::OnceLock::<String>::new());
+        let shutdown = {
+            let store = self.job_store.clone();
+            let store_failure = store_failure.clone();
+            async move {
+                tokio::select! {
+                    () = shutdown => {}
+                    reason = store.failed_for_good() => {
+                        tracing::error!(
+                            reason = %reason,
+                            "storage failed and refuses every write until a restart: shutting down"
+                        );
+                        let _ = store_failure.set(reason);
+                    }
+                }
+            }
+        };
         let served = serve(
             listener,
             self.state.clone(),
@@ -131,6 +150,12 @@ impl Server {
         self.chat.stop();
         if let Err(err) = self.queues.shutdown(self.grace).await {
             tracing::error!(error = %err, "cannot stop the job queues cleanly");
+        }
+        if let Some(reason) = store_failure.get() {
+            anyhow::bail!(
+                "storage failed ({reason}); every acknowledged write is in the write-ahead log and \
+                 is replayed at the next start: restart once the data directory is writable"
+            );
         }
         let flushed = self
             .job_store

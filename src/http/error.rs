@@ -15,6 +15,11 @@ use crate::store::StoreError;
 
 /// What the client sees for every 5xx whose cause is ours.
 pub const INTERNAL_MESSAGE: &str = "internal server error";
+/// What a client is told when storage could not read or write.
+pub const STORAGE_MESSAGE: &str =
+    "storage is unavailable (the server cannot read or write its disk); nothing was saved, try again later";
+/// Seconds a client is asked to wait after a storage failure.
+const STORAGE_RETRY_AFTER_SECS: u64 = 5;
 
 /// Every way a request can fail. Messages are lowercase, without a trailing period (except
 /// where the MERN front end expects its own wording, such as `Invalid credentials`).
@@ -93,7 +98,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Store(StoreError::Closed) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(StoreError::Closed | StoreError::Io(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Queue(err) => match err {
                 QueueError::UnknownQueue(_) | QueueError::JobNotFound(_) => StatusCode::NOT_FOUND,
@@ -101,7 +108,8 @@ impl ApiError {
                     StatusCode::BAD_REQUEST
                 }
                 QueueError::WrongState { .. } | QueueError::JobActive(_) => StatusCode::CONFLICT,
-                QueueError::ShuttingDown | QueueError::Store(StoreError::Closed) => {
+                QueueError::ShuttingDown
+                | QueueError::Store(StoreError::Closed | StoreError::Io(_)) => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
                 QueueError::AlreadyRegistered(_) | QueueError::Store(_) => {
@@ -118,6 +126,10 @@ impl ApiError {
             | ApiError::Queue(QueueError::ShuttingDown | QueueError::Store(StoreError::Closed)) => {
                 "service is shutting down".to_owned()
             }
+            // A full or failing disk: nothing was written, and it may pass (the log repairs
+            // itself once it can write again). The cause goes to the log, not the client.
+            ApiError::Store(StoreError::Io(_))
+            | ApiError::Queue(QueueError::Store(StoreError::Io(_))) => STORAGE_MESSAGE.to_owned(),
             ApiError::Store(_)
             | ApiError::Internal(_)
             | ApiError::Queue(QueueError::AlreadyRegistered(_) | QueueError::Store(_)) => {
@@ -156,6 +168,15 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(retry_after_secs.max(1)),
+            );
+        } else if matches!(
+            self,
+            ApiError::Store(StoreError::Io(_))
+                | ApiError::Queue(QueueError::Store(StoreError::Io(_)))
+        ) {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(STORAGE_RETRY_AFTER_SECS),
             );
         }
         response
@@ -219,4 +240,36 @@ fn deepest_cause(err: &dyn std::error::Error) -> String {
         cause = current.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_message(response: Response) -> String {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        body["message"].as_str().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_disk_failure_is_a_503_to_retry_and_its_cause_stays_in_the_log() {
+        let cause = "append to /data/db-0.wal: No space left on device".to_owned();
+        for error in [
+            ApiError::Store(StoreError::Io(cause.clone())),
+            ApiError::Queue(QueueError::Store(StoreError::Io(cause.clone()))),
+        ] {
+            let response = error.into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+            assert_eq!(body_message(response).await, STORAGE_MESSAGE);
+        }
+        // An unreadable record is not something waiting fixes.
+        let response = ApiError::Store(StoreError::Codec("bad tag".to_owned())).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
+        assert_eq!(body_message(response).await, INTERNAL_MESSAGE);
+    }
 }

@@ -210,6 +210,12 @@ pub trait JobStore: Send + Sync + 'static {
     /// Bytes the store occupies on disk, when known.
     fn size_on_disk(&self) -> Option<u64>;
 
+    /// Resolves, with why, if the store fails in a way only a restart can mend (by default,
+    /// never). Everything acknowledged before is durable; the server shuts down on it.
+    async fn failed_for_good(&self) -> String {
+        std::future::pending().await
+    }
+
     /// What the store's write path has done since start-up, where the backend counts it.
     fn activity(&self) -> StoreActivity {
         StoreActivity::default()

@@ -195,10 +195,30 @@ struct Shared {
 struct Counters {
     /// Cycles or checkpoints that failed.
     errors: AtomicU64,
+    /// Set, with why, when sled refused a write it had to take: sled 0.34 keeps the first I/O
+    /// error and refuses everything after it, so only a restart (which replays the logs) helps.
+    failed: Failure,
     /// Commit cycles (one log entry and one sync each).
     batches: AtomicU64,
     /// Checkpoints completed (sled flushed and synced, a log emptied).
     checkpoints: AtomicU64,
+}
+
+/// The store's failure for good, once it happens.
+#[derive(Default)]
+struct Failure {
+    reason: Mutex<Option<String>>,
+    happened: tokio_util::sync::CancellationToken,
+}
+
+impl Failure {
+    fn set(&self, reason: String) {
+        let mut slot = self.reason.lock();
+        if slot.is_none() {
+            *slot = Some(reason);
+            self.happened.cancel();
+        }
+    }
 }
 
 /// When the commit thread starts a checkpoint.
@@ -391,6 +411,17 @@ impl Committer {
 
     /// Number of commit cycles that failed to apply or flush since start (shared by every
     /// handle on the thread).
+    /// Resolves once sled has refused a write for good (see [`Counters::failed`]), with why.
+    pub async fn failed(&self) -> String {
+        let failure = &self.shared.counters.failed;
+        failure.happened.cancelled().await;
+        failure
+            .reason
+            .lock()
+            .clone()
+            .unwrap_or_else(|| "storage failed".to_owned())
+    }
+
     pub fn error_count(&self) -> u64 {
         self.shared.counters.errors.load(Ordering::Relaxed)
     }
@@ -508,7 +539,7 @@ fn run(
     let apply_thread = {
         let counters = counters.clone();
         spawn("courier-apply", move || {
-            apply_loop(applying, to_checkpoint, &counters.errors);
+            apply_loop(applying, to_checkpoint, &counters.errors, &counters.failed);
         })
     };
     let (Some(apply_thread), Some(checkpoint_thread)) = (apply_thread, checkpoint_thread) else {
@@ -699,6 +730,7 @@ fn apply_loop(
     stages: mpsc::Receiver<Stage>,
     to_checkpoint: mpsc::Sender<Handoff>,
     errors: &AtomicU64,
+    failed: &Failure,
 ) {
     // Trees whose overlay took writes since the last checkpoint.
     let mut overlaid: Vec<Arc<Target>> = Vec::new();
@@ -723,6 +755,7 @@ fn apply_loop(
                         // Logged but not applied: the replay at the next start applies it.
                         errors.fetch_add(1, Ordering::Relaxed);
                         tracing::error!(error = %err, "storage apply failed");
+                        failed.set(err.to_string());
                     })
                 });
                 for commit in commits {
@@ -738,6 +771,7 @@ fn apply_loop(
                         if let Err(err) = overlay.age_out(&target.tree) {
                             // The slots stay in the overlay; the checkpoint folds them.
                             tracing::error!(error = %err, "storage apply failed");
+                            failed.set(err.to_string());
                         }
                     }
                 }

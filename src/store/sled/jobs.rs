@@ -1178,6 +1178,10 @@ impl JobStore for SledJobStore {
         self.db.size_on_disk().ok()
     }
 
+    async fn failed_for_good(&self) -> String {
+        self.committer.failed().await
+    }
+
     fn activity(&self) -> StoreActivity {
         StoreActivity {
             commits: Some(self.committer.batch_count()),

@@ -82,8 +82,9 @@ pub struct Wal {
     epoch: u64,
     /// Bytes of the current epoch (header included): the next entry's offset.
     len: u64,
-    /// Set when a failed append could not be undone: later entries would sit behind garbage and
-    /// be lost at replay, so every later append fails instead (until the next reset).
+    /// Set when a failed append could not be undone yet: later entries would sit behind garbage
+    /// and be lost at replay, so the next append first tries the undo again (a full disk that
+    /// has room again), and fails while it cannot.
     broken: bool,
     /// Writes are direct and synchronous (`O_DIRECT | O_DSYNC`); otherwise each is followed by
     /// an `fdatasync`.
@@ -388,10 +389,14 @@ impl Wal {
     /// entry survives a crash or a power loss.
     pub fn append(&mut self, entry: &[u8]) -> Result<(), StoreError> {
         if self.broken {
-            return Err(StoreError::Io(format!(
-                "the write-ahead log {} failed earlier and could not be repaired",
-                self.path.display()
-            )));
+            if let Err(err) = self.end_at_len() {
+                return Err(StoreError::Io(format!(
+                    "the write-ahead log {} failed earlier and cannot be repaired yet: {err}",
+                    self.path.display()
+                )));
+            }
+            self.broken = false;
+            tracing::info!(path = %self.path.display(), "the write-ahead log is writable again");
         }
         match self.write_blocks(entry, self.len) {
             Ok(written) => {
@@ -401,12 +406,17 @@ impl Wal {
             Err(err) => {
                 // The entry was not acknowledged: make sure a replay stops before it (its bytes
                 // may have reached the disk whole), and let the next entry take its place.
-                if self.write_blocks(&[0; 8], self.len).is_err() {
+                if self.end_at_len().is_err() {
                     self.broken = true;
                 }
                 Err(io_error("append to", &self.path, err))
             }
         }
+    }
+
+    /// Marks the log's end at `len` (a zero length), so a replay stops there.
+    fn end_at_len(&mut self) -> std::io::Result<()> {
+        self.write_blocks(&[0; 8], self.len).map(|_| ())
     }
 
     /// Empties the log durably (its entries are in sled already): writes a header with `epoch`,
@@ -662,6 +672,46 @@ mod tests {
             again.log.epoch() > 7,
             "epochs never repeat across start-ups"
         );
+    }
+
+    #[test]
+    fn a_log_that_could_not_write_recovers_when_the_disk_can_again() {
+        let full = Path::new("/dev/full");
+        if !full.exists() {
+            eprintln!("skipped: no /dev/full to make writes fail");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let path = dir.path().join(LOG_NAMES[0]);
+        let mut log = Wal::open_with(&path, 1, None).unwrap();
+        let entry = |value: &str, log: &Wal| {
+            encode_entry(&jobs(vec![put("a", value)]), log.epoch()).unwrap()
+        };
+        log.append(&entry("1", &log)).unwrap();
+
+        // Every write now fails with ENOSPC, the undo included.
+        let disk = std::mem::replace(
+            &mut log.file,
+            File::options().write(true).open(full).unwrap(),
+        );
+        assert!(log.append(&entry("lost", &log)).is_err());
+        assert!(log.broken);
+        let refused = log.append(&entry("lost too", &log)).unwrap_err();
+        assert!(
+            refused.to_string().contains("cannot be repaired yet"),
+            "{refused}"
+        );
+
+        // Room again: the next append repairs the log first, then goes on.
+        log.file = disk;
+        log.append(&entry("2", &log)).unwrap();
+        assert!(!log.broken);
+        drop(log);
+        let opened = open_logs(dir.path(), &db, || Ok(())).unwrap();
+        assert_eq!(opened.replayed, 2);
+        let tree = db.open_tree("jobs").unwrap();
+        assert_eq!(tree.get("a").unwrap().as_deref(), Some(&b"2"[..]));
     }
 
     #[test]
