@@ -17,7 +17,7 @@ use crate::store::StoreError;
 pub const INTERNAL_MESSAGE: &str = "internal server error";
 /// What a client is told when storage could not read or write.
 pub const STORAGE_MESSAGE: &str =
-    "storage is unavailable (the server cannot read or write its disk); nothing was saved, try again later";
+    "storage is unavailable (the server cannot read or write its disk); try again later";
 /// Seconds a client is asked to wait after a storage failure.
 const STORAGE_RETRY_AFTER_SECS: u64 = 5;
 
@@ -126,8 +126,8 @@ impl ApiError {
             | ApiError::Queue(QueueError::ShuttingDown | QueueError::Store(StoreError::Closed)) => {
                 "service is shutting down".to_owned()
             }
-            // A full or failing disk: nothing was written, and it may pass (the log repairs
-            // itself once it can write again). The cause goes to the log, not the client.
+            // A full or failing disk, which may pass (the log repairs itself once it can write
+            // again, and a restart replays it). The cause goes to the log, not the client.
             ApiError::Store(StoreError::Io(_))
             | ApiError::Queue(QueueError::Store(StoreError::Io(_))) => STORAGE_MESSAGE.to_owned(),
             ApiError::Store(_)
