@@ -81,13 +81,14 @@ struct User {
     id: String,
 }
 
-async fn sign_up(base: &str, name: &str) -> User {
+/// Signs `name` up (`signup`) or in (`login`) with a fresh cookie jar; the client and the user.
+async fn authenticate(base: &str, route: &str, name: &str, expected: u16) -> User {
     let http = reqwest::Client::builder()
         .cookie_store(true)
         .build()
         .unwrap();
     let response = http
-        .post(format!("{base}/api/auth/signup"))
+        .post(format!("{base}/api/auth/{route}"))
         .json(&json!({
             "fullName": name,
             "email": format!("{}@example.com", name.to_lowercase()),
@@ -96,30 +97,12 @@ async fn sign_up(base: &str, name: &str) -> User {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 201);
+    assert_eq!(response.status(), expected);
     let body: Value = response.json().await.unwrap();
     User {
         http,
         id: body["_id"].as_str().unwrap().to_owned(),
     }
-}
-
-async fn log_in(base: &str, name: &str) -> reqwest::Client {
-    let http = reqwest::Client::builder()
-        .cookie_store(true)
-        .build()
-        .unwrap();
-    let response = http
-        .post(format!("{base}/api/auth/login"))
-        .json(&json!({
-            "email": format!("{}@example.com", name.to_lowercase()),
-            "password": "correct horse battery",
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    http
 }
 
 /// Sends one message; `Ok(id)` when acknowledged, else the status and body (or the error).
@@ -191,8 +174,8 @@ async fn a_full_disk_refuses_sends_clearly_and_loses_nothing_acknowledged() {
     };
     let data_dir = mount_point.path().join("data");
     let (mut server, base) = start_server(&data_dir);
-    let alice = sign_up(&base, "Alice").await;
-    let bob = sign_up(&base, "Bob").await;
+    let alice = authenticate(&base, "signup", "Alice", 201).await;
+    let bob = authenticate(&base, "signup", "Bob", 201).await;
 
     // Leave about 1 MB: a few hundred messages' worth of log and database.
     let filler = mount_point.path().join("filler");
@@ -265,10 +248,10 @@ async fn a_full_disk_refuses_sends_clearly_and_loses_nothing_acknowledged() {
     // A restart replays the log and runs the jobs left: every acknowledged send ends up in the
     // history, once.
     let (mut server, base) = start_server(&data_dir);
-    let bob_http = log_in(&base, "Bob").await;
+    let bob = authenticate(&base, "login", "Bob", 200).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let stored = history(&bob_http, &base, &alice.id).await;
+        let stored = history(&bob.http, &base, &alice.id).await;
         let stored_set: HashSet<&String> = stored.iter().collect();
         assert_eq!(stored_set.len(), stored.len(), "a message stored twice");
         let missing: Vec<&String> = acknowledged
