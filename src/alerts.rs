@@ -316,7 +316,7 @@ struct MonitorInner {
 }
 
 /// How long storage stays unhealthy after a commit or checkpoint failed.
-pub const WRITE_FAILURE_WINDOW: Duration = Duration::from_secs(300);
+const WRITE_FAILURE_WINDOW: Duration = Duration::from_secs(300);
 
 /// The store's failed commits and checkpoints as the monitor last saw them.
 #[derive(Debug, Default)]

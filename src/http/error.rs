@@ -119,17 +119,27 @@ impl ApiError {
         }
     }
 
+    /// Storage could not read or write (a full or failing disk).
+    fn is_disk_failure(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Store(StoreError::Io(_))
+                | ApiError::Queue(QueueError::Store(StoreError::Io(_)))
+        )
+    }
+
     /// The text sent to the client: the message for client-facing cases, a generic one for causes.
     fn client_message(&self) -> String {
+        if self.is_disk_failure() {
+            // It may pass (the log repairs itself once it can write again, and a restart
+            // replays it). The cause goes to the log, not the client.
+            return STORAGE_MESSAGE.to_owned();
+        }
         match self {
             ApiError::Store(StoreError::Closed)
             | ApiError::Queue(QueueError::ShuttingDown | QueueError::Store(StoreError::Closed)) => {
                 "service is shutting down".to_owned()
             }
-            // A full or failing disk, which may pass (the log repairs itself once it can write
-            // again, and a restart replays it). The cause goes to the log, not the client.
-            ApiError::Store(StoreError::Io(_))
-            | ApiError::Queue(QueueError::Store(StoreError::Io(_))) => STORAGE_MESSAGE.to_owned(),
             ApiError::Store(_)
             | ApiError::Internal(_)
             | ApiError::Queue(QueueError::AlreadyRegistered(_) | QueueError::Store(_)) => {
@@ -169,11 +179,7 @@ impl IntoResponse for ApiError {
                 header::RETRY_AFTER,
                 HeaderValue::from(retry_after_secs.max(1)),
             );
-        } else if matches!(
-            self,
-            ApiError::Store(StoreError::Io(_))
-                | ApiError::Queue(QueueError::Store(StoreError::Io(_)))
-        ) {
+        } else if self.is_disk_failure() {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(STORAGE_RETRY_AFTER_SECS),

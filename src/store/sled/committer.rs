@@ -409,8 +409,6 @@ impl Committer {
         }
     }
 
-    /// Number of commit cycles that failed to apply or flush since start (shared by every
-    /// handle on the thread).
     /// Resolves once sled has refused a write for good (see [`Counters::failed`]), with why.
     pub async fn failed(&self) -> String {
         let failure = &self.shared.counters.failed;
@@ -422,6 +420,8 @@ impl Committer {
             .unwrap_or_else(|| "storage failed".to_owned())
     }
 
+    /// Number of commit cycles that failed to apply or flush since start (shared by every
+    /// handle on the thread).
     pub fn error_count(&self) -> u64 {
         self.shared.counters.errors.load(Ordering::Relaxed)
     }
