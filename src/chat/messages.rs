@@ -208,9 +208,7 @@ impl Chat {
             job_id: Some(message_id.clone()),
             ..retrying(3, 1_000)
         };
-        self.senders
-            .lock()
-            .insert(message_id.clone(), sender.id.clone());
+        self.remember_sender(&message_id, &sender.id);
         let queue = self.queues.queue(MESSAGE_QUEUE)?;
         // Before the add, so the job never runs without its place in the conversation.
         let ticketed = self
@@ -250,16 +248,22 @@ impl Chat {
             order: &self.order,
             message_id: &data.message_id,
         };
-        job.progress(json!(10)).await?;
+        // Progress only around the step that can take a while (an upload to Cloudinary): each
+        // report is an event every subscriber wakes for, and a text message is done in about a
+        // millisecond.
         let image = match &data.image_hash {
-            Some(hash) => self
-                .host
-                .publish(&self.uploads, hash)
-                .await
-                .map_err(failure)?,
+            Some(hash) => {
+                job.progress(json!(10)).await?;
+                let url = self
+                    .host
+                    .publish(&self.uploads, hash)
+                    .await
+                    .map_err(failure)?;
+                job.progress(json!(50)).await?;
+                url
+            }
             None => String::new(),
         };
-        job.progress(json!(50)).await?;
         if self
             .order
             .wait_turn(&data.message_id, order::MAX_WAIT)

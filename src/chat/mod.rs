@@ -32,6 +32,13 @@ pub use delivery::{ChatEvent, Delivery, NoDelivery};
 pub use error::ChatError;
 pub use messages::{ImageInput, SendInput, Sent};
 
+/// Most message senders kept for `messageStatus` frames (see `Chat::remember_sender`): far more
+/// than the messages in flight at any sustainable rate.
+const MAX_SENDERS: usize = 100_000;
+
+/// Least time between two warnings that status forwarding fell behind.
+const LAG_WARNING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Default and largest history page.
 pub const DEFAULT_PAGE: usize = 50;
 pub const MAX_PAGE: usize = 200;
@@ -145,6 +152,22 @@ impl Chat {
         Ok(())
     }
 
+    /// Notes who sent a message, for its `messageStatus` frames. The entry leaves with the job's
+    /// last event; one whose last event was missed (the forwarder fell behind under overload)
+    /// would stay, so past [`MAX_SENDERS`] entries the map starts afresh (a status without an
+    /// entry finds its sender in the job's data, a little slower).
+    fn remember_sender(&self, message_id: &str, sender_id: &str) {
+        let mut senders = self.senders.lock();
+        if senders.len() >= MAX_SENDERS {
+            tracing::warn!(
+                entries = senders.len(),
+                "message senders kept for statuses piled up; starting afresh"
+            );
+            *senders = HashMap::new();
+        }
+        senders.insert(message_id.to_owned(), sender_id.to_owned());
+    }
+
     /// Sent messages that later messages of their conversation may still wait for (see
     /// [`order`]).
     pub fn messages_held_in_order(&self) -> usize {
@@ -167,6 +190,10 @@ impl Chat {
     /// Sends each message job's state changes to its sender as `messageStatus`.
     async fn forward_statuses(&self) {
         let mut events = self.queues.hub().subscribe();
+        // Under overload this falls behind many times a second: one warning per interval,
+        // with the total, instead of one line each time.
+        let mut missed_unreported = 0u64;
+        let mut last_warning: Option<std::time::Instant> = None;
         loop {
             let event = tokio::select! {
                 event = events.recv() => event,
@@ -175,10 +202,17 @@ impl Chat {
             let event = match event {
                 Ok(event) => event,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(
-                        missed,
-                        "message status forwarding fell behind; some statuses were not sent"
-                    );
+                    missed_unreported += missed;
+                    if last_warning.is_none_or(|at| at.elapsed() >= LAG_WARNING_INTERVAL) {
+                        tracing::warn!(
+                            missed = missed_unreported,
+                            "message status forwarding fell behind; some statuses were not sent"
+                        );
+                        missed_unreported = 0;
+                        last_warning = Some(std::time::Instant::now());
+                    }
+                    // The jobs whose last event was missed keep their entries; `remember_sender`
+                    // bounds how many can pile up.
                     continue;
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
