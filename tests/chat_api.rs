@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{eventually, TestServer, User};
+use common::{eventually, texts, TestServer, User};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -295,11 +295,6 @@ async fn history_pages_backwards_and_catches_up_forwards() {
         let sender = if n % 2 == 0 { &alice } else { &bob };
         settled(sender, &last_job).await;
     }
-    let texts = |page: &[Value]| {
-        page.iter()
-            .map(|m| m["text"].as_str().unwrap().to_owned())
-            .collect::<Vec<_>>()
-    };
     let latest = alice.history(&bob, "?limit=5").await;
     assert_eq!(
         texts(&latest),
@@ -832,13 +827,7 @@ async fn sends_are_refused_with_503_while_the_backlog_is_at_its_limit() {
         alice.history(&bob, "").await.len() == 3
     })
     .await;
-    let texts: Vec<String> = alice
-        .history(&bob, "")
-        .await
-        .iter()
-        .map(|message| message["text"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(texts, ["one", "two", "three"]);
+    assert_eq!(alice.history_texts(&bob, "").await, ["one", "two", "three"]);
     server.stop().await;
 }
 
@@ -866,11 +855,7 @@ async fn a_backlog_of_one_conversation_is_saved_in_the_order_it_was_sent() {
     })
     .await;
     let history = alice.history(&bob, "").await;
-    let texts: Vec<&str> = history
-        .iter()
-        .map(|message| message["text"].as_str().unwrap())
-        .collect();
-    assert_eq!(texts, sent);
+    assert_eq!(texts(&history), sent);
     let seqs: Vec<u64> = history
         .iter()
         .map(|message| message["seq"].as_u64().unwrap())

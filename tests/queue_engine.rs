@@ -58,6 +58,21 @@ fn recording(queue: &Queue) -> Log {
     log
 }
 
+/// Opens the store again once the dropped one has let go of sled's file lock (its threads and
+/// the tasks holding it end a moment after the last handle is dropped).
+async fn reopen(dir: &std::path::Path) -> Arc<dyn courier::store::JobStore> {
+    for _ in 0..200 {
+        match open_job_store(JobBackend::Sled, dir) {
+            Ok(store) => return store,
+            Err(err) if err.to_string().contains("could not acquire lock") => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(err) => panic!("cannot reopen the store: {err}"),
+        }
+    }
+    panic!("the dropped store never let go of its lock");
+}
+
 async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
     for _ in 0..2_000 {
         if check().await {
@@ -526,7 +541,7 @@ async fn jobs_left_active_by_a_dead_process_are_recovered_as_stalled() {
         store.flush().await.unwrap();
         added.id
     };
-    let store = open_job_store(JobBackend::Sled, dir.path()).unwrap();
+    let store = reopen(dir.path()).await;
     let manager = QueueManager::new(store, Arc::new(LocalHub::default()));
     let mut events = manager.hub().subscribe();
     let queue = manager.register(QueueConfig::new("work")).await.unwrap();

@@ -196,6 +196,11 @@ impl User {
         body.as_array().unwrap().clone()
     }
 
+    /// The texts of [`User::history`], in its order.
+    pub async fn history_texts(&self, with: &User, query: &str) -> Vec<String> {
+        texts(&self.history(with, query).await)
+    }
+
     pub async fn socket(&self) -> Socket {
         let url = format!("{}/ws", self.base.replacen("http://", "ws://", 1));
         let mut request = url.into_client_request().unwrap();
@@ -282,4 +287,12 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("timed out waiting for {what}");
+}
+
+/// The `text` of each message.
+pub fn texts(messages: &[Value]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|message| message["text"].as_str().unwrap().to_owned())
+        .collect()
 }
