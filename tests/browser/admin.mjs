@@ -113,10 +113,17 @@ try {
   await page.getByTestId('count-message-completed').filter({ hasText: /^2$/ }).waitFor();
   check((await page.evaluate(() => window.__xss)) === 0, 'script from job data ran after the retry');
   await page.screenshot({ path: `${screenshots}/admin-dashboard.png`, fullPage: true });
+  const background = () => page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  check(await background() === 'rgb(246, 247, 251)', 'the light theme paints the light background');
 
   step('the dark theme renders too');
   await page.emulateMedia({ colorScheme: 'dark' });
   await page.waitForTimeout(400); // let the buttons' colour transitions finish
+  check(await background() === 'rgb(15, 17, 23)', 'a dark system theme paints the dark background');
+  await page.click('#theme-toggle');
+  check(await background() === 'rgb(246, 247, 251)', 'a light choice wins over a dark system theme');
+  await page.click('#theme-toggle');
+  await page.waitForTimeout(400);
   await page.screenshot({ path: `${screenshots}/admin-dashboard-dark.png`, fullPage: true });
 
   check(problems.length === 0, `problems in the page:\n  ${problems.join('\n  ')}`);

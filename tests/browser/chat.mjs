@@ -27,6 +27,10 @@ const step = (text) => console.log(`- ${text} (${((Date.now() - started) / 1000)
 const check = (condition, message) => {
   if (!condition) throw new Error(message);
 };
+// The page background (`--bg`) of each theme, as getComputedStyle reports it.
+const LIGHT_BG = 'rgb(238, 240, 246)';
+const DARK_BG = 'rgb(9, 11, 16)';
+const pageBackground = (page) => page.evaluate(() => getComputedStyle(document.body).backgroundColor);
 const run = Date.now().toString(36);
 const alice = { name: 'Alice Martin', email: `alice.${run}@example.com`, password: 'correct horse' };
 const bob = { name: 'Bob Chen', email: `bob.${run}@example.com`, password: 'battery staple' };
@@ -366,8 +370,10 @@ try {
   await a.page.getByTestId('composer').fill('');
   await a.page.mouse.move(0, 0);
   await a.page.screenshot({ path: `${screenshots}/chat-desktop-light.png` });
+  check(await pageBackground(a.page) === LIGHT_BG, 'the light theme paints the light background');
   await a.page.getByTestId('theme-toggle').click();
   check((await a.page.evaluate(() => document.documentElement.dataset.theme)) === 'dark', 'the toggle switches to dark');
+  check(await pageBackground(a.page) === DARK_BG, 'the dark theme paints the dark background');
   await a.page.reload();
   await a.page.getByTestId('chat-name').filter({ hasText: bob.name }).waitFor();
   check((await a.page.evaluate(() => document.documentElement.dataset.theme)) === 'dark', 'the dark theme is remembered');
@@ -376,7 +382,14 @@ try {
   await a.page.screenshot({ path: `${screenshots}/chat-desktop-dark.png` });
   await b.page.emulateMedia({ colorScheme: 'dark' });
   await b.page.waitForTimeout(250);
+  check(await pageBackground(b.page) === DARK_BG, 'with no choice the page follows a dark system theme');
   await b.page.screenshot({ path: `${screenshots}/chat-desktop-dark-bob.png` });
+  await a.page.emulateMedia({ colorScheme: 'dark' });
+  await a.page.getByTestId('theme-toggle').click();
+  check(await pageBackground(a.page) === LIGHT_BG, 'a light choice wins over a dark system theme');
+  await a.page.getByTestId('theme-toggle').click();
+  await a.page.emulateMedia({ colorScheme: 'light' });
+  check(await pageBackground(a.page) === DARK_BG, 'a dark choice wins over a light system theme');
 
   step('Bob signs in on a phone (wrong password first)');
   const phone = await newPerson('bob-phone', {
