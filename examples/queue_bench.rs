@@ -408,6 +408,17 @@ async fn run(args: &Args, mode: Mode, concurrency: usize) -> anyhow::Result<Valu
             }),
         );
     }
+    if let Some(times) = sled_store.activity().commit_times {
+        // The disk's share: every add waits for one of these.
+        fields.insert(
+            "commit_ms".to_owned(),
+            json!({
+                "p50": round3(times.p50_ms),
+                "p99": round3(times.p99_ms),
+                "max": round3(times.max_ms),
+            }),
+        );
+    }
     if left != 0 {
         fields.insert("jobs_left".to_owned(), json!(left));
     }

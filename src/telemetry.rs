@@ -41,6 +41,9 @@ pub const STORAGE_COMMITS: &str = "courier_storage_commits_total";
 pub const STORAGE_CHECKPOINTS: &str = "courier_storage_checkpoints_total";
 /// Store commits or checkpoints that failed since start-up.
 pub const STORAGE_ERRORS: &str = "courier_storage_errors_total";
+/// Time to write and sync one commit's log entry: the disk's share of the latency of every
+/// durable operation (a send's `202` waits for one or two of these).
+pub const STORAGE_COMMIT_DURATION: &str = "courier_storage_commit_duration_seconds";
 /// Bytes free for the data directory.
 pub const DATA_DIR_FREE: &str = "courier_data_dir_free_bytes";
 /// Seconds since the server started.
@@ -49,6 +52,12 @@ pub const UPTIME: &str = "courier_uptime_seconds";
 /// Bucket bounds of the request latency histogram, in seconds.
 const HTTP_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Bucket bounds of the commit (log write + sync) histogram, in seconds: a good disk syncs in
+/// tens to hundreds of microseconds, a struggling one in tens of milliseconds.
+const COMMIT_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -68,6 +77,12 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
 fn install() -> Option<PrometheusHandle> {
     let installed = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.to_owned()), HTTP_BUCKETS)
+        .and_then(|builder| {
+            builder.set_buckets_for_metric(
+                Matcher::Full(STORAGE_COMMIT_DURATION.to_owned()),
+                COMMIT_BUCKETS,
+            )
+        })
         .and_then(|builder| builder.install_recorder());
     match installed {
         Ok(handle) => {
@@ -132,6 +147,11 @@ fn describe() {
         "store checkpoints (database flushed and synced, a log emptied)"
     );
     describe_counter!(STORAGE_ERRORS, "store commits or checkpoints that failed");
+    describe_histogram!(
+        STORAGE_COMMIT_DURATION,
+        Unit::Seconds,
+        "time to write and sync one commit's log entry"
+    );
     describe_gauge!(
         DATA_DIR_FREE,
         Unit::Bytes,

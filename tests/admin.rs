@@ -1008,6 +1008,16 @@ async fn prometheus_scrapes_requests_by_route_queues_and_storage() {
         .parse()
         .unwrap();
     assert!(commits >= 1, "{commits} commits");
+    // Those commits' log writes and syncs were timed (the recorder is the process's, so other
+    // tests' servers may have added theirs).
+    assert!(text.contains("# TYPE courier_storage_commit_duration_seconds histogram"));
+    let timed: u64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix("courier_storage_commit_duration_seconds_count "))
+        .expect("a commit duration histogram")
+        .parse()
+        .unwrap();
+    assert!(timed >= 1, "{timed} commits timed");
     server.stop().await;
 }
 

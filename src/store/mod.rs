@@ -224,7 +224,7 @@ pub trait JobStore: Send + Sync + 'static {
 
 /// Counters of a store's write path since start-up (for metrics; `None` where a backend does
 /// not count that).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StoreActivity {
     /// Durable commits: each one write of the log and one sync, shared by every operation that
     /// arrived while the previous one was on its way to disk.
@@ -233,6 +233,18 @@ pub struct StoreActivity {
     pub checkpoints: Option<u64>,
     /// Commits or checkpoints that failed.
     pub errors: Option<u64>,
+    /// How long the commits' log writes and syncs took since start-up.
+    pub commit_times: Option<CommitTimes>,
+}
+
+/// Percentiles of the time a commit's log write and sync took: the disk's share of the latency
+/// of every durable operation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CommitTimes {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
 }
 
 /// What `remove` found.

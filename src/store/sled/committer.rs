@@ -25,12 +25,14 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
 use super::durable::{Database, Durable};
 use super::wal::{encode_entry, TreeWrites, Wal};
-use crate::store::StoreError;
+use crate::store::{CommitTimes, StoreError};
+use crate::telemetry;
 
 /// One key write.
 pub enum Write {
@@ -202,6 +204,23 @@ struct Counters {
     batches: AtomicU64,
     /// Checkpoints completed (sled flushed and synced, a log emptied).
     checkpoints: AtomicU64,
+    /// How long each cycle's log write and sync took, in microseconds: the disk's share of
+    /// every durable operation's latency. Only the commit thread records.
+    commit_time: Mutex<Option<Histogram<u64>>>,
+}
+
+impl Counters {
+    fn record_commit_time(&self, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let mut slot = self.commit_time.lock();
+        if slot.is_none() {
+            // 1 µs to 1 hour at two significant digits: a few kilobytes.
+            *slot = Histogram::new_with_bounds(1, 3_600_000_000, 2).ok();
+        }
+        if let Some(histogram) = slot.as_mut() {
+            histogram.saturating_record(micros.max(1));
+        }
+    }
 }
 
 /// The store's failure for good, once it happens.
@@ -437,6 +456,20 @@ impl Committer {
         self.shared.counters.checkpoints.load(Ordering::Relaxed)
     }
 
+    /// Percentiles of the time each commit's log write and sync took since start (`None`
+    /// before the first one).
+    pub fn commit_times(&self) -> Option<CommitTimes> {
+        let slot = self.shared.counters.commit_time.lock();
+        let histogram = slot.as_ref().filter(|histogram| !histogram.is_empty())?;
+        let millis = |micros: u64| micros as f64 / 1000.0;
+        Some(CommitTimes {
+            count: histogram.len(),
+            p50_ms: millis(histogram.value_at_quantile(0.5)),
+            p99_ms: millis(histogram.value_at_quantile(0.99)),
+            max_ms: millis(histogram.max()),
+        })
+    }
+
     /// Commits everything queued so far and stops the thread, if no other handle shares it; the
     /// last handle to go stops it otherwise.
     pub fn close(&self) {
@@ -561,7 +594,7 @@ fn run(
         };
         commits.push(first);
         gather(&receiver, &mut commits, Instant::now() + UNAWAITED_WAIT);
-        let (writes, logged) = log_cycle(&mut wal, &mut commits, &counters.errors);
+        let (writes, logged) = log_cycle(&mut wal, &mut commits, &counters);
         counters.batches.fetch_add(1, Ordering::Relaxed);
         let stage = Stage::Cycle {
             commits: std::mem::take(&mut commits),
@@ -643,7 +676,7 @@ type TargetFresh = (Arc<Target>, Vec<bool>);
 type Logged = (Vec<TreeApply>, Result<(), StoreError>);
 
 /// Gathers one cycle's writes by tree and logs them as one synced entry.
-fn log_cycle(wal: &mut Wal, commits: &mut [Commit], errors: &AtomicU64) -> Logged {
+fn log_cycle(wal: &mut Wal, commits: &mut [Commit], counters: &Counters) -> Logged {
     // A database has a handful of trees: a linear search finds a commit's.
     let mut trees: Vec<TreeCycle> = Vec::new();
     for commit in commits.iter_mut() {
@@ -702,13 +735,20 @@ fn log_cycle(wal: &mut Wal, commits: &mut [Commit], errors: &AtomicU64) -> Logge
     let result = if logged.is_empty() {
         Ok(())
     } else {
-        encode_entry(&logged, wal.epoch()).and_then(|entry| wal.append(&entry))
+        let started = Instant::now();
+        let appended = encode_entry(&logged, wal.epoch()).and_then(|entry| wal.append(&entry));
+        if appended.is_ok() {
+            let took = started.elapsed();
+            counters.record_commit_time(took);
+            metrics::histogram!(telemetry::STORAGE_COMMIT_DURATION).record(took.as_secs_f64());
+        }
+        appended
     };
     if let Err(err) = &result {
         for tree in &trees {
             *tree.target.counter_written.lock() = tree.counter_before;
         }
-        errors.fetch_add(1, Ordering::Relaxed);
+        counters.errors.fetch_add(1, Ordering::Relaxed);
         tracing::error!(error = %err, "storage commit failed");
     }
     let writes = targets

@@ -1187,6 +1187,7 @@ impl JobStore for SledJobStore {
             commits: Some(self.committer.batch_count()),
             checkpoints: Some(self.committer.checkpoint_count()),
             errors: Some(self.committer.error_count()),
+            commit_times: self.committer.commit_times(),
         }
     }
 }
