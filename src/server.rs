@@ -76,6 +76,13 @@ impl Server {
         )
         .context("cannot set up the chat service")?;
         chat.attach().context("cannot attach the chat processors")?;
+        let placed = chat
+            .restore_send_order()
+            .await
+            .context("cannot read the queued messages")?;
+        if placed > 0 {
+            tracing::info!(messages = placed, "queued messages keep their send order");
+        }
         queues.start();
         let state = AppState::new(config, secrets, queues.clone());
         state.set_chat(chat.clone(), hub);

@@ -880,3 +880,55 @@ async fn a_backlog_of_one_conversation_is_saved_in_the_order_it_was_sent() {
     .await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_backlog_left_by_a_restart_keeps_its_send_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let alice = User::signup(&server, "Alice").await;
+    let bob = User::signup(&server, "Bob").await;
+    // The backlog is still queued when the server stops (the pause is kept on disk).
+    server
+        .queues
+        .queue("message")
+        .unwrap()
+        .pause()
+        .await
+        .unwrap();
+    let sent: Vec<String> = (0..40).map(|n| format!("message {n:02}")).collect();
+    for (n, text) in sent.iter().enumerate() {
+        if n % 3 == 2 {
+            bob.send(&alice, text).await;
+        } else {
+            alice.send(&bob, text).await;
+        }
+    }
+    server.stop().await;
+
+    let server = TestServer::start(dir.path()).await;
+    // Every queued message has its place in its conversation again.
+    assert_eq!(server.chat.messages_held_in_order(), sent.len());
+    let alice = User::login(&server, "alice@example.com", "secret123")
+        .await
+        .unwrap();
+    let bob = User::login(&server, "bob@example.com", "secret123")
+        .await
+        .unwrap();
+    server
+        .queues
+        .queue("message")
+        .unwrap()
+        .resume()
+        .await
+        .unwrap();
+    eventually("the whole backlog in the history", || async {
+        alice.history(&bob, "").await.len() == sent.len()
+    })
+    .await;
+    assert_eq!(alice.history_texts(&bob, "").await, sent);
+    eventually("every message out of the send order", || async {
+        server.chat.messages_held_in_order() == 0
+    })
+    .await;
+    server.stop().await;
+}

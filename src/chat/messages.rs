@@ -19,7 +19,7 @@ use super::images;
 use super::order::{self, SendOrder, Turn};
 use super::{ids, Chat};
 use crate::jobs::{EMAIL_QUEUE, MESSAGE_QUEUE, NOTIFICATION_QUEUE};
-use crate::queue::model::{Backoff, BackoffKind, JobOptions};
+use crate::queue::model::{Backoff, BackoffKind, JobOptions, JobState};
 use crate::queue::{JobContext, JobFailure, JobResult};
 use crate::store::chat::{MessageRecord, NewMessage, UserRecord};
 
@@ -232,6 +232,38 @@ impl Chat {
             message_id,
             job_id: added.id,
         })
+    }
+
+    /// Gives the messages still queued from before a restart their places in their
+    /// conversations again, in the order the queue will take them (tickets live in memory), so
+    /// a backlog left by a restart is saved in send order too. Call before the queues start.
+    /// Returns how many it placed.
+    pub async fn restore_send_order(&self) -> Result<usize, ChatError> {
+        const PAGE: u64 = 500;
+        let queue = self.queues.queue(MESSAGE_QUEUE)?;
+        let total = queue.list(JobState::Waiting, 0, 0).await?.total;
+        let mut placed = 0;
+        // Pages come newest first: walk them, and each page, from the oldest end.
+        let mut end = total;
+        while end > 0 {
+            let start = end.saturating_sub(PAGE);
+            let page = queue.list(JobState::Waiting, start, end - start).await?;
+            for job in page.jobs.iter().rev() {
+                if job.spec.name != PROCESS_MESSAGE {
+                    continue;
+                }
+                let Ok(data) = serde_json::from_str::<MessageJob>(&job.spec.data) else {
+                    continue;
+                };
+                let conversation = conversation_key(&data.sender_id, &data.receiver_id);
+                if self.order.enter(&conversation, &data.message_id) {
+                    placed += 1;
+                }
+                self.remember_sender(&data.message_id, &data.sender_id);
+            }
+            end = start;
+        }
+        Ok(placed)
     }
 
     /// Messages sent and not yet taken for processing.

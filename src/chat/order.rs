@@ -16,8 +16,9 @@
 //! A ticket leaves when an attempt of its job ends, saved or failed (a failing message must not
 //! hold back the ones after it: its retry is saved when it succeeds), when its add fails or finds
 //! the job already there, or when the job is removed unprocessed. A wait is bounded by
-//! [`MAX_WAIT`]; tickets that outlive it are dropped as stale. Memory only: after a restart the
-//! queue's FIFO order is all there is.
+//! [`MAX_WAIT`]; tickets that outlive it are dropped as stale. Tickets live in memory: at start-up
+//! the messages still queued take theirs again, in the queue's order
+//! (`Chat::restore_send_order`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
