@@ -178,8 +178,32 @@ pub async fn connect_socket(target: &Target, token: &str) -> anyhow::Result<Ws> 
 }
 
 /// VmRSS of a process in MiB, from `/proc/<pid>/status`.
-/// The server's durable commits so far, from `courier_storage_commits_total` in `/metrics`.
-async fn storage_commits(client: &reqwest::Client, target: &Target) -> Option<u64> {
+/// The server's durable commits so far and what their log writes and syncs took, from
+/// `courier_storage_commits_total` and `courier_storage_commit_duration_seconds` in `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+struct StorageSample {
+    commits: u64,
+    /// Commits timed, their total seconds, and how many took at most 2 ms.
+    timed: u64,
+    seconds: f64,
+    within_2ms: u64,
+}
+
+impl StorageSample {
+    /// This run's share: commits per message and the commits' time.
+    fn since(&self, before: &StorageSample, messages: u64) -> Value {
+        let timed = self.timed.saturating_sub(before.timed);
+        let seconds = self.seconds - before.seconds;
+        let within = self.within_2ms.saturating_sub(before.within_2ms);
+        json!({
+            "per_msg": round(self.commits.saturating_sub(before.commits) as f64 / messages.max(1) as f64, 3),
+            "mean_ms": round(seconds * 1000.0 / timed.max(1) as f64, 3),
+            "over_2ms_pct": round(100.0 * timed.saturating_sub(within) as f64 / timed.max(1) as f64, 2),
+        })
+    }
+}
+
+async fn storage_sample(client: &reqwest::Client, target: &Target) -> Option<StorageSample> {
     let text = client
         .get(target.http("/metrics"))
         .send()
@@ -188,10 +212,18 @@ async fn storage_commits(client: &reqwest::Client, target: &Target) -> Option<u6
         .text()
         .await
         .ok()?;
-    text.lines()
-        .find_map(|line| line.strip_prefix("courier_storage_commits_total "))
-        .and_then(|value| value.trim().parse::<f64>().ok())
-        .map(|value| value as u64)
+    let value = |prefix: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(prefix))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+    };
+    Some(StorageSample {
+        commits: value("courier_storage_commits_total ")? as u64,
+        timed: value("courier_storage_commit_duration_seconds_count ").unwrap_or(0.0) as u64,
+        seconds: value("courier_storage_commit_duration_seconds_sum ").unwrap_or(0.0),
+        within_2ms: value(r#"courier_storage_commit_duration_seconds_bucket{le="0.002"} "#)
+            .unwrap_or(0.0) as u64,
+    })
 }
 
 pub fn rss_mb(pid: u32) -> Option<f64> {
@@ -680,7 +712,7 @@ pub async fn run_chat(target: &Target, options: &ChatOptions) -> anyhow::Result<
     let rss_stop = CancellationToken::new();
     let rss_peak = sample_rss(options.server_pid, rss_stop.clone());
     let server_cpu_before = options.server_pid.and_then(|pid| cpu_ms(Some(pid)));
-    let commits_before = storage_commits(&client, target).await;
+    let storage_before = storage_sample(&client, target).await;
     let own_cpu_before = cpu_ms(None);
     let machine_before = machine_jiffies();
     let start = Instant::now();
@@ -760,10 +792,7 @@ pub async fn run_chat(target: &Target, options: &ChatOptions) -> anyhow::Result<
         (Some(before), Some(after)) => Some(after.saturating_sub(before)),
         _ => None,
     };
-    let commits = match (commits_before, storage_commits(&client, target).await) {
-        (Some(before), Some(after)) => Some(after.saturating_sub(before)),
-        _ => None,
-    };
+    let storage_after = storage_sample(&client, target).await;
     rss_stop.cancel();
     let rss_max = rss_peak.await.ok().flatten();
     stop.cancel();
@@ -803,7 +832,10 @@ pub async fn run_chat(target: &Target, options: &ChatOptions) -> anyhow::Result<
         },
         "server_cpu_ms_per_msg": server_cpu.map(|ms| round(ms as f64 / acked.max(1) as f64, 4)),
         "loadgen_cpu_ms_per_msg": own_cpu.map(|ms| round(ms as f64 / acked.max(1) as f64, 4)),
-        "storage_commits_per_msg": commits.map(|n| round(n as f64 / acked.max(1) as f64, 3)),
+        "storage_commits": match (&storage_before, &storage_after) {
+            (Some(before), Some(after)) => after.since(before, acked),
+            _ => Value::Null,
+        },
         "load_avg": { "start": load_start, "end": load_average() },
         "machine_cpu": machine,
     });
