@@ -241,7 +241,6 @@ pub struct StoreActivity {
 /// of every durable operation.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CommitTimes {
-    pub count: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,

@@ -463,7 +463,6 @@ impl Committer {
         let histogram = slot.as_ref().filter(|histogram| !histogram.is_empty())?;
         let millis = |micros: u64| micros as f64 / 1000.0;
         Some(CommitTimes {
-            count: histogram.len(),
             p50_ms: millis(histogram.value_at_quantile(0.5)),
             p99_ms: millis(histogram.value_at_quantile(0.99)),
             max_ms: millis(histogram.max()),
