@@ -880,6 +880,27 @@ async fn the_dashboard_api_lists_finds_and_acts_on_jobs() {
         .collect();
     assert_eq!(minutes, [5, 15, 60]);
     assert!(metrics["windows"][0]["jobs"].as_u64().unwrap() >= 5);
+    // Each minute carries its own processing time percentiles, or null when nothing finished.
+    let per_minute = metrics["perMinute"].as_array().unwrap();
+    for minute in per_minute {
+        let finished = minute["completed"].as_u64().unwrap() + minute["failed"].as_u64().unwrap();
+        if finished == 0 {
+            assert!(minute["processingTimeMs"].is_null(), "{minute}");
+        }
+    }
+    let timed: Vec<&Value> = per_minute
+        .iter()
+        .filter(|minute| !minute["processingTimeMs"].is_null())
+        .collect();
+    assert!(!timed.is_empty(), "no minute has processing times");
+    for minute in timed {
+        let times = &minute["processingTimeMs"];
+        let (p50, p99) = (
+            times["p50"].as_f64().unwrap(),
+            times["p99"].as_f64().unwrap(),
+        );
+        assert!(0.0 <= p50 && p50 <= p99, "{minute}");
+    }
     server.stop().await;
 }
 

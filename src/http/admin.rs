@@ -840,6 +840,8 @@ struct MinuteBody {
     at: String,
     completed: u64,
     failed: u64,
+    /// Processing time of the attempts that finished in this minute; `None` when none did.
+    processing_time_ms: Option<PercentilesBody>,
 }
 
 #[derive(Serialize)]
@@ -865,8 +867,8 @@ struct QueueMetricsBody {
     failed_total: u64,
 }
 
-/// The dashboard's charts: completed and failed per minute for the last hour, and processing
-/// and wait time percentiles over three windows.
+/// The dashboard's charts: completed and failed jobs and processing time percentiles per minute
+/// for the last hour, and processing and wait time percentiles over three windows.
 async fn queue_metrics(
     _admin: Admin,
     State(state): State<AppState>,
@@ -900,6 +902,8 @@ async fn queue_metrics(
                 at: iso_timestamp(minute.at),
                 completed: minute.completed,
                 failed: minute.failed,
+                processing_time_ms: (minute.processing_ms.count > 0)
+                    .then(|| PercentilesBody::new(&minute.processing_ms)),
             })
             .collect(),
         windows,

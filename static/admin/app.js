@@ -669,6 +669,7 @@
   function drawCharts(data) {
     drawThroughput(data.perMinute);
     drawLatency(data.windows);
+    drawLatencyTrend(data.perMinute);
   }
 
   function niceMax(value) {
@@ -766,6 +767,57 @@
       frame.append(svg('text', { class: 'empty-label', x: pad.left + plotWidth / 2, y: pad.top + plotHeight / 2, 'text-anchor': 'middle' }, 'No jobs processed yet'));
     }
     $('latency-chart').replaceChildren(frame);
+  }
+
+  // p50/p95/p99 of each minute as lines; a minute in which nothing finished breaks the lines
+  // (a lone minute between gaps shows as a dot).
+  function drawLatencyTrend(perMinute) {
+    const width = chartWidth('latency-trend-chart', 900);
+    const height = 170;
+    const pad = { top: 10, right: 8, bottom: 20, left: 48 };
+    const timed = perMinute.filter((minute) => minute.processingTimeMs);
+    const max = niceMax(Math.max(0, ...timed.map((minute) => minute.processingTimeMs.p99)));
+    const frame = chartFrame(width, height, pad, max, (value) => formatMs(value).replace(' ', ''));
+    frame.setAttribute('aria-label', 'Processing time percentiles per minute, last hour');
+    const plotWidth = width - pad.left - pad.right;
+    const plotHeight = height - pad.top - pad.bottom;
+    const slot = plotWidth / Math.max(1, perMinute.length);
+    const x = (index) => pad.left + (index + 0.5) * slot;
+    const y = (value) => pad.top + plotHeight - (value / max) * plotHeight;
+    for (const key of ['p50', 'p95', 'p99']) {
+      let run = [];
+      const flush = () => {
+        if (run.length === 1) {
+          frame.append(svg('circle', { class: `dot-${key}`, cx: run[0][0], cy: run[0][1], r: 2 }));
+        } else if (run.length > 1) {
+          frame.append(svg('polyline', { class: `line-${key}`, points: run.map((point) => point.join(',')).join(' ') }));
+        }
+        run = [];
+      };
+      perMinute.forEach((minute, index) => {
+        if (minute.processingTimeMs) run.push([x(index).toFixed(1), y(minute.processingTimeMs[key]).toFixed(1)]);
+        else flush();
+      });
+      flush();
+    }
+    // A hover target per minute, with that minute's figures.
+    perMinute.forEach((minute, index) => {
+      const time = new Date(minute.at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+      const times = minute.processingTimeMs;
+      const label = times
+        ? `${time}: p50 ${formatMs(times.p50)}, p95 ${formatMs(times.p95)}, p99 ${formatMs(times.p99)}`
+        : `${time}: nothing finished`;
+      frame.append(svg('rect', { x: pad.left + index * slot, y: pad.top, width: slot, height: plotHeight, fill: 'transparent' }, svg('title', null, label)));
+    });
+    const count = perMinute.length;
+    for (const minutesAgo of [60, 45, 30, 15, 0]) {
+      if (minutesAgo >= count && minutesAgo !== 0) continue;
+      frame.append(svg('text', { class: 'axis-label', x: x(count - 1 - minutesAgo), y: height - 5, 'text-anchor': minutesAgo === 0 ? 'end' : 'middle' }, minutesAgo === 0 ? 'now' : `-${minutesAgo}m`));
+    }
+    if (timed.length === 0) {
+      frame.append(svg('text', { class: 'empty-label', x: pad.left + plotWidth / 2, y: pad.top + plotHeight / 2, 'text-anchor': 'middle' }, 'No jobs finished in the last hour'));
+    }
+    $('latency-trend-chart').replaceChildren(frame);
   }
 
   // ---- Live updates: server-sent events, polling while they are down -------------------------

@@ -112,6 +112,8 @@ try {
   await page.getByTestId('count-message-failed').filter({ hasText: /^0$/ }).waitFor();
   await page.getByTestId('count-message-completed').filter({ hasText: /^2$/ }).waitFor();
   check((await page.evaluate(() => window.__xss)) === 0, 'script from job data ran after the retry');
+  // The per-minute processing time chart plots the minutes in which jobs finished.
+  await page.locator('[data-testid="latency-trend-chart"] :is(polyline, circle)').first().waitFor();
   await page.screenshot({ path: `${screenshots}/admin-dashboard.png`, fullPage: true });
   const background = () => page.evaluate(() => getComputedStyle(document.body).backgroundColor);
   check(await background() === 'rgb(246, 247, 251)', 'the light theme paints the light background');
