@@ -1283,6 +1283,16 @@ impl Harness {
                 .collect();
             prop_assert_eq!(listed, expected_listing, "lists of {}", name);
 
+            // Only the attempt holding an active job's current token owns it.
+            for (id, job) in &model_queue.jobs {
+                let token = job.token.unwrap_or(0);
+                let expected = job.state == JobState::Active && job.token.is_some();
+                let owns = store.owns(name, id, token).await.or_fail()?;
+                prop_assert_eq!(owns, expected, "{}/{} owned by token {}", name, id, token);
+                let other = store.owns(name, id, token + 1).await.or_fail()?;
+                prop_assert!(!other, "{}/{} owned by a token never handed out", name, id);
+            }
+
             // Ids of both queues: a job must not be visible through the other queue's name.
             let every_id = self.model.queues[0].ever.union(&self.model.queues[1].ever);
             for id in every_id {

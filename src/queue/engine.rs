@@ -222,6 +222,14 @@ struct QueueShared {
 }
 
 impl QueueShared {
+    /// Removes the lease of the attempt holding `token` (a later attempt's lease stays).
+    fn end_lease(&self, id: &str, token: u64) {
+        let mut leases = self.leases.lock();
+        if leases.get(id).is_some_and(|lease| lease.token == token) {
+            leases.remove(id);
+        }
+    }
+
     fn publish(&self, kind: EventKind, job_id: Option<&str>, detail: Option<String>) {
         self.hub.publish(QueueEvent {
             queue: self.name.clone(),
@@ -805,6 +813,13 @@ async fn run_job(queue: &Arc<QueueShared>, job: TakenJob) {
     };
     // The timer plans its sleep around the earliest lease; only a first lease can be earlier
     // than every lease it already knows.
+    // A cancel that came between the take and the lease above failed the job in the store but
+    // found no lease to stop: the attempt no longer owns the job, so it must not run. (A cancel
+    // after this check finds the lease.)
+    if let Ok(false) = queue.store.owns(&queue.name, &id, job.token).await {
+        queue.end_lease(&id, job.token);
+        return;
+    }
     if first_lease {
         queue.timer_wake.notify_one();
         // Let the timer see the lease before the processor runs: a processor that hogs this
@@ -858,15 +873,7 @@ async fn run_job(queue: &Arc<QueueShared>, job: TakenJob) {
         _ = cancel.notified() => Outcome::Cancelled,
         _ = queue.abandon.cancelled() => Outcome::Abandoned,
     };
-    {
-        let mut leases = queue.leases.lock();
-        if leases
-            .get(&id)
-            .is_some_and(|lease| lease.token == job.token)
-        {
-            leases.remove(&id);
-        }
-    }
+    queue.end_lease(&id, job.token);
     let now = queue.clock.now();
     let elapsed_us = started_at.elapsed().as_micros() as u64;
     let result = match outcome {

@@ -117,6 +117,9 @@ pub trait JobStore: Send + Sync + 'static {
         now: Millis,
     ) -> Result<bool, StoreError>;
 
+    /// Whether the attempt holding `token` still owns the job (it is active under that token).
+    async fn owns(&self, queue: &str, id: &str, token: u64) -> Result<bool, StoreError>;
+
     /// Durably fails an active job now (cancel); its worker's token becomes stale.
     async fn force_fail(
         &self,

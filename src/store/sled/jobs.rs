@@ -767,6 +767,10 @@ impl JobStore for SledJobStore {
         Ok(true)
     }
 
+    async fn owns(&self, queue: &str, id: &str, token: u64) -> Result<bool, StoreError> {
+        Ok(self.queue(queue).lock().owns(id, token))
+    }
+
     async fn force_fail(
         &self,
         queue: &str,
