@@ -831,6 +831,20 @@ async fn sends_are_refused_with_503_while_the_backlog_is_at_its_limit() {
     server.stop().await;
 }
 
+/// Sends 40 numbered messages in both directions (so an order must hold across the two
+/// senders too) and returns their texts in send order.
+async fn send_backlog(alice: &User, bob: &User) -> Vec<String> {
+    let sent: Vec<String> = (0..40).map(|n| format!("message {n:02}")).collect();
+    for (n, text) in sent.iter().enumerate() {
+        if n % 3 == 2 {
+            bob.send(alice, text).await;
+        } else {
+            alice.send(bob, text).await;
+        }
+    }
+    sent
+}
+
 #[tokio::test]
 async fn a_backlog_of_one_conversation_is_saved_in_the_order_it_was_sent() {
     let dir = tempfile::tempdir().unwrap();
@@ -840,15 +854,7 @@ async fn a_backlog_of_one_conversation_is_saved_in_the_order_it_was_sent() {
     // A backlog builds while the queue is paused; on resume many of its jobs start side by side.
     let queue = server.queues.queue("message").unwrap();
     queue.pause().await.unwrap();
-    let sent: Vec<String> = (0..40).map(|n| format!("message {n:02}")).collect();
-    for (n, text) in sent.iter().enumerate() {
-        // Both directions, so the order holds across the two senders too.
-        if n % 3 == 2 {
-            bob.send(&alice, text).await;
-        } else {
-            alice.send(&bob, text).await;
-        }
-    }
+    let sent = send_backlog(&alice, &bob).await;
     queue.resume().await.unwrap();
     eventually("the whole backlog in the history", || async {
         alice.history(&bob, "").await.len() == sent.len()
@@ -895,14 +901,7 @@ async fn a_backlog_left_by_a_restart_keeps_its_send_order() {
         .pause()
         .await
         .unwrap();
-    let sent: Vec<String> = (0..40).map(|n| format!("message {n:02}")).collect();
-    for (n, text) in sent.iter().enumerate() {
-        if n % 3 == 2 {
-            bob.send(&alice, text).await;
-        } else {
-            alice.send(&bob, text).await;
-        }
-    }
+    let sent = send_backlog(&alice, &bob).await;
     server.stop().await;
 
     let server = TestServer::start(dir.path()).await;
