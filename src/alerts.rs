@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -147,6 +148,11 @@ pub struct HealthSettings {
     /// Free space in DATA_DIR, in MB, below which health degrades: `degraded,unhealthy`.
     #[arg(long = "health-min-free-disk-mb", env = "HEALTH_MIN_FREE_DISK_MB", default_value = "1024,100", value_parser = parse_below)]
     pub min_free_disk_mb: Levels,
+
+    /// p99, in ms, of the time the store's commits took to write and sync over the last minute
+    /// or two (at least 10 commits): `degraded,unhealthy`. Every send waits for one or two.
+    #[arg(long = "health-commit-p99-ms", env = "HEALTH_COMMIT_P99_MS", default_value = "50,500", value_parser = parse_above)]
+    pub commit_p99_ms: Levels,
 }
 
 impl Default for HealthSettings {
@@ -178,6 +184,10 @@ impl Default for HealthSettings {
             min_free_disk_mb: Levels {
                 degraded: 1024.0,
                 unhealthy: 100.0,
+            },
+            commit_p99_ms: Levels {
+                degraded: 50.0,
+                unhealthy: 500.0,
             },
         }
     }
@@ -219,6 +229,7 @@ pub enum Check {
     Paused,
     Storage,
     FreeDisk,
+    SlowDisk,
 }
 
 impl Check {
@@ -232,6 +243,7 @@ impl Check {
             Check::Paused => "paused",
             Check::Storage => "storage",
             Check::FreeDisk => "freeDisk",
+            Check::SlowDisk => "slowDisk",
         }
     }
 }
@@ -313,6 +325,7 @@ struct MonitorInner {
     settings: HealthSettings,
     data_dir: PathBuf,
     write_failures: parking_lot::Mutex<WriteFailures>,
+    commit_window: parking_lot::Mutex<CommitWindow>,
 }
 
 /// How long storage stays unhealthy after a commit or checkpoint failed.
@@ -350,6 +363,44 @@ impl WriteFailures {
     }
 }
 
+/// The commit times a check judges reach back at least this far (and at most about half as
+/// far again), once the server has run that long.
+const COMMIT_WINDOW: Duration = Duration::from_secs(60);
+/// Fewer commits than this in the window say nothing about the disk.
+const COMMIT_WINDOW_MIN: u64 = 10;
+
+/// Snapshots of the store's cumulative commit times, oldest first: a check judges the commits
+/// since the oldest one kept (since start-up until the first is taken).
+#[derive(Default)]
+struct CommitWindow {
+    snapshots: std::collections::VecDeque<(Instant, Histogram<u64>)>,
+}
+
+impl CommitWindow {
+    /// Takes the store's times so far; the p99 (ms) and number of the commits in the window.
+    fn observe(&mut self, current: Histogram<u64>, now: Instant) -> Option<(f64, u64)> {
+        // The oldest kept is the newest that is at least a window old.
+        while self
+            .snapshots
+            .get(1)
+            .is_some_and(|(at, _)| now.duration_since(*at) >= COMMIT_WINDOW)
+        {
+            self.snapshots.pop_front();
+        }
+        let mut recent = current.clone();
+        if let Some((_, oldest)) = self.snapshots.front() {
+            recent.subtract(oldest).ok()?;
+        }
+        let newest = self.snapshots.back().map(|(at, _)| *at);
+        if newest.is_none_or(|at| now.duration_since(at) >= COMMIT_WINDOW / 2) {
+            self.snapshots.push_back((now, current));
+        }
+        let commits = recent.len();
+        (commits >= COMMIT_WINDOW_MIN)
+            .then(|| (recent.value_at_quantile(0.99) as f64 / 1000.0, commits))
+    }
+}
+
 impl HealthMonitor {
     pub fn new(settings: HealthSettings, data_dir: PathBuf) -> HealthMonitor {
         HealthMonitor {
@@ -357,6 +408,7 @@ impl HealthMonitor {
                 settings,
                 data_dir,
                 write_failures: parking_lot::Mutex::new(WriteFailures::default()),
+                commit_window: parking_lot::Mutex::new(CommitWindow::default()),
             }),
         }
     }
@@ -526,6 +578,28 @@ impl HealthMonitor {
                 .lock()
                 .observe(failed, Instant::now());
             storage.issues.extend(issue);
+        }
+        if let Some(current) = queues.store().commit_histogram() {
+            let judged = self
+                .inner
+                .commit_window
+                .lock()
+                .observe(current, Instant::now());
+            if let Some((p99_ms, commits)) = judged {
+                if let Some((status, threshold)) = self.inner.settings.commit_p99_ms.above(p99_ms) {
+                    storage.issues.push(Issue {
+                        check: Check::SlowDisk,
+                        status,
+                        message: format!(
+                            "the disk is slow: the last {commits} commits took {p99_ms:.1} ms at p99 to \
+                             write and sync ({status} from {} ms)",
+                            trim_number(threshold)
+                        ),
+                        value: p99_ms,
+                        threshold,
+                    });
+                }
+            }
         }
         storage.status = storage
             .issues
@@ -826,6 +900,38 @@ fn without_url(err: reqwest::Error) -> String {
 mod tests {
     use super::*;
     use clap::Parser as _;
+
+    /// A cumulative commit-time histogram after `times` (µs) on top of `before`.
+    fn commits(before: &Histogram<u64>, times: &[u64]) -> Histogram<u64> {
+        let mut histogram = before.clone();
+        for time in times {
+            histogram.record(*time).unwrap();
+        }
+        histogram
+    }
+
+    #[test]
+    fn the_commit_window_judges_the_last_minute_or_so() {
+        let start = Instant::now();
+        let mut window = CommitWindow::default();
+        let empty = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2).unwrap();
+        // Too few commits say nothing.
+        let few = commits(&empty, &[900_000; 5]);
+        assert_eq!(window.observe(few.clone(), start), None);
+        // Since start-up until a snapshot is a window old: the slow ones count.
+        let slow = commits(&few, &[300; 20]);
+        let (p99, count) = window
+            .observe(slow.clone(), start + COMMIT_WINDOW / 2)
+            .unwrap();
+        assert_eq!(count, 20, "commits since the first snapshot");
+        assert!((0.29..0.31).contains(&p99), "{p99}");
+        // A minute and a half of fast commits later, the slow burst has left the window.
+        let fast = commits(&slow, &[200; 50]);
+        let (p99, count) = window.observe(fast, start + COMMIT_WINDOW * 3 / 2).unwrap();
+        assert_eq!(count, 50);
+        assert!((0.19..0.21).contains(&p99), "{p99}");
+        assert!(window.snapshots.len() <= 3);
+    }
 
     #[test]
     fn storage_is_unhealthy_for_a_while_after_a_write_failed() {

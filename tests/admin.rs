@@ -46,8 +46,10 @@ impl Harness {
     async fn start_with(configure: impl FnOnce(&mut Config)) -> Harness {
         let data_dir = tempfile::tempdir().unwrap();
         let mut config = Config::for_tests(data_dir.path().join("data"));
-        // A nearly full disk on the test machine must not turn these tests' health degraded.
+        // A nearly full or slow disk on the test machine must not turn these tests' health
+        // degraded.
         config.health.min_free_disk_mb = OFF;
+        config.health.commit_p99_ms = OFF;
         configure(&mut config);
         let admin_key = config.queue_admin_key.clone().unwrap();
         let server = Server::start(config).await.unwrap();
@@ -971,6 +973,42 @@ async fn the_dashboard_is_served_from_the_binary_with_a_strict_policy() {
 }
 
 #[tokio::test]
+async fn health_reports_a_slow_disk_from_the_commit_times() {
+    // Against a threshold of a microsecond every real commit is slow: the check judges the
+    // times the store measured.
+    let server = Harness::start_with(|config| {
+        config.health.commit_p99_ms = courier::alerts::Levels {
+            degraded: 0.001,
+            unhealthy: 0.0,
+        };
+    })
+    .await;
+    server.failing.store(false, Ordering::SeqCst);
+    // One durable add after another: a commit each.
+    for n in 0..12 {
+        server.add(json!({ "n": n })).await;
+    }
+    let (status, body) = server.get("/api/messages/queue/health").await;
+    assert_eq!(status, 200, "degraded still answers 200: {body}");
+    assert_eq!(body["storage"]["status"], "degraded", "{body}");
+    let issues = body["storage"]["issues"].as_array().unwrap();
+    let slow = issues
+        .iter()
+        .find(|issue| issue["check"] == "slowDisk")
+        .unwrap_or_else(|| panic!("no slowDisk issue in {body}"));
+    assert!(slow["value"].as_f64().unwrap() >= 0.001, "{slow}");
+    assert!(
+        slow["message"]
+            .as_str()
+            .unwrap()
+            .contains("to write and sync"),
+        "{slow}"
+    );
+    assert_eq!(body["overall"], "degraded");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn prometheus_scrapes_requests_by_route_queues_and_storage() {
     let server = Harness::start().await;
     server.add(json!({})).await;
@@ -1169,6 +1207,7 @@ async fn health_changes_are_posted_to_the_webhook_once_each_with_retries() {
     let mut settings = courier::alerts::HealthSettings::default();
     settings.failed_jobs.degraded = 1.0;
     settings.min_free_disk_mb = OFF;
+    settings.commit_p99_ms = OFF;
     let monitor = courier::alerts::HealthMonitor::new(settings.clone(), data_dir.path().into());
     let mut options = courier::alerts::AlertOptions::new(&settings, Some(url));
     options.interval = Duration::from_millis(50);

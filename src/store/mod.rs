@@ -223,6 +223,12 @@ pub trait JobStore: Send + Sync + 'static {
     fn activity(&self) -> StoreActivity {
         StoreActivity::default()
     }
+
+    /// Every commit's log write and sync time since start-up, in microseconds (`None` where a
+    /// backend does not time its commits); the health monitor takes differences of two.
+    fn commit_histogram(&self) -> Option<hdrhistogram::Histogram<u64>> {
+        None
+    }
 }
 
 /// Counters of a store's write path since start-up (for metrics; `None` where a backend does

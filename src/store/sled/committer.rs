@@ -456,6 +456,12 @@ impl Committer {
         self.shared.counters.checkpoints.load(Ordering::Relaxed)
     }
 
+    /// Every commit's log write and sync time since start, in microseconds (`None` before the
+    /// first one).
+    pub fn commit_histogram(&self) -> Option<Histogram<u64>> {
+        self.shared.counters.commit_time.lock().clone()
+    }
+
     /// Percentiles of the time each commit's log write and sync took since start (`None`
     /// before the first one).
     pub fn commit_times(&self) -> Option<CommitTimes> {

@@ -1194,6 +1194,10 @@ impl JobStore for SledJobStore {
             commit_times: self.committer.commit_times(),
         }
     }
+
+    fn commit_histogram(&self) -> Option<hdrhistogram::Histogram<u64>> {
+        self.committer.commit_histogram()
+    }
 }
 
 /// A failed job's status when it is retried by hand: waiting, with a fresh set of attempts.
