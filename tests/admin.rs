@@ -1287,7 +1287,8 @@ async fn the_dashboard_works_in_a_real_browser() {
         let _ = writeln!(std::io::stderr(), "skipping the browser test: {reason}");
         return;
     }
-    let server = Harness::start().await;
+    // One failed job makes the server degraded, so the page shows its health banner.
+    let server = Harness::start_with(|config| config.health.failed_jobs.degraded = 1.0).await;
     server.failing.store(false, Ordering::SeqCst);
     server.add(json!({"text": "a job that went well"})).await;
     server

@@ -11,6 +11,9 @@
   const SVG_NS = 'http://www.w3.org/2000/svg';
   const METRICS_EVERY_MS = 10000;
   const POLL_EVERY_MS = 5000;
+  // Health is rechecked at most this often after activity, and at least this often anyway.
+  const HEALTH_MIN_GAP_MS = 2000;
+  const HEALTH_EVERY_MS = 15000;
 
   const view = {
     queues: [],
@@ -28,6 +31,9 @@
     metricsLoadedAt: 0,
     lastMetrics: null,
     signedIn: false,
+    healthTimer: null,
+    healthSoon: null,
+    healthLoadedAt: 0,
   };
 
   const $ = (id) => document.getElementById(id);
@@ -198,6 +204,9 @@
 
   function signedOut(message) {
     stopLive();
+    if (view.healthTimer) clearInterval(view.healthTimer);
+    view.healthTimer = null;
+    renderHealth(null);
     showLogin(message);
   }
 
@@ -247,6 +256,56 @@
       : (view.queues[0] && view.queues[0].name);
     if (first) selectQueue(first, route.state || view.jobState, route.job);
     startLive();
+    loadHealth();
+    if (!view.healthTimer) view.healthTimer = setInterval(() => loadHealth(), HEALTH_EVERY_MS);
+  }
+
+  // ---- Health: the server's own verdict (the checks that drive alerts), shown unless healthy --
+
+  async function loadHealth() {
+    if (!view.signedIn) return;
+    view.healthLoadedAt = Date.now();
+    let body;
+    try {
+      // Unhealthy answers 503 with the same body, so the status code is not an error here.
+      const response = await fetch('/api/messages/queue/health', { headers: { Accept: 'application/json' } });
+      body = await response.json();
+    } catch (_) {
+      return;
+    }
+    renderHealth(body);
+  }
+
+  // After activity: now, or once the gap since the last check has passed (so the state after
+  // a burst of changes is the one shown).
+  function loadHealthSoon() {
+    if (view.healthSoon) return;
+    const wait = Math.max(0, view.healthLoadedAt + HEALTH_MIN_GAP_MS - Date.now());
+    view.healthSoon = setTimeout(() => {
+      view.healthSoon = null;
+      loadHealth();
+    }, wait);
+  }
+
+  function renderHealth(body) {
+    const banner = $('health-banner');
+    const status = body && body.overall;
+    if (!status || status === 'healthy') {
+      banner.hidden = true;
+      banner.replaceChildren();
+      return;
+    }
+    const issues = [];
+    for (const [name, queue] of Object.entries(body.queues || {})) {
+      for (const issue of queue.issues || []) issues.push([name, issue]);
+    }
+    for (const issue of (body.storage && body.storage.issues) || []) issues.push(['storage', issue]);
+    banner.dataset.status = status;
+    banner.replaceChildren(
+      h('strong', null, `Health: ${status}`),
+      h('ul', null, issues.map(([subject, issue]) => h('li', { 'data-check': issue.check }, `${subject}: ${issue.message}`))),
+    );
+    banner.hidden = false;
   }
 
   // ---- Routing (#/queue/state[/job]) --------------------------------------------------------
@@ -642,6 +701,7 @@
     } catch (_) {
       return;
     }
+    loadHealthSoon();
     loadJobs();
     if (view.detailId) openDetail(view.detailId, true);
   }
@@ -845,6 +905,7 @@
       if (update.queues && update.queues.length) {
         view.queues = update.queues;
         renderQueues();
+        loadHealthSoon();
       }
       const touched = update.unlisted > 0 || update.events.some((item) => item.queue === view.queue);
       if (touched) scheduleRefresh();

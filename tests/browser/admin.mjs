@@ -1,5 +1,5 @@
 // Drives the admin dashboard in headless Chromium: sign in, see the three queues with their
-// counts, open a failed job whose data holds markup, check that the markup stayed text, retry the
+// counts and the health banner, open a failed job whose data holds markup, check that the markup stayed text, retry the
 // job and see it complete. Saves screenshots as evidence.
 //
 // Run by `tests/admin.rs` (the_dashboard_works_in_a_real_browser), which starts the server and
@@ -84,6 +84,11 @@ try {
   await page.getByTestId('count-email-waiting').filter({ hasText: /^0$/ }).waitFor();
   await page.locator('#live[data-state="live"]').waitFor();
 
+  step('the health banner says why the server is degraded (one failed job, the threshold here)');
+  await page.locator('[data-testid="health-banner"] li[data-check="failedJobs"]').waitFor();
+  const health = await page.getByTestId('health-banner').textContent();
+  check(health.includes('Health: degraded') && health.includes('message: 1 failed jobs'), `health banner: ${health}`);
+
   step('open the failed job');
   await page.getByTestId('queue-card-message').click();
   await page.getByTestId('tab-failed').click();
@@ -110,6 +115,8 @@ try {
   await page.getByTestId('job-state').filter({ hasText: 'completed' }).waitFor();
   await page.getByTestId('job-return-value').filter({ hasText: 'delivered' }).waitFor();
   await page.getByTestId('count-message-failed').filter({ hasText: /^0$/ }).waitFor();
+  // Healthy again: the banner goes (on the next activity or the periodic check).
+  await page.getByTestId('health-banner').waitFor({ state: 'hidden', timeout: 20000 });
   await page.getByTestId('count-message-completed').filter({ hasText: /^2$/ }).waitFor();
   check((await page.evaluate(() => window.__xss)) === 0, 'script from job data ran after the retry');
   // The per-minute processing time chart plots the minutes in which jobs finished.
