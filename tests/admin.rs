@@ -1060,22 +1060,20 @@ async fn prometheus_scrapes_requests_by_route_queues_and_storage() {
     // The path of an unmatched request never becomes a label.
     assert!(!text.contains("/no/such/route"));
     // The adds and the failure above went through the store's commits.
-    let commits: u64 = text
-        .lines()
-        .find_map(|line| line.strip_prefix("courier_storage_commits_total "))
-        .expect("a storage commit counter")
-        .parse()
-        .unwrap();
+    // The value of an unlabelled sample line.
+    let sample = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    let commits = sample("courier_storage_commits_total");
     assert!(commits >= 1, "{commits} commits");
     // Those commits' log writes and syncs were timed (the recorder is the process's, so other
     // tests' servers may have added theirs).
     assert!(text.contains("# TYPE courier_storage_commit_duration_seconds histogram"));
-    let timed: u64 = text
-        .lines()
-        .find_map(|line| line.strip_prefix("courier_storage_commit_duration_seconds_count "))
-        .expect("a commit duration histogram")
-        .parse()
-        .unwrap();
+    let timed = sample("courier_storage_commit_duration_seconds_count");
     assert!(timed >= 1, "{timed} commits timed");
     server.stop().await;
 }
