@@ -30,6 +30,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
 use super::durable::{Database, Durable};
+use super::prefill::Prefiller;
 use super::wal::{encode_entry, TreeWrites, Wal};
 use crate::store::{CommitTimes, StoreError};
 use crate::telemetry;
@@ -313,7 +314,8 @@ impl Committer {
         overlay: bool,
         policy: CheckpointPolicy,
     ) -> Result<Committer, StoreError> {
-        let (wal, spare, durable) = db.take_log()?;
+        let (mut wal, mut spare, durable) = db.take_log()?;
+        let prefiller = start_prefiller(&mut wal, &mut spare);
         let db = db.db.clone();
         let (sender, receiver) = mpsc::channel::<Commit>();
         let counters = Arc::new(Counters::default());
@@ -325,7 +327,13 @@ impl Committer {
         let thread_counters = counters.clone();
         let handle = thread::Builder::new()
             .name("courier-commit".to_owned())
-            .spawn(move || run(db, logs, policy, receiver, thread_counters))
+            .spawn(move || {
+                run(db, logs, policy, receiver, thread_counters);
+                // Only now: no filler write may land in a log once it can be opened again.
+                if let Some(prefiller) = prefiller {
+                    prefiller.stop();
+                }
+            })
             .map_err(|err| StoreError::Io(format!("cannot start the commit thread: {err}")))?;
         Ok(Committer {
             shared: Arc::new(Shared {
@@ -536,6 +544,32 @@ fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Option<thread::Joi
         Ok(handle) => Some(handle),
         Err(err) => {
             tracing::error!(error = %err, thread = name, "cannot start a storage thread; nothing will commit");
+            None
+        }
+    }
+}
+
+/// Starts the thread that keeps zeros written ahead of both logs' ends (`prefill.rs`); without
+/// it (it could not start) appends grow the files themselves, only slower.
+fn start_prefiller(wal: &mut Wal, spare: &mut Wal) -> Option<Prefiller> {
+    let started = wal
+        .fill_target()
+        .and_then(|first| Ok(vec![Arc::new(first), Arc::new(spare.fill_target()?)]))
+        .and_then(|targets| {
+            Prefiller::start(targets)
+                .map_err(|err| StoreError::Io(format!("cannot start the log filler thread: {err}")))
+        });
+    match started {
+        Ok((prefiller, aheads)) => {
+            let mut aheads = aheads.into_iter();
+            if let (Some(first), Some(second)) = (aheads.next(), aheads.next()) {
+                wal.attach(first);
+                spare.attach(second);
+            }
+            Some(prefiller)
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "the write-ahead logs grow as they go");
             None
         }
     }

@@ -5,6 +5,7 @@ mod chat;
 mod committer;
 mod durable;
 mod jobs;
+mod prefill;
 mod wal;
 
 use std::path::Path;

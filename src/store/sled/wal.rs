@@ -45,7 +45,9 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::prefill::{Ahead, FillTarget};
 use crate::store::StoreError;
 
 /// First bytes of a log file: format name and version.
@@ -76,7 +78,7 @@ pub struct TreeWrites {
 
 /// One open log file.
 pub struct Wal {
-    file: File,
+    file: Arc<File>,
     path: PathBuf,
     /// The epoch in the header; entries are checksummed with it.
     epoch: u64,
@@ -91,11 +93,23 @@ pub struct Wal {
     direct: bool,
     /// Reused memory for the aligned copy of each write.
     buffer: Vec<u8>,
+    /// The filler that keeps zeros written ahead of the end, if one serves this log.
+    ahead: Option<Ahead>,
 }
 
 /// `len` rounded up to whole blocks.
 fn padded(len: usize) -> usize {
     len.div_ceil(BLOCK) * BLOCK
+}
+
+/// A block-aligned slice of `buffer` (direct I/O wants the memory aligned too), `len` rounded
+/// up to whole blocks long, all zeros.
+pub fn padded_buffer(buffer: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    let size = padded(len);
+    buffer.clear();
+    buffer.resize(size + BLOCK, 0);
+    let start = buffer.as_ptr().align_offset(BLOCK).min(BLOCK);
+    &mut buffer[start..start + size]
 }
 
 fn io_error(what: &str, path: &Path, err: std::io::Error) -> StoreError {
@@ -343,26 +357,47 @@ impl Wal {
 
     fn new(file: File, path: &Path, direct: bool) -> Wal {
         Wal {
-            file,
+            file: Arc::new(file),
             path: path.to_owned(),
             epoch: 0,
             len: 0,
             broken: false,
             direct,
             buffer: Vec::new(),
+            ahead: None,
         }
+    }
+
+    /// This log as a filler ([`super::prefill`]) sees it.
+    pub fn fill_target(&self) -> Result<FillTarget, StoreError> {
+        let size = self
+            .file
+            .metadata()
+            .map_err(|err| io_error("read the size of", &self.path, err))?
+            .len();
+        Ok(FillTarget::new(
+            self.file.clone(),
+            self.direct,
+            self.path.clone(),
+            size,
+            self.len,
+        ))
+    }
+
+    /// Lets the filler that `ahead` belongs to keep zeros written ahead of this log's end.
+    pub fn attach(&mut self, ahead: Ahead) {
+        self.ahead = Some(ahead);
     }
 
     /// Writes `bytes`, zero-padded to whole blocks, at `offset` (a block boundary), and makes
     /// them durable. Returns the number of bytes written.
     fn write_blocks(&mut self, bytes: &[u8], offset: u64) -> std::io::Result<u64> {
-        let size = padded(bytes.len());
-        self.buffer.clear();
-        self.buffer.resize(size + BLOCK, 0);
-        // Direct I/O wants the memory aligned too: use the aligned part of the buffer.
-        let start = self.buffer.as_ptr().align_offset(BLOCK).min(BLOCK);
-        let aligned = &mut self.buffer[start..start + size];
+        let aligned = padded_buffer(&mut self.buffer, bytes.len());
+        let size = aligned.len();
         aligned[..bytes.len()].copy_from_slice(bytes);
+        if let Some(ahead) = &self.ahead {
+            ahead.before_write(offset, offset + size as u64);
+        }
         self.file.write_all_at(aligned, offset)?;
         if !self.direct {
             self.file.sync_data()?;
@@ -430,6 +465,9 @@ impl Wal {
                 self.epoch = epoch;
                 self.len = HEADER_LEN;
                 self.broken = false;
+                if let Some(ahead) = &self.ahead {
+                    ahead.reset(HEADER_LEN);
+                }
                 Ok(())
             }
             Err(err) => {
@@ -693,7 +731,7 @@ mod tests {
         // Every write now fails with ENOSPC, the undo included.
         let disk = std::mem::replace(
             &mut log.file,
-            File::options().write(true).open(full).unwrap(),
+            Arc::new(File::options().write(true).open(full).unwrap()),
         );
         assert!(log.append(&entry("lost", &log)).is_err());
         assert!(log.broken);
