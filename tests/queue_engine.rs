@@ -643,7 +643,8 @@ async fn cancelling_an_active_job_fails_it_and_stops_its_processor() {
     let engine = engine();
     let queue = queue(&engine, |_| {}).await;
     let dropped = Arc::new(Mutex::new(false));
-    let flag = dropped.clone();
+    let started = Arc::new(Mutex::new(false));
+    let (flag, running) = (dropped.clone(), started.clone());
     queue.process("*", move |_job: JobContext| {
         struct OnDrop(Arc<Mutex<bool>>);
         impl Drop for OnDrop {
@@ -652,8 +653,10 @@ async fn cancelling_an_active_job_fails_it_and_stops_its_processor() {
             }
         }
         let guard = OnDrop(flag.clone());
+        let running = running.clone();
         async move {
             let _guard = guard;
+            *running.lock() = true;
             std::future::pending::<()>().await;
             Ok(json!(null))
         }
@@ -663,7 +666,9 @@ async fn cancelling_an_active_job_fails_it_and_stops_its_processor() {
         .add("job", &json!({}), JobOptions::default())
         .await
         .unwrap();
-    until_counts(&queue, JobState::Active, 1).await;
+    // Once the processor runs, not merely once the job is active: a cancel that lands before
+    // the processor is first polled stops it before it ever starts (`tests/cancel_window.rs`).
+    until("processor started", async || *started.lock()).await;
     queue.cancel(&added.id, "stopped by admin").await.unwrap();
     let job = queue.get(&added.id).await.unwrap().unwrap();
     assert_eq!(job.status.state, JobState::Failed);
