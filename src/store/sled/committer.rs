@@ -330,9 +330,7 @@ impl Committer {
             .spawn(move || {
                 run(db, logs, policy, receiver, thread_counters);
                 // Only now: no filler write may land in a log once it can be opened again.
-                if let Some(prefiller) = prefiller {
-                    prefiller.stop();
-                }
+                drop(prefiller);
             })
             .map_err(|err| StoreError::Io(format!("cannot start the commit thread: {err}")))?;
         Ok(Committer {

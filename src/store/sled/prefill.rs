@@ -79,7 +79,8 @@ enum Wake {
 
 impl Ahead {
     /// Called before the log writes `[offset, end)`: waits while a chunk being written overlaps
-    /// it, records `end` as the log's end, and wakes the filler when the margin runs low.
+    /// it, records `end` as the log's end (so a reset's header write makes it the header's end
+    /// again), and wakes the filler when the margin runs low.
     pub fn before_write(&self, offset: u64, end: u64) {
         let mut state = self.target.state.lock();
         while state
@@ -94,14 +95,11 @@ impl Ahead {
             let _ = self.wake.send(Wake::Work);
         }
     }
-
-    /// The log was emptied: its end is `end` again (its blocks stay written).
-    pub fn reset(&self, end: u64) {
-        self.target.state.lock().end = end;
-    }
 }
 
-/// The filler thread of one database's logs; [`Prefiller::stop`] ends it.
+/// The filler thread of one database's logs. Dropping it stops the thread once its current
+/// chunk is written; after that no filler write can land in the logs, so they may be opened
+/// again.
 pub struct Prefiller {
     wake: mpsc::Sender<Wake>,
     thread: Option<thread::JoinHandle<()>>,
@@ -148,15 +146,6 @@ impl Prefiller {
             },
             handles,
         ))
-    }
-
-    /// Stops the thread once its current chunk is written. After this no filler write can
-    /// land in the logs, so they may be opened again.
-    pub fn stop(mut self) {
-        let _ = self.wake.send(Wake::Stop);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -257,7 +246,6 @@ fn write_zeros(
 ) -> std::io::Result<()> {
     let len = usize::try_from(stop - start).unwrap_or(usize::MAX);
     let zeros = padded_buffer(buffer, len);
-    zeros.fill(0);
     target.file.write_all_at(zeros, start)?;
     if !target.direct {
         target.file.sync_data()?;
@@ -313,7 +301,7 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        filler.stop();
+        drop(filler);
         let size = file.metadata().unwrap().len();
         assert!(size >= end + AHEAD / 2, "{size} bytes, end at {end}");
         let mut read = vec![0; BLOCK];

@@ -465,9 +465,6 @@ impl Wal {
                 self.epoch = epoch;
                 self.len = HEADER_LEN;
                 self.broken = false;
-                if let Some(ahead) = &self.ahead {
-                    ahead.reset(HEADER_LEN);
-                }
                 Ok(())
             }
             Err(err) => {
