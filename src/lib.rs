@@ -9,6 +9,7 @@
 //! together and runs until shutdown.
 
 pub mod alerts;
+pub mod alloc;
 pub mod chat;
 pub mod config;
 pub mod http;
