@@ -22,7 +22,8 @@
 //! the run, including the commits of the completions and the final shutdown flush.
 //!
 //! With more than one run, each run executes in a child process (this binary, re-executed) so
-//! `rss_mb` / `rss_hwm_mb` describe that run alone; `--in-process` turns this off.
+//! `rss_mb` / `rss_hwm_mb` describe that run alone; `--in-process` turns this off. It uses the
+//! server's allocator (`courier::alloc`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,9 @@ use courier::store::JobStore;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
+
+// The allocator the server ships with, so the figures are the product's.
+courier::install_allocator!();
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {

@@ -11,18 +11,7 @@ use courier::config::{Config, LogFormat, EXIT_INVALID_CONFIG};
 use courier::server;
 use tracing_subscriber::EnvFilter;
 
-#[global_allocator]
-static ALLOCATOR: courier::alloc::SplitAllocator = courier::alloc::SplitAllocator;
-
-/// Runs before anything is allocated (even before the standard library's own start-up), so that
-/// the allocator's settings hold from its first block on.
-#[used]
-#[unsafe(link_section = ".init_array")]
-static CONFIGURE_ALLOCATOR: extern "C" fn() = configure_allocator;
-
-extern "C" fn configure_allocator() {
-    courier::alloc::configure();
-}
+courier::install_allocator!();
 
 #[tokio::main]
 async fn main() -> ExitCode {
