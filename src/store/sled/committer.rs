@@ -888,22 +888,31 @@ fn apply_loop(
     let mut overlaid: Vec<Arc<Target>> = Vec::new();
     // Checkpoints whose logs wait for their slots to reach sled, oldest first.
     let mut folding: VecDeque<Folding> = VecDeque::new();
-    // Whether the last step of a fold failed (then idle time retries only now and then).
-    let mut stuck = false;
+    // After a failed step of a fold: when to try again (not after every cycle, which would log
+    // an error thousands of times a second).
+    let mut retry_at: Option<Instant> = None;
+    let step = |folding: &mut VecDeque<Folding>, retry_at: &mut Option<Instant>| {
+        if folding.is_empty() || retry_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        let moved = advance(folding, &to_checkpoint, errors);
+        *retry_at = (!moved).then(|| Instant::now() + CHECKPOINT_RETRY);
+    };
     loop {
         let received = if folding.is_empty() {
             stages
                 .recv()
                 .map_err(|_| mpsc::RecvTimeoutError::Disconnected)
-        } else if stuck {
-            stages.recv_timeout(CHECKPOINT_RETRY)
         } else {
-            stages.recv_timeout(FOLD_IDLE)
+            let wait = retry_at.map_or(FOLD_IDLE, |at| {
+                at.saturating_duration_since(Instant::now()).max(FOLD_IDLE)
+            });
+            stages.recv_timeout(wait)
         };
         let stage = match received {
             Ok(stage) => stage,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                stuck = !advance(&mut folding, &to_checkpoint, errors);
+                step(&mut folding, &mut retry_at);
                 continue;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -946,9 +955,7 @@ fn apply_loop(
                         }
                     }
                 }
-                if !folding.is_empty() {
-                    stuck = !advance(&mut folding, &to_checkpoint, errors);
-                }
+                step(&mut folding, &mut retry_at);
             }
             Stage::Checkpoint { log, last: false } => {
                 let trees = overlaid
@@ -962,7 +969,7 @@ fn apply_loop(
                     trees,
                     handoff: Handoff { log, last: false },
                 });
-                stuck = !advance(&mut folding, &to_checkpoint, errors);
+                step(&mut folding, &mut retry_at);
             }
             Stage::Checkpoint { log, last: true } => {
                 finish(&mut folding, &mut overlaid, log, &to_checkpoint, errors);
