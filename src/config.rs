@@ -123,6 +123,12 @@ pub struct Config {
     #[arg(long, env = "SEND_BACKLOG_LIMIT", default_value_t = 5_000)]
     pub send_backlog_limit: u64,
 
+    /// Megabytes of the store's page cache (sled's own count; it holds somewhat more). Smaller
+    /// saves memory on a busy server; history reads of older conversations then go to disk.
+    #[arg(long, env = "STORE_CACHE_MB", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub store_cache_mb: u64,
+
     /// Failed logins per account per 15 minutes before logins are refused; 0 turns it off.
     #[arg(long, env = "LOGIN_MAX_FAILURES", default_value_t = 10)]
     pub login_max_failures: u32,
@@ -258,6 +264,7 @@ impl Config {
             rate_limit_auth: 0,
             rate_limit_send: 0,
             send_backlog_limit: 0,
+            store_cache_mb: 64,
             login_max_failures: 0,
             shutdown_grace_secs: 1,
             cookie_secure: false,
@@ -387,6 +394,7 @@ impl fmt::Debug for Config {
             .field("rate_limit_auth", &self.rate_limit_auth)
             .field("rate_limit_send", &self.rate_limit_send)
             .field("send_backlog_limit", &self.send_backlog_limit)
+            .field("store_cache_mb", &self.store_cache_mb)
             .field("login_max_failures", &self.login_max_failures)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("cookie_secure", &self.cookie_secure)
@@ -681,6 +689,21 @@ mod tests {
         assert_eq!(
             message,
             "invalid value 'notaport' for PORT (--port): invalid digit found in string"
+        );
+    }
+
+    #[test]
+    fn the_store_cache_is_64_mb_unless_set_and_never_zero() {
+        assert_eq!(
+            Config::command_default("store_cache_mb"),
+            Some("64".to_owned())
+        );
+        let config = parse(&["--store-cache-mb", "16"]).unwrap();
+        assert_eq!(config.store_cache_mb, 16);
+        let message = invalid_message(&["--store-cache-mb", "0"]);
+        assert!(
+            message.starts_with("invalid value '0' for STORE_CACHE_MB (--store-cache-mb)"),
+            "{message}"
         );
     }
 

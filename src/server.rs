@@ -288,8 +288,9 @@ async fn open_stores(config: &Config) -> anyhow::Result<(Arc<dyn JobStore>, Arc<
         }
     }
     let data_dir = config.data_dir.clone();
+    let cache_bytes = config.store_cache_mb.saturating_mul(1024 * 1024);
     // sled's open reads and recovers the log: blocking work, kept off the async workers.
-    tokio::task::spawn_blocking(move || store::open_stores(&data_dir))
+    tokio::task::spawn_blocking(move || store::open_stores_with_cache(&data_dir, cache_bytes))
         .await
         .context("the task opening the store failed")?
         .context("cannot open the store")

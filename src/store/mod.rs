@@ -290,7 +290,12 @@ pub type Stores = (Arc<dyn JobStore>, Arc<dyn ChatStore>);
 /// so the job and chat stores must share it). Use this rather than [`open_job_store`] when the
 /// process needs both.
 pub fn open_stores(data_dir: &Path) -> Result<Stores, StoreError> {
-    let db = sled::open_db(data_dir)?;
+    open_stores_with_cache(data_dir, sled::DEFAULT_CACHE_BYTES)
+}
+
+/// [`open_stores`] with sled's page cache at `cache_bytes`.
+pub fn open_stores_with_cache(data_dir: &Path, cache_bytes: u64) -> Result<Stores, StoreError> {
+    let db = sled::open_db_with_cache(data_dir, cache_bytes)?;
     let jobs = sled::SledJobStore::open(&db)?;
     let chat = sled::SledChatStore::open_beside(&db, &jobs)?;
     Ok((Arc::new(jobs), Arc::new(chat)))

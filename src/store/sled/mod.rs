@@ -16,13 +16,22 @@ pub use jobs::SledJobStore;
 
 use super::StoreError;
 
-/// Opens (or creates) the sled database under `data_dir`.
+/// sled's page cache unless the caller picks another size (`STORE_CACHE_MB`).
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Opens (or creates) the sled database under `data_dir`, with the default page cache.
 pub fn open_db(data_dir: &Path) -> Result<Database, StoreError> {
+    open_db_with_cache(data_dir, DEFAULT_CACHE_BYTES)
+}
+
+/// [`open_db`] with a page cache of `cache_bytes` (as sled counts them: it holds more than that,
+/// about 80 MB more resident at 64 MB than at 16 MB after a minute at 4,000 messages/s).
+pub fn open_db_with_cache(data_dir: &Path, cache_bytes: u64) -> Result<Database, StoreError> {
     let dir = data_dir.join("db");
     let db = sled::Config::new()
         .path(&dir)
         // The job indexes live in memory already; sled's page cache only needs the hot records.
-        .cache_capacity(64 * 1024 * 1024)
+        .cache_capacity(cache_bytes)
         .mode(sled::Mode::HighThroughput)
         .open()
         .map_err(|err| {
