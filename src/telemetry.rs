@@ -5,7 +5,7 @@
 //! The recorder is global (the `metrics` facade has one per process) and installed once, by
 //! [`init`]; `GET /metrics` (`http/prometheus.rs`) renders it. Knows nothing of HTTP or storage.
 
-use std::sync::OnceLock;
+use std::sync::{LazyLock, OnceLock};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -62,6 +62,16 @@ const COMMIT_BUCKETS: &[f64] = &[
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// The standard process metrics (`process_resident_memory_bytes`, `process_cpu_seconds_total`,
+/// `process_open_fds`, `process_threads`, ...), read from the OS at each scrape.
+static PROCESS: LazyLock<metrics_process::Collector> =
+    LazyLock::new(metrics_process::Collector::default);
+
+/// Updates the process metrics; called by each scrape.
+pub fn collect_process_metrics() {
+    PROCESS.collect();
+}
+
 /// Installs the Prometheus recorder (once per process; later calls do nothing). When another
 /// recorder is already installed (an embedding program's), Courier's metrics go to that one and
 /// `/metrics` answers 503.
@@ -87,6 +97,7 @@ fn install() -> Option<PrometheusHandle> {
     match installed {
         Ok(handle) => {
             describe();
+            PROCESS.describe();
             Some(handle)
         }
         Err(err) => {

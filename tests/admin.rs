@@ -1070,6 +1070,11 @@ async fn prometheus_scrapes_requests_by_route_queues_and_storage() {
     };
     let commits = sample("courier_storage_commits_total");
     assert!(commits >= 1, "{commits} commits");
+    // The standard process metrics, read from the OS at this scrape: this test process's memory
+    // and its open files (the server runs in-process).
+    assert!(sample("process_resident_memory_bytes") > 1_000_000);
+    assert!(sample("process_open_fds") > 0);
+    assert!(text.contains("# TYPE process_cpu_seconds_total counter"));
     // Those commits' log writes and syncs were timed (the recorder is the process's, so other
     // tests' servers may have added theirs).
     assert!(text.contains("# TYPE courier_storage_commit_duration_seconds histogram"));

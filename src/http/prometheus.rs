@@ -134,6 +134,7 @@ async fn scrape(State(state): State<AppState>) -> Response {
         gauge!(telemetry::DATA_DIR_FREE).set(free as f64);
     }
     gauge!(telemetry::UPTIME).set(state.started_at().elapsed().as_secs_f64());
+    telemetry::collect_process_metrics();
 
     handle.run_upkeep();
     let body = handle.render();
