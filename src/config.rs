@@ -164,6 +164,10 @@ pub struct Config {
     /// Queue health thresholds and the health monitor's pace (`HEALTH_*`; see `alerts.rs`).
     #[command(flatten)]
     pub health: crate::alerts::HealthSettings,
+
+    /// Allowed cross-origin callers and connection timeouts (`CORS_ORIGINS`, `*_TIMEOUT_SECS`).
+    #[command(flatten)]
+    pub http: crate::http::HttpSettings,
 }
 
 /// The `SameSite` attribute of the session cookie.
@@ -273,24 +277,14 @@ impl Config {
             argon2_memory_kib: 8,
             argon2_iterations: 1,
             health: crate::alerts::HealthSettings::default(),
+            http: crate::http::HttpSettings::default(),
         }
     }
 
-    /// Creates the data directory if missing and proves it is writable by writing, syncing and
-    /// removing a probe file. The error reads as one line with `{:#}`.
+    /// Creates the data directory if missing, makes it private to this user and proves it is
+    /// writable (see [`crate::data_dir::prepare`]). The error reads as one line with `{:#}`.
     pub fn prepare_data_dir(&self) -> anyhow::Result<()> {
-        let dir = &self.data_dir;
-        fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-        let probe = dir.join(format!(".write-probe-{}", std::process::id()));
-        let written = fs::File::create(&probe)
-            .and_then(|mut file| file.write_all(b"courier").and_then(|()| file.sync_all()));
-        let removed = fs::remove_file(&probe);
-        written.with_context(|| format!("data directory {} is not writable", dir.display()))?;
-        removed.with_context(|| {
-            format!("cannot remove {} from the data directory", probe.display())
-        })?;
-        Ok(())
+        crate::data_dir::prepare(&self.data_dir)
     }
 
     /// Unset and empty are the same to us: `.env` files and compose files often carry `FOO=`.
@@ -357,6 +351,13 @@ impl Config {
             self.alert_webhook_url.as_deref(),
             &["http://", "https://"],
         )?;
+        if self.cookie_same_site == SameSitePolicy::None && !self.cookie_secure {
+            return Err(
+                "COOKIE_SAMESITE=none needs COOKIE_SECURE=true (browsers drop a SameSite=None \
+                 cookie that is not Secure, so every login would fail silently)"
+                    .to_owned(),
+            );
+        }
         if let Some(from) = &self.email_from {
             if !from.contains('@') {
                 return Err(format!(
@@ -402,6 +403,7 @@ impl fmt::Debug for Config {
             .field("argon2_memory_kib", &self.argon2_memory_kib)
             .field("argon2_iterations", &self.argon2_iterations)
             .field("health", &self.health)
+            .field("http", &self.http)
             .finish()
     }
 }

@@ -5,13 +5,14 @@
 //! - `queue` — job options, the state machine's engine, scheduler, workers, events, metrics;
 //! - `store` — storage traits and their backends (sled by default).
 //!
-//! `config` parses settings; `jobs` names the application queues; `server` wires the layers
+//! `config` parses settings; `data_dir` keeps the data directory private; `jobs` names the application queues; `server` wires the layers
 //! together and runs until shutdown.
 
 pub mod alerts;
 pub mod alloc;
 pub mod chat;
 pub mod config;
+pub mod data_dir;
 pub mod http;
 pub mod jobs;
 pub mod queue;

@@ -4,6 +4,7 @@
 //! Exit codes: 0 after a clean shutdown, 2 for invalid settings (including an unwritable data
 //! directory), 1 when the port cannot be bound or the server fails.
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -50,7 +51,11 @@ fn init_tracing(format: LogFormat) -> Result<(), String> {
             .map_err(|err| format!("invalid value '{directives}' for RUST_LOG: {err}"))?,
         _ => EnvFilter::new("info"),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour codes only for a person at a terminal: in a file or a log collector they are noise.
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colour);
     let installed = match format {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

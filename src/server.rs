@@ -6,13 +6,12 @@
 //! `run` returns. `run` takes its listener and shutdown future from the caller, so tests bind
 //! port 0 and stop the server with a channel.
 
-use std::future::{Future, IntoFuture as _};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
 use futures_util::FutureExt as _;
 use tokio::net::TcpListener;
 
@@ -258,20 +257,17 @@ async fn serve(
         }
     };
 
-    let app = http::app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    // Small writes (a 202, a WebSocket frame) go out at once: with Nagle's algorithm a write
-    // behind an unacknowledged one waits for the peer's delayed ACK, up to 40 ms on Linux.
-    let listener = listener.tap_io(|stream| {
-        if let Err(err) = stream.set_nodelay(true) {
-            tracing::debug!(error = %err, "cannot set TCP_NODELAY on a connection");
-        }
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(begin_shutdown);
+    let app = http::app(state.clone());
+    let settings = state.config().http.clone();
+    let server = async move {
+        http::serve_connections(listener, app, &settings, begin_shutdown).await;
+        Ok::<(), anyhow::Error>(())
+    };
     state.set_ready(true);
     tracing::info!(address = %local_addr, "courier listening on http://{local_addr}");
 
     tokio::select! {
-        served = server.into_future() => served.context("http server failed"),
+        served = server => served,
         () = grace_elapsed => {
             tracing::warn!(grace_secs = grace.as_secs(), "requests still running after the shutdown grace period; cutting them off");
             Ok(())

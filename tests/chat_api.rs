@@ -437,6 +437,8 @@ async fn images_are_checked_stored_and_served_by_content() {
     let response = alice
         .http
         .post(server.url(&format!("/api/messages/send/{}", bob.id)))
+        // A browser sends its page's origin with a form; without one the cookie is refused.
+        .header("origin", &server.base)
         .multipart(form)
         .send()
         .await
@@ -518,7 +520,14 @@ async fn bad_sends_get_a_clear_4xx_and_store_nothing() {
         "image",
         reqwest::multipart::Part::bytes(b"just text".to_vec()).file_name("cat.png"),
     );
-    let fake = alice.http.post(&url).multipart(form).send().await.unwrap();
+    let fake = alice
+        .http
+        .post(&url)
+        .header("origin", &server.base)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(fake.status(), 400);
     let counts = server
         .queues

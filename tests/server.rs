@@ -405,3 +405,107 @@ async fn readiness_follows_start_up_and_shutdown() {
         .unwrap();
     task.abort();
 }
+
+#[test]
+fn same_site_none_without_secure_exits_2_with_one_line() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let data_dir = data_dir.path().to_str().unwrap();
+    let output = run_binary(&[("DATA_DIR", data_dir), ("COOKIE_SAMESITE", "none")]);
+    assert_one_line_error(&output, "COOKIE_SAMESITE=none needs COOKIE_SECURE=true");
+    let output = run_binary(&[("DATA_DIR", data_dir), ("CORS_ORIGINS", "*")]);
+    assert_one_line_error(&output, "CORS_ORIGINS");
+}
+
+/// Logged to a pipe, the pretty format carries no colour codes; the data directory it made is
+/// private to its user.
+#[cfg(unix)]
+#[test]
+fn logs_to_a_pipe_have_no_colour_and_the_data_dir_is_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let scratch = tempfile::tempdir().unwrap();
+    let data_dir = scratch.path().join("data");
+    let vars = [
+        ("DATA_DIR", data_dir.to_str().unwrap()),
+        ("LOG_FORMAT", "pretty"),
+    ];
+    let (code, logged) = start_and_terminate(&vars);
+    assert_eq!(code, Some(0), "{logged}");
+    assert!(
+        !logged.contains('\u{1b}'),
+        "colour codes in a piped log: {logged:?}"
+    );
+
+    let mut pending = vec![data_dir];
+    let mut seen = 0;
+    while let Some(path) = pending.pop() {
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        if path.is_dir() {
+            assert_eq!(mode, 0o700, "{}", path.display());
+            pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+        }
+        seen += 1;
+    }
+    assert!(seen > 5, "the server wrote its files ({seen} entries)");
+}
+
+/// A client that never finishes its headers is disconnected after the header read timeout
+/// (the old server kept such a connection for 70 s and more).
+#[tokio::test]
+async fn a_connection_that_never_finishes_its_headers_is_closed() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let data_dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let mut config = Config::for_tests(data_dir.path().join("data"));
+    config.http.header_read_timeout_secs = 1;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(courier::server::run(listener, config, async move {
+        let _ = stopped.await;
+    }));
+    // Wait until it serves.
+    let health = format!("http://{address}/healthz");
+    let mut served = false;
+    for _ in 0..200 {
+        if reqwest::get(&health).await.is_ok() {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(served, "the server never answered");
+
+    let mut slow = tokio::net::TcpStream::connect(address).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    // The bound is generous; the server closes after about a second.
+    let read = tokio::time::timeout(Duration::from_secs(30), slow.read(&mut buf))
+        .await
+        .expect("the half-sent request is still open after 30 s");
+    let closed = match read {
+        Ok(n) => n == 0 || String::from_utf8_lossy(&buf[..n]).contains("408"),
+        Err(_) => true,
+    };
+    assert!(
+        closed,
+        "unexpected answer: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+
+    // A connection that finished its request is served as before.
+    let mut fine = tokio::net::TcpStream::connect(address).await.unwrap();
+    fine.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    fine.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    stop.send(()).unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+}

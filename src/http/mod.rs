@@ -10,8 +10,11 @@ mod chat;
 mod error;
 mod health;
 pub mod monitor;
+mod origin;
 mod prometheus;
+mod serve;
 mod session;
+mod settings;
 mod web;
 pub mod wire;
 
@@ -22,12 +25,13 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware;
 use axum::response::Response;
 use axum::Router;
 use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -39,7 +43,9 @@ use crate::queue::QueueManager;
 use crate::store::JobStore;
 
 pub use error::{error_response, ApiError, ErrorBody, JsonBody, INTERNAL_MESSAGE};
+pub use serve::serve_connections;
 pub use session::authenticate;
+pub use settings::HttpSettings;
 
 /// Largest request body accepted: a 5 MB image as a base64 data URL plus the JSON around it.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -178,6 +184,7 @@ impl AppState {
 /// The whole HTTP application: every route, the JSON 404 fallback and the middleware stack.
 pub fn app(state: AppState) -> Router {
     crate::telemetry::init();
+    let cors = cors_layer(&state.config().http.cors_origins);
     // `Router::layer` wraps what came before, so the list reads innermost first.
     Router::new()
         .merge(health::router())
@@ -189,6 +196,9 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::ws::router())
         .merge(web::router())
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), origin::guard))
+        // Outside the origin guard: a preflight is answered here and never reaches it.
+        .layer(cors)
         // axum's extractors apply their own 2 MB default; make them agree with the layer below.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
@@ -216,6 +226,34 @@ pub fn app(state: AppState) -> Router {
         // after routing, which is what makes the matched route available as the label.
         .layer(middleware::from_fn(prometheus::track_http))
         .with_state(state)
+}
+
+/// CORS for the origins in `CORS_ORIGINS` only (with credentials, so their pages can use the
+/// cookie); with none configured, no response carries CORS headers and browsers keep every
+/// other origin's scripts from reading the API.
+fn cors_layer(origins: &[String]) -> tower::util::Either<CorsLayer, tower::layer::util::Identity> {
+    if origins.is_empty() {
+        return tower::util::Either::Right(tower::layer::util::Identity::new());
+    }
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        // Validated at start-up (`settings::parse_origin`), so each is a valid header value.
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
+    tower::util::Either::Left(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_credentials(true)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

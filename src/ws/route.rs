@@ -103,7 +103,7 @@ async fn upgrade(
         let bearer = format!("Bearer {token}")
             .parse()
             .map_err(|_| ApiError::unauthorized("Unauthorized - Invalid Token"))?;
-        // The cookie still wins if both are given (see `request_token`).
+        // An explicit token wins over the cookie (see `request_token`).
         headers.insert(header::AUTHORIZATION, bearer);
     }
     let user = crate::http::authenticate(&state, &headers).await?;
