@@ -68,6 +68,7 @@ impl Server {
                 smtp_url: config.smtp_url.clone(),
                 email_from: config.email_from.clone(),
                 cloudinary_url: config.cloudinary_url.clone(),
+                public_url: config.http.public_url(config.port),
             },
             chat_store,
             queues.clone(),

@@ -27,7 +27,7 @@ use crate::store::chat::{ChatStore, CreateUser, UserRecord};
 pub const SESSION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const MIN_PASSWORD_LEN: usize = 6;
 pub const MAX_PASSWORD_LEN: usize = 1024;
-pub const MAX_NAME_LEN: usize = 100;
+pub use super::names::MAX_NAME_LEN;
 pub const MAX_EMAIL_LEN: usize = 254;
 const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 
@@ -161,15 +161,11 @@ impl Accounts {
         else {
             return Err(ChatError::Invalid("All fields are required".to_owned()));
         };
-        let full_name = full_name.trim().to_owned();
-        if full_name.is_empty() || email.trim().is_empty() || password.is_empty() {
+        if full_name.trim().is_empty() || email.trim().is_empty() || password.is_empty() {
             return Err(ChatError::Invalid("All fields are required".to_owned()));
         }
-        if full_name.chars().count() > MAX_NAME_LEN || full_name.chars().any(char::is_control) {
-            return Err(ChatError::Invalid(format!(
-                "Full name must be at most {MAX_NAME_LEN} characters, without control characters"
-            )));
-        }
+        // Direction overrides and invisible characters are removed (see `names`).
+        let full_name = super::names::check(&full_name).map_err(ChatError::Invalid)?;
         let email = normalise_email(&email)
             .ok_or_else(|| ChatError::Invalid("Invalid email address".to_owned()))?;
         if password.chars().count() < MIN_PASSWORD_LEN {

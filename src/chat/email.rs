@@ -1,8 +1,10 @@
-//! Notification e-mails: SMTP through lettre when `SMTP_URL` is set, `.eml` files otherwise.
+//! E-mails (notifications, account links): SMTP through lettre when `SMTP_URL` is set, `.eml`
+//! files otherwise.
 
 use std::path::PathBuf;
 
-use lettre::message::{header::ContentType, Mailbox};
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::Mailbox;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::error::ChatError;
@@ -27,6 +29,9 @@ pub struct Email {
     pub to_address: String,
     pub subject: String,
     pub body: String,
+    /// For notification e-mails: the one-click address mail clients post to for unsubscribing
+    /// (sent as `List-Unsubscribe` with `List-Unsubscribe-Post`, RFC 8058).
+    pub unsubscribe: Option<String>,
 }
 
 impl Mailer {
@@ -68,11 +73,23 @@ impl Mailer {
                 .parse()
                 .map_err(|err| ChatError::Invalid(format!("bad recipient address: {err}")))?,
         );
-        let message = Message::builder()
+        let mut builder = Message::builder()
             .from(from)
             .to(to)
             .subject(email.subject)
-            .header(ContentType::TEXT_PLAIN)
+            .header(ContentType::TEXT_PLAIN);
+        if let Some(url) = email.unsubscribe {
+            builder = builder
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                    format!("<{url}>"),
+                ))
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                    "List-Unsubscribe=One-Click".to_owned(),
+                ));
+        }
+        let message = builder
             .body(email.body)
             .map_err(|err| ChatError::Internal(format!("cannot build e-mail: {err}")))?;
         match self {

@@ -23,6 +23,9 @@ pub enum ChatError {
     UnsupportedImage(String),
     #[error("too many attempts, try again in {retry_after_secs} s")]
     TooManyAttempts { retry_after_secs: u64 },
+    /// Asked again too soon (another e-mail, say); the wait is in the variant.
+    #[error("please wait {retry_after_secs} s before asking again")]
+    TooSoon { retry_after_secs: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

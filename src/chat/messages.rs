@@ -17,7 +17,7 @@ use super::email::Email;
 use super::error::ChatError;
 use super::images;
 use super::order::{self, SendOrder, Turn};
-use super::{ids, Chat};
+use super::{ids, names, Chat};
 use crate::jobs::{EMAIL_QUEUE, MESSAGE_QUEUE, NOTIFICATION_QUEUE};
 use crate::queue::model::{Backoff, BackoffKind, JobOptions, JobState};
 use crate::queue::{JobContext, JobFailure, JobResult};
@@ -126,7 +126,7 @@ impl Drop for Finishing<'_> {
     }
 }
 
-fn retrying(attempts: u32, delay_ms: u64) -> JobOptions {
+pub(super) fn retrying(attempts: u32, delay_ms: u64) -> JobOptions {
     JobOptions {
         attempts,
         backoff: Some(Backoff {
@@ -380,7 +380,7 @@ impl Chat {
             .store
             .user_by_id(sender_id)
             .await?
-            .map(|user| user.full_name)
+            .map(|user| names::clean(&user.full_name))
             .unwrap_or_else(|| "Someone".to_owned()))
     }
 
@@ -418,6 +418,17 @@ impl Chat {
         self.delivery.deliver(&[data.receiver_id.as_str()], event);
         if online {
             return Ok(json!({ "delivered": "socket" }));
+        }
+        let Some(receiver) = self
+            .store
+            .user_by_id(&data.receiver_id)
+            .await
+            .map_err(JobFailure::from)?
+        else {
+            return Ok(json!({ "delivered": "none", "reason": "receiver no longer exists" }));
+        };
+        if let Some(reason) = self.wants_email(&receiver).await.map_err(failure)? {
+            return Ok(json!({ "delivered": "none", "reason": reason }));
         }
         let claimed = self
             .store
@@ -464,16 +475,29 @@ impl Chat {
         else {
             return Ok(json!({ "sent": false, "reason": "receiver no longer exists" }));
         };
+        // Checked again: the job may have waited while the setting changed.
+        if let Some(reason) = self.wants_email(&receiver).await.map_err(failure)? {
+            return Ok(json!({ "sent": false, "reason": reason }));
+        }
+        let sender_name = names::clean(&data.sender_name);
+        let reply_url = match self.store.message(&data.message_id).await {
+            Ok(Some(message)) => self.links.chat_url(&message.sender_id),
+            _ => self.links.public_url().to_owned(),
+        };
         let body = format!(
-            "{} sent you a message on Courier:\n\n{}\n\nOpen Courier to reply.\n",
-            data.sender_name, data.preview
+            "{sender_name} sent you a message on Courier:\n\n{}\n\nReply on Courier: {reply_url}\n\n\
+             --\nYou get this e-mail because you were offline when the message arrived (at most \
+             one per conversation every 15 minutes). To stop these e-mails, open {}\n",
+            data.preview,
+            self.links.unsubscribe_page(&receiver.id),
         );
         self.mailer
             .send(Email {
-                to_name: receiver.full_name,
+                to_name: names::clean(&receiver.full_name),
                 to_address: receiver.email.clone(),
-                subject: format!("New message from {}", data.sender_name),
+                subject: format!("New message from {sender_name}"),
                 body,
+                unsubscribe: Some(self.links.unsubscribe_one_click(&receiver.id)),
             })
             .await
             .map_err(failure)?;

@@ -10,8 +10,11 @@ pub mod email;
 pub mod error;
 pub mod ids;
 pub mod images;
+pub mod mail_links;
 pub mod messages;
+pub mod names;
 pub mod order;
+pub mod verification;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -52,6 +55,8 @@ pub struct ChatConfig {
     pub smtp_url: Option<String>,
     pub email_from: Option<String>,
     pub cloudinary_url: Option<String>,
+    /// Where people reach Courier: the address of links in e-mails.
+    pub public_url: String,
 }
 
 /// One row of the sidebar.
@@ -63,6 +68,9 @@ pub struct SidebarEntry {
     /// How far this user has read the conversation with the caller.
     pub read_by_other: u64,
     pub last_message: Option<MessageRecord>,
+    /// Set when this user's name looks like another listed user's (or the caller's own): a
+    /// short tag that tells them apart (see [`names::tag`]).
+    pub name_tag: Option<String>,
 }
 
 pub struct Chat {
@@ -73,6 +81,8 @@ pub struct Chat {
     uploads: images::Uploads,
     host: images::ImageHost,
     mailer: email::Mailer,
+    links: mail_links::MailLinks,
+    resend_times: verification::ResendTimes,
     /// Sender of each message job in flight, for `messageStatus` events.
     senders: Mutex<HashMap<String, String>>,
     /// Keeps each conversation's messages saved in the order they were sent.
@@ -102,6 +112,7 @@ impl Chat {
             config.data_dir.join("outbox"),
         )
         .map_err(ChatError::Invalid)?;
+        let links = mail_links::MailLinks::new(&config.public_url, &config.jwt_secret);
         let accounts = Accounts::new(
             store.clone(),
             &config.jwt_secret,
@@ -118,6 +129,8 @@ impl Chat {
             uploads,
             host,
             mailer,
+            links,
+            resend_times: verification::ResendTimes::default(),
             senders: Mutex::new(HashMap::new()),
             order: order::SendOrder::default(),
             injected_failures: AtomicU32::new(0),
@@ -146,6 +159,12 @@ impl Chat {
             .queue(EMAIL_QUEUE)?
             .process(messages::SEND_EMAIL, move |job: JobContext| {
                 chat.clone().send_email(job)
+            });
+        let chat = self.clone();
+        self.queues
+            .queue(EMAIL_QUEUE)?
+            .process(verification::SEND_ACCOUNT_EMAIL, move |job: JobContext| {
+                chat.clone().send_account_email(job)
             });
         let chat = self.clone();
         tokio::spawn(async move { chat.forward_statuses().await });
@@ -289,10 +308,12 @@ impl Chat {
                     unread: summary.as_ref().map_or(0, |summary| summary.unread),
                     read_by_other: summary.as_ref().map_or(0, |summary| summary.read_by_other),
                     last_message: summary.and_then(|summary| summary.last_message),
+                    name_tag: None,
                     user: other,
                 }
             })
             .collect();
+        tag_look_alikes(user, &mut entries);
         entries.sort_by(|a, b| {
             let activity = |entry: &SidebarEntry| {
                 entry
@@ -376,5 +397,25 @@ impl Chat {
             },
         );
         Ok(up_to_seq)
+    }
+}
+
+/// Gives every entry whose name looks like another entry's, or like the caller's, a tag, so
+/// that two "Alice Martin"s can be told apart (and nobody passes for the caller).
+fn tag_look_alikes(caller: &UserRecord, entries: &mut [SidebarEntry]) {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    *seen.entry(names::likeness(&caller.full_name)).or_default() += 1;
+    for entry in entries.iter() {
+        *seen
+            .entry(names::likeness(&entry.user.full_name))
+            .or_default() += 1;
+    }
+    for entry in entries.iter_mut() {
+        if seen
+            .get(&names::likeness(&entry.user.full_name))
+            .is_some_and(|count| *count > 1)
+        {
+            entry.name_tag = Some(names::tag(&entry.user.id));
+        }
     }
 }

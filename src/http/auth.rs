@@ -80,6 +80,10 @@ async fn signup(
             password: body.password,
         })
         .await?;
+    // The account exists either way; a link that failed to queue can be asked for again.
+    if let Err(err) = chat.chat.send_verification(&user).await {
+        tracing::error!(user = %user.id, error = %err, "cannot queue the verification e-mail");
+    }
     let token = chat.chat.accounts().issue_token(&user.id)?;
     let jar = jar.add(session_cookie(&state, token));
     Ok((StatusCode::CREATED, jar, Json(UserJson::from(&user))))

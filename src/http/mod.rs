@@ -4,6 +4,7 @@
 //!
 //! Each route module exposes its own `router() -> Router<AppState>`; [`app`] merges them.
 
+mod account;
 mod admin;
 mod auth;
 mod chat;
@@ -192,6 +193,7 @@ pub fn app(state: AppState) -> Router {
         .merge(admin::router())
         .merge(prometheus::router())
         .merge(auth::router())
+        .merge(account::router())
         .merge(chat::router())
         .merge(crate::ws::router())
         .merge(web::router())

@@ -27,7 +27,7 @@ use super::{ApiError, AppState};
 /// Refuses cookie-authenticated requests from other origins (see the module docs).
 pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if needs_check(&request) {
-        if let Err(refusal) = check(request.headers(), &state.config().http.cors_origins) {
+        if let Err(refusal) = check(request.headers(), &state.config().http.allowed_origins()) {
             tracing::warn!(
                 method = %request.method(),
                 path = %request.uri().path(),

@@ -104,6 +104,10 @@ impl From<ChatError> for ApiError {
                 message: "Too many failed login attempts, try again later".to_owned(),
                 retry_after_secs,
             },
+            ChatError::TooSoon { retry_after_secs } => ApiError::TooManyRequests {
+                message: format!("Please wait {retry_after_secs} s before asking again"),
+                retry_after_secs,
+            },
             ChatError::Store(store) => ApiError::Store(store),
             ChatError::Queue(QueueError::ShuttingDown) => {
                 ApiError::Unavailable("service is shutting down".to_owned())

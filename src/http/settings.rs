@@ -13,6 +13,11 @@ pub struct HttpSettings {
     #[arg(long = "cors-origins", env = "CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
     pub cors_origins: Vec<String>,
 
+    /// Where people reach Courier (`scheme://host[:port]`): the address of links in e-mails,
+    /// and an allowed origin. Default `http://localhost:<PORT>`; set it whenever e-mail is sent.
+    #[arg(long = "public-url", env = "PUBLIC_URL", value_parser = parse_origin)]
+    pub public_url: Option<String>,
+
     /// Seconds a connection gets to send a request's headers (also the keep-alive idle time
     /// between requests); slower connections are closed.
     #[arg(long = "header-read-timeout-secs", env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10,
@@ -30,6 +35,7 @@ impl Default for HttpSettings {
     fn default() -> HttpSettings {
         HttpSettings {
             cors_origins: Vec::new(),
+            public_url: None,
             header_read_timeout_secs: 10,
             idle_timeout_secs: 120,
         }
@@ -39,6 +45,21 @@ impl Default for HttpSettings {
 impl HttpSettings {
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_secs(self.header_read_timeout_secs)
+    }
+
+    /// `PUBLIC_URL`, or the default for a server on `port`.
+    pub fn public_url(&self, port: u16) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://localhost:{port}"))
+    }
+
+    /// Origins other than the request's own that may use the cookie: `CORS_ORIGINS` and
+    /// `PUBLIC_URL`.
+    pub fn allowed_origins(&self) -> Vec<String> {
+        let mut allowed = self.cors_origins.clone();
+        allowed.extend(self.public_url.iter().cloned());
+        allowed
     }
 
     pub fn idle_timeout(&self) -> Duration {

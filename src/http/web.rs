@@ -29,6 +29,8 @@ pub fn router() -> Router<AppState> {
         .route("/login", get(page))
         .route("/signup", get(page))
         .route("/profile", get(page))
+        .route("/verify-email", get(page))
+        .route("/unsubscribe", get(page))
         .route("/chat/{user_id}", get(page))
         .route("/app/{*path}", get(asset))
         // The client's scripts and styles shrink to about a quarter with gzip.

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::chat::SidebarEntry;
+use crate::chat::{names, SidebarEntry};
 use crate::store::chat::{MessageRecord, UserRecord};
 
 /// Epoch milliseconds as ISO-8601 UTC with milliseconds (`2026-11-28T08:12:38.123Z`).
@@ -56,7 +56,8 @@ impl From<&UserRecord> for UserJson {
     fn from(user: &UserRecord) -> UserJson {
         UserJson {
             id: user.id.clone(),
-            full_name: user.full_name.clone(),
+            // Names saved before bidi controls were refused still display safely.
+            full_name: names::clean(&user.full_name),
             email: user.email.clone(),
             profile_pic: user.profile_pic.clone(),
             created_at: iso_time(user.created_at),
@@ -110,6 +111,9 @@ pub struct SidebarUserJson {
     pub read_by_other_up_to: u64,
     #[serde(rename = "lastMessage")]
     pub last_message: Option<MessageJson>,
+    /// Present when another listed user's name looks the same: shown beside the name.
+    #[serde(rename = "nameTag", skip_serializing_if = "Option::is_none")]
+    pub name_tag: Option<String>,
 }
 
 impl From<&SidebarEntry> for SidebarUserJson {
@@ -120,6 +124,7 @@ impl From<&SidebarEntry> for SidebarUserJson {
             unread_count: entry.unread,
             read_by_other_up_to: entry.read_by_other,
             last_message: entry.last_message.as_ref().map(MessageJson::from),
+            name_tag: entry.name_tag.clone(),
         }
     }
 }

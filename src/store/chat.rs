@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use super::accounts::{AccountState, OneTimeToken, TokenPurpose};
 use super::StoreError;
 use crate::queue::model::Millis;
 
@@ -131,4 +132,54 @@ pub trait ChatStore: Send + Sync + 'static {
 
     /// Number of stored messages (for metrics and start-up logs).
     async fn message_count(&self) -> Result<u64, StoreError>;
+
+    /// What `user` has verified and chosen; the default when nothing was stored.
+    async fn account_state(&self, user: &str) -> Result<AccountState, StoreError>;
+
+    /// Changes `user`'s account state with `change` (applied to the latest state, atomically
+    /// with respect to other changes) and returns the new state. Durable.
+    async fn update_account_state(
+        &self,
+        user: &str,
+        change: AccountChange,
+    ) -> Result<AccountState, StoreError>;
+
+    /// Stores a single-use token under `hash` (the SHA-256 of its secret, hex), and removes
+    /// some of the tokens that expired before `now`. Durable.
+    async fn put_token(
+        &self,
+        hash: &str,
+        token: OneTimeToken,
+        now: Millis,
+    ) -> Result<(), StoreError>;
+
+    /// Consumes the token stored under `hash`: returns it, once, if it is for `purpose` and not
+    /// expired at `now`. A token of another purpose is left alone; an expired one is removed.
+    /// Durable (a consumed token never comes back after a crash).
+    async fn take_token(
+        &self,
+        hash: &str,
+        purpose: TokenPurpose,
+        now: Millis,
+    ) -> Result<Option<OneTimeToken>, StoreError>;
+}
+
+/// One change to an [`AccountState`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountChange {
+    /// `email` was verified at the given time.
+    EmailVerified(String, Millis),
+    /// Notification e-mails wanted or not.
+    EmailNotifications(bool),
+}
+
+impl AccountChange {
+    pub fn apply(&self, state: &mut AccountState) {
+        match self {
+            AccountChange::EmailVerified(email, at) => {
+                state.verified_email = Some((email.clone(), *at));
+            }
+            AccountChange::EmailNotifications(wanted) => state.email_notifications = *wanted,
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //! job state machine's transitions as single atomic operations (a sled write batch here; a Lua
 //! script per operation in a Redis backend). Backends are registered in one place, [`open_job_store`].
 
+pub mod accounts;
 pub mod chat;
 pub mod codec;
 pub mod sled;

@@ -6,7 +6,7 @@
 
 import { avatar, fillAvatar } from './avatar.js';
 import { h, icon, reconcile, safeUrl, toast } from './dom.js';
-import { clockTime, dayKey, dayLabel, exactTime } from './format.js';
+import { clockTime, dayKey, dayLabel, displayName, exactTime } from './format.js';
 import { ImageProblem, prepareImage } from './images.js';
 import {
   discard, loadLatest, loadOlder, markReadIfVisible, noteTyping, on, retry, sendMessage, sortedMessages,
@@ -538,13 +538,13 @@ export function conversationView({ navigate }) {
     const conv = state.conversations.get(current);
     const online = state.online.has(current);
     fillAvatar(headAvatar, user || { _id: current, fullName: '' }, online);
-    headName.textContent = user?.fullName || '';
+    headName.textContent = displayName(user);
     const typing = !!conv?.typing;
     const connected = state.connection === 'open';
     const waiting = state.connection === 'offline' ? 'Waiting for network…' : 'Connecting…';
     headStatus.textContent = !connected ? waiting : typing ? 'typing…' : online ? 'Online' : 'Offline';
     headStatus.className = `chat-status ${!connected ? '' : typing ? 'typing' : online ? 'online' : ''}`;
-    chat.setAttribute('aria-label', user ? `Conversation with ${user.fullName}` : 'Conversation');
+    chat.setAttribute('aria-label', user ? `Conversation with ${displayName(user)}` : 'Conversation');
     textarea.placeholder = user ? `Message ${user.fullName.split(/\s+/)[0]}` : 'Write a message…';
   }
 

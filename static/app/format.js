@@ -94,3 +94,12 @@ export function preview(message, meId) {
 export function plural(count, one, many) {
   return `${count} ${count === 1 ? one : many}`;
 }
+
+/**
+ * A user's name as others see it: with the server's tag (`#K3QZ`) when another listed user's
+ * name looks the same, so two "Alice Martin"s can be told apart.
+ */
+export function displayName(user) {
+  if (!user) return '';
+  return user.nameTag ? `${user.fullName} #${user.nameTag}` : (user.fullName || '');
+}

@@ -1,11 +1,12 @@
 // Courier's web client: boot (who am I?), the routes (`/login`, `/signup`, `/profile`, `/` and
-// `/chat/<userId>`), the app shell (sidebar, conversation, connection banner), the page title's
+// `/chat/<userId>`, and the pages e-mail links open), the app shell (sidebar, conversation, connection banner), the page title's
 // unread count and desktop notifications.
 
 import { get, onUnauthorized, post } from './api.js';
 import { authView } from './auth.js';
 import { conversationView } from './conversation.js';
 import { h, icon, toast } from './dom.js';
+import { isLinkPage, linkPage } from './email.js';
 import { notify } from './notify.js';
 import { profileView } from './profile.js';
 import { sidebarView } from './sidebar.js';
@@ -31,6 +32,12 @@ export function navigate(path, { replace = false } = {}) {
 
 function render() {
   const path = location.pathname;
+  // Pages that e-mail links open work signed in or not: the link's token is the proof.
+  if (isLinkPage(path)) {
+    document.title = 'Courier';
+    mount(linkPage(path, { navigate }));
+    return;
+  }
   if (!state.me) {
     if (path !== '/login' && path !== '/signup') {
       navigate('/login', { replace: true });

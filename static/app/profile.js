@@ -4,6 +4,7 @@
 import { ApiError, put } from './api.js';
 import { avatar, fillAvatar } from './avatar.js';
 import { h, icon, toast } from './dom.js';
+import { emailSettingsRow } from './email.js';
 import { monthYear } from './format.js';
 import { ImageProblem, prepareImage } from './images.js';
 import { notificationPermission, requestPermission } from './notify.js';
@@ -131,7 +132,8 @@ export function profileView({ me, onUpdated, navigate, onLogout }) {
         h('div', { class: 'setting-row' },
           h('div', {}, h('div', { class: 'setting-title', text: 'Appearance' }), h('p', { class: 'muted small', text: 'Follow the system or pick a theme.' })),
           themeGroup),
-        notifyRow),
+        notifyRow,
+        emailSettingsRow()),
       h('div', { class: 'profile-actions' },
         h('button', { class: 'btn btn-danger-ghost', type: 'button', 'data-testid': 'profile-logout', onclick: onLogout },
           icon('logout'), h('span', { text: 'Log out' })))));

@@ -4,7 +4,7 @@
 
 import { avatar, fillAvatar } from './avatar.js';
 import { h, icon, reconcile } from './dom.js';
-import { listTime, plural, preview } from './format.js';
+import { displayName, listTime, plural, preview } from './format.js';
 import { dismissOffer, requestPermission, shouldOffer } from './notify.js';
 import { on, sortedUsers, state } from './state.js';
 import { currentTheme, onThemeChange, toggleTheme } from './theme.js';
@@ -156,7 +156,8 @@ export function sidebarView({ navigate, onLogout }) {
     const typing = !!conv?.typing;
     const unread = user.unreadCount || 0;
     fillAvatar(face, user, online);
-    name.textContent = user.fullName;
+    name.replaceChildren(user.fullName,
+      user.nameTag ? h('span', { class: 'name-tag', text: ` #${user.nameTag}`, title: 'Another user has a name like this one' }) : null);
     const last = user.lastMessage;
     time.textContent = last ? listTime(last.createdAt) : '';
     if (last) time.dateTime = last.createdAt;
@@ -170,7 +171,7 @@ export function sidebarView({ navigate, onLogout }) {
     if (active) button.setAttribute('aria-current', 'true');
     else button.removeAttribute('aria-current');
     button.setAttribute('aria-label', [
-      user.fullName,
+      displayName(user),
       online ? 'online' : 'offline',
       unread ? plural(unread, 'unread message', 'unread messages') : null,
       typing ? 'typing' : null,

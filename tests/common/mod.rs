@@ -296,3 +296,121 @@ pub fn texts(messages: &[Value]) -> Vec<String> {
         .map(|message| message["text"].as_str().unwrap().to_owned())
         .collect()
 }
+
+/// Opens the stores of `dir`, waiting out sled's file lock after a same-process close (its
+/// background threads release it a moment after the last handle goes, up to ~3 s).
+pub async fn open_stores(dir: &Path) -> courier::store::Stores {
+    let mut attempts = 0;
+    loop {
+        match courier::store::open_stores(dir) {
+            Ok(stores) => return stores,
+            Err(courier::store::StoreError::Io(message))
+                if message.contains("could not acquire lock") && attempts < 300 =>
+            {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(err) => panic!("the stores open: {err}"),
+        }
+    }
+}
+
+/// The text of an e-mail as a person reads it: folded headers joined, and a quoted-printable
+/// body (lettre picks that encoding for long lines) decoded.
+pub fn readable_mail(raw: &str) -> String {
+    let raw = raw.replace("\r\n", "\n");
+    let (headers, body) = raw.split_once("\n\n").unwrap_or((raw.as_str(), ""));
+    let headers = headers.replace("\n ", " ").replace("\n\t", " ");
+    let quoted = headers
+        .to_ascii_lowercase()
+        .contains("content-transfer-encoding: quoted-printable");
+    let body = if quoted {
+        decode_quoted_printable(body)
+    } else {
+        body.to_owned()
+    };
+    format!("{headers}\n\n{body}")
+}
+
+fn decode_quoted_printable(body: &str) -> String {
+    let joined = body.replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' {
+            if let Some(byte) = bytes
+                .get(i + 1..i + 3)
+                .and_then(|hex| std::str::from_utf8(hex).ok())
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The token of the first `<path>#token=` link in a (readable) e-mail.
+pub fn link_token(mail: &str, path: &str) -> Option<String> {
+    let marker = format!("{path}#token=");
+    let start = mail.find(&marker)? + marker.len();
+    let token: String = mail[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .collect();
+    (!token.is_empty()).then_some(token)
+}
+
+/// Every e-mail in `DATA_DIR/outbox` so far, readable, in no particular order.
+pub fn outbox_mails(data_dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("outbox")) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "eml"))
+        .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+        .map(|raw| readable_mail(&raw))
+        .collect()
+}
+
+/// Waits (10 s at most) for an e-mail in the outbox that contains every one of `parts`.
+pub async fn outbox_mail(data_dir: &Path, parts: &[&str]) -> String {
+    for _ in 0..1000 {
+        if let Some(mail) = outbox_mails(data_dir)
+            .into_iter()
+            .find(|mail| parts.iter().all(|part| mail.contains(part)))
+        {
+            return mail;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no e-mail in the outbox with {parts:?}");
+}
+
+impl User {
+    /// Opens the verification link of `mail` as its reader would (the page posts the token).
+    pub async fn open_verification_link(&self, mail: &str) -> (u16, Value) {
+        let token = link_token(mail, "/verify-email").expect("a verification link");
+        let response = reqwest::Client::new()
+            .post(format!("{}/api/auth/verify-email", self.base))
+            .json(&json!({ "token": token }))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Verifies this user's address with the link sent to the outbox at sign-up.
+    pub async fn verify_from_outbox(&self, data_dir: &Path) {
+        let mail = outbox_mail(data_dir, &[&self.email, "/verify-email#token="]).await;
+        let (status, body) = self.open_verification_link(&mail).await;
+        assert_eq!(status, 200, "verification of {}: {body}", self.email);
+    }
+}

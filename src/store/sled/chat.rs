@@ -23,9 +23,12 @@
 //! | `r<convId>\0<userId>` | read mark (u64) |
 //! | `x<convId>\0<userId>` | time of the last e-mail claim (Millis) |
 //! | `m:count` | number of stored messages, u64 BE (the committer's counter key) |
+//! | `a…`, `t…`, `T…` | account states and single-use tokens (see `chat/accounts.rs`) |
 //!
 //! `convId` is the two user ids sorted and joined with `:`; user ids therefore may contain neither
 //! `:` nor NUL (ObjectIds never do), and writes reject ids that would.
+
+mod accounts;
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -40,8 +43,10 @@ use tokio::sync::oneshot;
 use super::committer::{AfterCommit, Committer, Write};
 use super::Database;
 use crate::queue::model::Millis;
+use crate::store::accounts::{AccountState, OneTimeToken, TokenPurpose};
 use crate::store::chat::{
-    ChatStore, ConversationSummary, CreateUser, HistoryPage, MessageRecord, NewMessage, UserRecord,
+    AccountChange, ChatStore, ConversationSummary, CreateUser, HistoryPage, MessageRecord,
+    NewMessage, UserRecord,
 };
 use crate::store::codec::{decode, encode};
 use crate::store::StoreError;
@@ -197,6 +202,8 @@ pub struct SledChatStore {
     state: Mutex<State>,
     /// Commits finished since the state was last locked, with whether they succeeded.
     settled: Arc<Mutex<Vec<(Settled, bool)>>>,
+    /// Account and token writes on their way to disk (`accounts.rs`).
+    account_writes: Arc<accounts::AccountWrites>,
     committer: Committer,
 }
 
@@ -226,6 +233,7 @@ impl SledChatStore {
                 ..State::default()
             }),
             settled: Arc::new(Mutex::new(Vec::new())),
+            account_writes: Arc::default(),
             committer,
         })
     }
@@ -806,6 +814,36 @@ impl ChatStore for SledChatStore {
 
     async fn message_count(&self) -> Result<u64, StoreError> {
         Ok(self.state.lock().message_count)
+    }
+
+    async fn account_state(&self, user: &str) -> Result<AccountState, StoreError> {
+        self.read_account_state(user).await
+    }
+
+    async fn update_account_state(
+        &self,
+        user: &str,
+        change: AccountChange,
+    ) -> Result<AccountState, StoreError> {
+        self.change_account_state(user, change).await
+    }
+
+    async fn put_token(
+        &self,
+        hash: &str,
+        token: OneTimeToken,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        self.store_token(hash, token, now).await
+    }
+
+    async fn take_token(
+        &self,
+        hash: &str,
+        purpose: TokenPurpose,
+        now: Millis,
+    ) -> Result<Option<OneTimeToken>, StoreError> {
+        self.consume_token(hash, purpose, now).await
     }
 }
 

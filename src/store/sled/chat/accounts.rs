@@ -1,0 +1,206 @@
+//! Account states and single-use tokens in the chat tree.
+//!
+//! | Key | Value |
+//! |---|---|
+//! | `a<userId>` | [`AccountState`] |
+//! | `t<sha256 hex>` | [`OneTimeToken`] |
+//! | `T<expires u64 BE><sha256 hex>` | empty: the expiry index, so old tokens are swept in order |
+//!
+//! Every change is read-modify-write: decided under one lock from the latest value, which is
+//! the value still on its way to disk if there is one ([`AccountWrites`]), so two changes made
+//! at once both land and a token is consumed once even while its deletion is being written.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::{check_id, key, wait, SledChatStore};
+use crate::queue::model::Millis;
+use crate::store::accounts::{AccountState, OneTimeToken, TokenPurpose};
+use crate::store::chat::AccountChange;
+use crate::store::codec::{decode, encode};
+use crate::store::sled::committer::{AfterCommit, Write};
+use crate::store::StoreError;
+
+const ACCOUNT: u8 = b'a';
+const TOKEN: u8 = b't';
+const TOKEN_EXPIRY: u8 = b'T';
+/// Most expired tokens removed along with one new token: sweeping keeps pace with creation.
+const SWEEP_PER_PUT: usize = 16;
+
+/// Values written but not yet durable, by key (`None`: a delete), each with the number of the
+/// write that set it, so a settled write only clears its own value.
+#[derive(Default)]
+pub(super) struct AccountWrites {
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    values: HashMap<Vec<u8>, (u64, Option<Vec<u8>>)>,
+    next: u64,
+}
+
+fn expiry_key(expires_at: Millis, hash: &str) -> Vec<u8> {
+    let mut bytes = vec![TOKEN_EXPIRY];
+    bytes.extend_from_slice(&expires_at.to_be_bytes());
+    bytes.extend_from_slice(hash.as_bytes());
+    bytes
+}
+
+fn check_hash(hash: &str) -> Result<(), StoreError> {
+    if hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(StoreError::Codec(
+            "a token hash is 64 hex digits".to_owned(),
+        ))
+    }
+}
+
+impl SledChatStore {
+    /// The latest value of `key`: pending, else stored.
+    fn latest(&self, pending: &Pending, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some((_, value)) = pending.values.get(key) {
+            return Ok(value.clone());
+        }
+        Ok(self.tree.get(key)?.map(|value| value.to_vec()))
+    }
+
+    /// Queues `writes` under the lock already held (`pending`), remembering their values until
+    /// they are durable; wait for the result outside the lock.
+    fn queue_account_writes(
+        &self,
+        pending: &mut Pending,
+        writes: Vec<Write>,
+    ) -> tokio::sync::oneshot::Receiver<Result<(), StoreError>> {
+        pending.next += 1;
+        let number = pending.next;
+        let mut keys = Vec::with_capacity(writes.len());
+        for write in &writes {
+            let (key, value) = match write {
+                Write::Put(key, value) | Write::PutNew(key, value) => (key, Some(value.clone())),
+                Write::Delete(key) => (key, None),
+            };
+            pending.values.insert(key.clone(), (number, value));
+            keys.push(key.clone());
+        }
+        let writes_in_flight = Arc::clone(&self.account_writes);
+        let after: AfterCommit = Box::new(move |_result| {
+            // Written or failed, the tree now has the truth for these keys.
+            let mut pending = writes_in_flight.pending.lock();
+            for key in keys {
+                if pending.values.get(&key).is_some_and(|(n, _)| *n == number) {
+                    pending.values.remove(&key);
+                }
+            }
+        });
+        self.committer.submit_durable(writes, 0, Some(after))
+    }
+
+    pub(super) async fn read_account_state(&self, user: &str) -> Result<AccountState, StoreError> {
+        check_id(user)?;
+        let pending = self.account_writes.pending.lock();
+        match self.latest(&pending, &key(ACCOUNT, user))? {
+            Some(bytes) => decode(&bytes),
+            None => Ok(AccountState::default()),
+        }
+    }
+
+    pub(super) async fn change_account_state(
+        &self,
+        user: &str,
+        change: AccountChange,
+    ) -> Result<AccountState, StoreError> {
+        check_id(user)?;
+        let account_key = key(ACCOUNT, user);
+        let (durable, state) = {
+            let mut pending = self.account_writes.pending.lock();
+            let mut state = match self.latest(&pending, &account_key)? {
+                Some(bytes) => decode(&bytes)?,
+                None => AccountState::default(),
+            };
+            change.apply(&mut state);
+            let writes = vec![Write::Put(account_key, encode(&state)?)];
+            (self.queue_account_writes(&mut pending, writes), state)
+        };
+        wait(durable).await?;
+        Ok(state)
+    }
+
+    pub(super) async fn store_token(
+        &self,
+        hash: &str,
+        token: OneTimeToken,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        check_hash(hash)?;
+        check_id(&token.user_id)?;
+        let durable = {
+            let mut pending = self.account_writes.pending.lock();
+            let mut writes = vec![
+                Write::Put(key(TOKEN, hash), encode(&token)?),
+                Write::Put(expiry_key(token.expires_at, hash), Vec::new()),
+            ];
+            writes.extend(self.expired_tokens(&pending, now, SWEEP_PER_PUT)?);
+            self.queue_account_writes(&mut pending, writes)
+        };
+        wait(durable).await
+    }
+
+    /// Deletes for up to `limit` tokens that expired at or before `before` (both keys).
+    fn expired_tokens(
+        &self,
+        pending: &Pending,
+        before: Millis,
+        limit: usize,
+    ) -> Result<Vec<Write>, StoreError> {
+        let mut deletes = Vec::new();
+        let end = expiry_key(before.saturating_add(1), "");
+        for item in self.tree.range(vec![TOKEN_EXPIRY]..end).take(limit) {
+            let (index_key, _) = item?;
+            if pending
+                .values
+                .get(index_key.as_ref())
+                .is_some_and(|(_, value)| value.is_none())
+            {
+                continue;
+            }
+            let hash = index_key.get(9..).unwrap_or_default();
+            let mut token_key = vec![TOKEN];
+            token_key.extend_from_slice(hash);
+            deletes.push(Write::Delete(index_key.to_vec()));
+            deletes.push(Write::Delete(token_key));
+        }
+        Ok(deletes)
+    }
+
+    pub(super) async fn consume_token(
+        &self,
+        hash: &str,
+        purpose: TokenPurpose,
+        now: Millis,
+    ) -> Result<Option<OneTimeToken>, StoreError> {
+        check_hash(hash)?;
+        let token_key = key(TOKEN, hash);
+        let (durable, token) = {
+            let mut pending = self.account_writes.pending.lock();
+            let Some(bytes) = self.latest(&pending, &token_key)? else {
+                return Ok(None);
+            };
+            let token: OneTimeToken = decode(&bytes)?;
+            if token.purpose != purpose {
+                return Ok(None);
+            }
+            let writes = vec![
+                Write::Delete(token_key),
+                Write::Delete(expiry_key(token.expires_at, hash)),
+            ];
+            let durable = self.queue_account_writes(&mut pending, writes);
+            (durable, (token.expires_at > now).then_some(token))
+        };
+        wait(durable).await?;
+        Ok(token)
+    }
+}
