@@ -69,6 +69,7 @@ impl Server {
                 smtp_url: config.smtp_url.clone(),
                 email_from: config.email_from.clone(),
                 cloudinary_url: config.cloudinary_url.clone(),
+                max_image_pixels: config.max_image_pixels,
             },
             chat_store,
             queues.clone(),
