@@ -40,7 +40,13 @@ pub(super) fn clean(bytes: &[u8]) -> Result<Cleaned, Damaged> {
     // Each turn moves `at` forward by at least two bytes.
     while at < bytes.len() {
         if bytes[at] != 0xff {
-            return Err(Damaged("a jpeg segment does not start with a marker"));
+            // Stray bytes between segments: decoders skip to the next marker (libjpeg warns of
+            // "extraneous bytes"), so they are dropped rather than the photo refused.
+            at = bytes[at..]
+                .iter()
+                .position(|&byte| byte == 0xff)
+                .map_or(bytes.len(), |offset| at + offset);
+            continue;
         }
         // Any number of 0xFF may pad before a marker.
         while bytes.get(at + 1) == Some(&0xff) {
@@ -219,7 +225,6 @@ mod tests {
             clean(&[0xff, SOI, 0xff, 0xe1, 0, 1]).is_err(),
             "length below 2"
         );
-        assert!(clean(&[0xff, SOI, 0x12]).is_err(), "no marker");
         assert!(clean(&[0xff, SOI, 0xff, EOI]).is_err(), "no frame");
         let scan_first = [
             &[0xff, SOI][..],
@@ -234,9 +239,11 @@ mod tests {
     }
 
     #[test]
-    fn padding_before_markers_is_tolerated() {
+    fn padding_and_stray_bytes_before_markers_are_tolerated() {
         let image = jpeg(4, 4, &[]);
         let padded = [&image[..2], &[0xff, 0xff][..], &image[2..]].concat();
         assert_eq!(clean(&padded).unwrap().bytes, image);
+        let stray = [&image[..2], b"Secret", &image[2..]].concat();
+        assert_eq!(clean(&stray).unwrap().bytes, image);
     }
 }
