@@ -1,7 +1,8 @@
 //! Small images built by hand for the format tests, each carrying every kind of metadata its
-//! format has, plus pixel data the tests look for afterwards.
+//! format has, plus pixel data the tests look for afterwards. Built without the code under test,
+//! and shared with `tests/images.rs` (included there by path).
 
-use super::png::SIGNATURE;
+const SIGNATURE: &[u8; 8] = b"\x89PNG\r\n\x1a\n";
 
 pub const PNG_PIXELS: &[u8] = b"x\x9c-png-pixel-data-\xff\x00\x01";
 pub const JPEG_SCAN: &[u8] = b"\x12\x34\xff\x00\x56\xff\xd0\x78\x9a-jpeg-scan-\xff\x00";
@@ -38,8 +39,11 @@ pub fn exif_with_gps() -> Vec<u8> {
 }
 
 pub fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    super::png::write_chunk(&mut out, kind, data);
+    let mut out = u32::try_from(data.len()).unwrap().to_be_bytes().to_vec();
+    out.extend_from_slice(kind);
+    out.extend_from_slice(data);
+    let crc = crc32fast::hash(&[&kind[..], data].concat());
+    out.extend_from_slice(&crc.to_be_bytes());
     out
 }
 
