@@ -82,6 +82,13 @@ pub struct Config {
     #[arg(long, env = "CLOUDINARY_URL", hide_env_values = true)]
     pub cloudinary_url: Option<String>,
 
+    /// Most pixels (width × height of the canvas, every animation frame included) an image may
+    /// have, read from its header: a small file can declare an image that takes gigabytes to
+    /// show. At least 1; there is no "off".
+    #[arg(long, env = "MAX_IMAGE_PIXELS", default_value_t = crate::chat::images::DEFAULT_MAX_IMAGE_PIXELS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_image_pixels: u64,
+
     /// `smtp://` or `smtps://` URL of the mail server; without it e-mails go to DATA_DIR/outbox.
     #[arg(long, env = "SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<String>,
@@ -260,6 +267,7 @@ impl Config {
             chat_backend: ChatBackend::Sled,
             mongodb_uri: None,
             cloudinary_url: None,
+            max_image_pixels: crate::chat::images::DEFAULT_MAX_IMAGE_PIXELS,
             smtp_url: None,
             email_from: None,
             alert_webhook_url: None,
@@ -387,6 +395,7 @@ impl fmt::Debug for Config {
             .field("chat_backend", &self.chat_backend)
             .field("mongodb_uri", &redacted(&self.mongodb_uri))
             .field("cloudinary_url", &redacted(&self.cloudinary_url))
+            .field("max_image_pixels", &self.max_image_pixels)
             .field("smtp_url", &redacted(&self.smtp_url))
             .field("email_from", &self.email_from)
             .field("alert_webhook_url", &redacted(&self.alert_webhook_url))
@@ -705,6 +714,21 @@ mod tests {
         let message = invalid_message(&["--store-cache-mb", "0"]);
         assert!(
             message.starts_with("invalid value '0' for STORE_CACHE_MB (--store-cache-mb)"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_image_pixel_limit_is_40_megapixels_unless_set_and_never_zero() {
+        assert_eq!(
+            Config::command_default("max_image_pixels"),
+            Some("40000000".to_owned())
+        );
+        let config = parse(&["--max-image-pixels", "1000"]).unwrap();
+        assert_eq!(config.max_image_pixels, 1000);
+        let message = invalid_message(&["--max-image-pixels", "0"]);
+        assert!(
+            message.starts_with("invalid value '0' for MAX_IMAGE_PIXELS (--max-image-pixels)"),
             "{message}"
         );
     }

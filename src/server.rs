@@ -69,6 +69,7 @@ impl Server {
                 email_from: config.email_from.clone(),
                 cloudinary_url: config.cloudinary_url.clone(),
                 public_url: config.http.public_url(config.port),
+                max_image_pixels: config.max_image_pixels,
             },
             chat_store,
             queues.clone(),

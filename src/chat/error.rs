@@ -21,6 +21,9 @@ pub enum ChatError {
     TooLarge { what: &'static str, limit: usize },
     #[error("{0}")]
     UnsupportedImage(String),
+    /// An image whose canvas (as its header declares it) is past the pixel limit.
+    #[error("image is {width}x{height} pixels, more than the limit of {limit} pixels")]
+    TooManyPixels { width: u64, height: u64, limit: u64 },
     #[error("too many attempts, try again in {retry_after_secs} s")]
     TooManyAttempts { retry_after_secs: u64 },
     /// Asked again too soon (another e-mail, say); the wait is in the variant.

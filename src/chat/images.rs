@@ -3,6 +3,21 @@
 //! An image is accepted only when its bytes are really PNG, JPEG, GIF or WebP, whatever name or
 //! declared type it came with. Local images live in `DATA_DIR/uploads/<sha256>` and are served at
 //! `/uploads/<sha256>`; the hash makes the URL unguessable and the file immutable.
+//!
+//! Before an image is stored, its structure is walked without decoding it ([`clean`]): its
+//! canvas must be within the pixel limit (a 5 MB file can declare 30000×30000 pixels, gigabytes
+//! in every viewer's browser), and its metadata (EXIF with the GPS position, XMP, IPTC, comments,
+//! text) is cut out at the byte level, so pixels, colour and animation stay exactly as sent.
+//! The stored file, its hash and its URL are those of the stripped bytes.
+
+mod clean;
+mod exif;
+mod gif;
+mod jpeg;
+mod png;
+#[cfg(test)]
+mod test_images;
+mod webp;
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +28,45 @@ use super::error::ChatError;
 
 /// Largest image accepted, in bytes.
 pub const MAX_IMAGE_BYTES: usize = 5 * 1024 * 1024;
+
+/// Default largest canvas, in pixels: 40 megapixels, above the photos phones take by default,
+/// and 160 MB once a browser has decoded it.
+pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 40_000_000;
+
+/// What every stored image must meet beyond its byte size.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageLimits {
+    max_pixels: u64,
+}
+
+impl ImageLimits {
+    /// Refuses 0: a limit nothing meets is a mistake, and "0 means off" would make one typo
+    /// switch the protection off.
+    pub fn new(max_pixels: u64) -> Result<ImageLimits, ChatError> {
+        if max_pixels == 0 {
+            return Err(ChatError::Invalid(
+                "the image pixel limit must be at least 1".to_owned(),
+            ));
+        }
+        Ok(ImageLimits { max_pixels })
+    }
+}
+
+/// Checks an image (bytes, real type, structure, pixel limit) and returns it without metadata.
+pub fn sanitise(bytes: &[u8], limits: ImageLimits) -> Result<Vec<u8>, ChatError> {
+    let kind = check_image(bytes)?;
+    let cleaned = clean::clean(kind, bytes).map_err(|clean::Damaged(why)| {
+        ChatError::UnsupportedImage(format!("image cannot be read: {why}"))
+    })?;
+    if cleaned.pixels() > limits.max_pixels {
+        return Err(ChatError::TooManyPixels {
+            width: cleaned.width,
+            height: cleaned.height,
+            limit: limits.max_pixels,
+        });
+    }
+    Ok(cleaned.bytes)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageKind {
@@ -103,12 +157,14 @@ pub fn is_image_hash(name: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct Uploads {
     dir: PathBuf,
+    limits: ImageLimits,
 }
 
 impl Uploads {
-    pub fn new(data_dir: &Path) -> Uploads {
+    pub fn new(data_dir: &Path, limits: ImageLimits) -> Uploads {
         Uploads {
             dir: data_dir.join("uploads"),
+            limits,
         }
     }
 
@@ -116,32 +172,23 @@ impl Uploads {
         self.dir.join(hash)
     }
 
-    /// Stores bytes under their hash, durably (written to a temporary file, synced, renamed).
-    /// Storing the same image twice is a no-op.
+    /// Checks an image against the limits, strips its metadata ([`sanitise`]) and stores the
+    /// result under its hash, durably (written to a temporary file, synced, renamed). Storing
+    /// the same image twice is a no-op. This is the only way into the directory, so every
+    /// stored image has passed the checks, whichever route it came by.
     pub async fn put(&self, bytes: Vec<u8>) -> Result<String, ChatError> {
-        let hash = image_hash(&bytes);
         let dir = self.dir.clone();
-        let target = self.path_of(&hash);
-        let name = hash.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            if target.exists() {
-                return Ok(());
-            }
-            std::fs::create_dir_all(&dir)?;
-            let temporary = dir.join(format!(".{name}.{}", rand::random::<u64>()));
-            {
-                use std::io::Write as _;
-                let mut file = std::fs::File::create(&temporary)?;
-                file.write_all(&bytes)?;
-                file.sync_all()?;
-            }
-            std::fs::rename(&temporary, &target)?;
-            std::fs::File::open(&dir)?.sync_all()
+        let limits = self.limits;
+        // Walking a 5 MB image takes a few milliseconds: off the async threads, with the write.
+        tokio::task::spawn_blocking(move || -> Result<String, ChatError> {
+            let bytes = sanitise(&bytes, limits)?;
+            let hash = image_hash(&bytes);
+            store(&dir, &hash, &bytes)
+                .map_err(|err| ChatError::Internal(format!("cannot store image: {err}")))?;
+            Ok(hash)
         })
         .await
         .map_err(|err| ChatError::Internal(format!("image store task failed: {err}")))?
-        .map_err(|err| ChatError::Internal(format!("cannot store image: {err}")))?;
-        Ok(hash)
     }
 
     pub async fn read(&self, hash: &str) -> Result<Option<Vec<u8>>, ChatError> {
@@ -154,6 +201,23 @@ impl Uploads {
             Err(err) => Err(ChatError::Internal(format!("cannot read image: {err}"))),
         }
     }
+}
+
+fn store(dir: &Path, hash: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let target = dir.join(hash);
+    if target.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    let temporary = dir.join(format!(".{hash}.{}", rand::random::<u64>()));
+    {
+        use std::io::Write as _;
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&temporary, &target)?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Where image URLs point: this server's `/uploads`, or Cloudinary.
@@ -302,6 +366,28 @@ mod tests {
             decode_data_url(&huge),
             Err(ChatError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn sanitising_checks_the_pixel_limit_and_strips_metadata() {
+        let limits = ImageLimits::new(100).unwrap();
+        let square = test_images::png(10, 10, &[(b"tEXt", b"Author\0Secret")]);
+        let clean = sanitise(&square, limits).unwrap();
+        assert!(!test_images::contains(&clean, b"Secret"));
+        assert!(matches!(
+            sanitise(&test_images::png(11, 10, &[]), limits),
+            Err(ChatError::TooManyPixels {
+                width: 11,
+                height: 10,
+                limit: 100
+            })
+        ));
+        // A sniffed type whose structure does not hold is a 400, not a 5xx.
+        assert!(matches!(
+            sanitise(PNG, limits),
+            Err(ChatError::UnsupportedImage(_))
+        ));
+        assert!(ImageLimits::new(0).is_err());
     }
 
     #[test]

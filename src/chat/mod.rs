@@ -57,6 +57,8 @@ pub struct ChatConfig {
     pub cloudinary_url: Option<String>,
     /// Where people reach Courier: the address of links in e-mails.
     pub public_url: String,
+    /// Largest image canvas accepted, in pixels (`MAX_IMAGE_PIXELS`; at least 1).
+    pub max_image_pixels: u64,
 }
 
 /// One row of the sidebar.
@@ -99,7 +101,8 @@ impl Chat {
         queues: QueueManager,
         delivery: Arc<dyn Delivery>,
     ) -> Result<Arc<Chat>, ChatError> {
-        let uploads = images::Uploads::new(&config.data_dir);
+        let limits = images::ImageLimits::new(config.max_image_pixels)?;
+        let uploads = images::Uploads::new(&config.data_dir, limits);
         let host = match &config.cloudinary_url {
             Some(url) => images::ImageHost::Cloudinary(
                 images::Cloudinary::from_url(url).map_err(ChatError::Invalid)?,

@@ -169,6 +169,8 @@ struct SendBody {
 }
 
 /// Reads a send from JSON (`{text, image: dataURL}`) or multipart (`text` field, `image` file).
+/// A field given twice, or a file under another name, is refused rather than dropped: a message
+/// carries one image, and the sender should learn that a second one did not go.
 async fn read_send(request: Request, state: &AppState) -> Result<SendInput, ApiError> {
     let is_multipart = request
         .headers()
@@ -194,6 +196,18 @@ async fn read_send(request: Request, state: &AppState) -> Result<SendInput, ApiE
     while let Some(field) = multipart.next_field().await.map_err(|err| {
         ApiError::bad_request(format!("malformed multipart body: {}", err.body_text()))
     })? {
+        let given_twice = match field.name() {
+            Some("text") => input.text.is_some(),
+            Some("clientMessageId") => input.client_key.is_some(),
+            Some("image") => input.image.is_some(),
+            _ => false,
+        };
+        if given_twice {
+            return Err(ApiError::bad_request(match field.name() {
+                Some("image") => "a message can carry only one image".to_owned(),
+                other => format!("the field {} is given twice", other.unwrap_or_default()),
+            }));
+        }
         match field.name() {
             Some("text") => {
                 input.text = Some(
@@ -220,6 +234,12 @@ async fn read_send(request: Request, state: &AppState) -> Result<SendInput, ApiE
                     }
                 })?;
                 input.image = Some(ImageInput::Bytes(bytes.to_vec()));
+            }
+            name if field.file_name().is_some() => {
+                return Err(ApiError::bad_request(format!(
+                    "unexpected file field {}: send one image as the image field",
+                    name.unwrap_or_default()
+                )));
             }
             _ => {}
         }

@@ -99,7 +99,9 @@ impl From<ChatError> for ApiError {
             ChatError::EmailTaken => ApiError::BadRequest("Email already exists".to_owned()),
             ChatError::Unauthorized => ApiError::unauthorized("Unauthorized - Invalid Token"),
             ChatError::NotFound(message) => ApiError::NotFound(message),
-            ChatError::TooLarge { .. } => ApiError::PayloadTooLarge(err.to_string()),
+            ChatError::TooLarge { .. } | ChatError::TooManyPixels { .. } => {
+                ApiError::PayloadTooLarge(err.to_string())
+            }
             ChatError::TooManyAttempts { retry_after_secs } => ApiError::TooManyRequests {
                 message: "Too many failed login attempts, try again later".to_owned(),
                 retry_after_secs,
