@@ -37,6 +37,9 @@ pub trait Delivery: Send + Sync + 'static {
 
     /// Whether the user has at least one connected socket.
     fn is_online(&self, user: &str) -> bool;
+
+    /// `viewer` no longer sees `hidden` online (they block the viewer); replaces the last list.
+    fn hide_presence(&self, viewer: &str, hidden: Vec<String>);
 }
 
 /// Delivers nowhere: for processes with no WebSocket layer (tools, some tests).
@@ -48,4 +51,6 @@ impl Delivery for NoDelivery {
     fn is_online(&self, _user: &str) -> bool {
         false
     }
+
+    fn hide_presence(&self, _viewer: &str, _hidden: Vec<String>) {}
 }

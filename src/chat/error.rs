@@ -17,6 +17,9 @@ pub enum ChatError {
     Unauthorized,
     #[error("{0}")]
     NotFound(String),
+    /// Not allowed between these users (a block); the message says why.
+    #[error("{0}")]
+    Refused(String),
     #[error("{what} exceeds the limit of {limit} bytes")]
     TooLarge { what: &'static str, limit: usize },
     #[error("{0}")]

@@ -153,6 +153,9 @@ impl Chat {
         if !ids::is_id(receiver_id) || self.store.user_by_id(receiver_id).await?.is_none() {
             return Err(ChatError::NotFound("Receiver not found".to_owned()));
         }
+        if let Some(refusal) = self.block_between(&sender.id, receiver_id).await? {
+            return Err(refusal);
+        }
         if let Some(key) = &input.client_key {
             let valid = (1..=MAX_CLIENT_KEY_LEN).contains(&key.len())
                 && key

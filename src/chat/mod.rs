@@ -5,6 +5,7 @@
 //! events through [`Delivery`]. It imports no web framework and no database crate.
 
 pub mod accounts;
+pub mod blocks;
 pub mod delivery;
 pub mod email;
 pub mod error;
@@ -70,6 +71,8 @@ pub struct SidebarEntry {
     /// How far this user has read the conversation with the caller.
     pub read_by_other: u64,
     pub last_message: Option<MessageRecord>,
+    /// Whether the caller blocks this user.
+    pub blocked: bool,
     /// Set when this user's name looks like another listed user's (or the caller's own): a
     /// short tag that tells them apart (see [`names::tag`]).
     pub name_tag: Option<String>,
@@ -294,6 +297,8 @@ impl Chat {
     /// Every other user, with presence, unread count and last message, latest activity first.
     pub async fn sidebar(&self, user: &UserRecord) -> Result<Vec<SidebarEntry>, ChatError> {
         let conversations = self.store.conversations(&user.id).await?;
+        let blockers = self.store.blockers_of(&user.id).await?;
+        let blocked = self.store.blocked_users(&user.id).await?;
         let mut by_user: HashMap<String, _> = conversations
             .into_iter()
             .map(|summary| (summary.other_id.clone(), summary))
@@ -307,7 +312,10 @@ impl Chat {
             .map(|other| {
                 let summary = by_user.remove(&other.id);
                 SidebarEntry {
-                    online: self.delivery.is_online(&other.id),
+                    // Someone who blocks the caller is never shown online to them.
+                    online: self.delivery.is_online(&other.id)
+                        && blockers.binary_search(&other.id).is_err(),
+                    blocked: blocked.binary_search(&other.id).is_ok(),
                     unread: summary.as_ref().map_or(0, |summary| summary.unread),
                     read_by_other: summary.as_ref().map_or(0, |summary| summary.read_by_other),
                     last_message: summary.and_then(|summary| summary.last_message),
@@ -370,6 +378,10 @@ impl Chat {
     /// Relays a typing indicator to the receiver.
     pub async fn typing(&self, sender_id: &str, receiver_id: &str, is_typing: bool) {
         if sender_id == receiver_id || !ids::is_id(receiver_id) {
+            return;
+        }
+        // A block stops typing events both ways; a failed check sends nothing.
+        if !matches!(self.block_between(sender_id, receiver_id).await, Ok(None)) {
             return;
         }
         self.delivery.deliver(

@@ -16,6 +16,7 @@ mod prometheus;
 mod serve;
 mod session;
 mod settings;
+mod users;
 mod web;
 pub mod wire;
 
@@ -194,6 +195,7 @@ pub fn app(state: AppState) -> Router {
         .merge(prometheus::router())
         .merge(auth::router())
         .merge(account::router())
+        .merge(users::router())
         .merge(chat::router())
         .merge(crate::ws::router())
         .merge(web::router())

@@ -99,6 +99,7 @@ impl From<ChatError> for ApiError {
             ChatError::EmailTaken => ApiError::BadRequest("Email already exists".to_owned()),
             ChatError::Unauthorized => ApiError::unauthorized("Unauthorized - Invalid Token"),
             ChatError::NotFound(message) => ApiError::NotFound(message),
+            ChatError::Refused(message) => ApiError::Forbidden(message),
             ChatError::TooLarge { .. } | ChatError::TooManyPixels { .. } => {
                 ApiError::PayloadTooLarge(err.to_string())
             }

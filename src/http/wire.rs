@@ -66,6 +66,27 @@ impl From<&UserRecord> for UserJson {
     }
 }
 
+/// Another user as anyone may see them: no e-mail address.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublicUserJson {
+    #[serde(rename = "_id")]
+    pub id: String,
+    #[serde(rename = "fullName")]
+    pub full_name: String,
+    #[serde(rename = "profilePic")]
+    pub profile_pic: String,
+}
+
+impl From<&UserRecord> for PublicUserJson {
+    fn from(user: &UserRecord) -> PublicUserJson {
+        PublicUserJson {
+            id: user.id.clone(),
+            full_name: names::clean(&user.full_name),
+            profile_pic: user.profile_pic.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct MessageJson {
     #[serde(rename = "_id")]
@@ -111,6 +132,9 @@ pub struct SidebarUserJson {
     pub read_by_other_up_to: u64,
     #[serde(rename = "lastMessage")]
     pub last_message: Option<MessageJson>,
+    /// Whether the caller blocks this user.
+    #[serde(rename = "isBlocked")]
+    pub is_blocked: bool,
     /// Present when another listed user's name looks the same: shown beside the name.
     #[serde(rename = "nameTag", skip_serializing_if = "Option::is_none")]
     pub name_tag: Option<String>,
@@ -124,6 +148,7 @@ impl From<&SidebarEntry> for SidebarUserJson {
             unread_count: entry.unread,
             read_by_other_up_to: entry.read_by_other,
             last_message: entry.last_message.as_ref().map(MessageJson::from),
+            is_blocked: entry.blocked,
             name_tag: entry.name_tag.clone(),
         }
     }

@@ -162,6 +162,24 @@ pub trait ChatStore: Send + Sync + 'static {
         purpose: TokenPurpose,
         now: Millis,
     ) -> Result<Option<OneTimeToken>, StoreError>;
+
+    /// Records that `blocker` blocks `blocked` (or no longer does). Returns whether anything
+    /// changed. Durable.
+    async fn set_blocked(
+        &self,
+        blocker: &str,
+        blocked: &str,
+        is_blocked: bool,
+    ) -> Result<bool, StoreError>;
+
+    /// Whether `blocker` blocks `blocked`.
+    async fn is_blocked(&self, blocker: &str, blocked: &str) -> Result<bool, StoreError>;
+
+    /// The users `blocker` blocks, in id order.
+    async fn blocked_users(&self, blocker: &str) -> Result<Vec<String>, StoreError>;
+
+    /// The users who block `user`, in id order.
+    async fn blockers_of(&self, user: &str) -> Result<Vec<String>, StoreError>;
 }
 
 /// One change to an [`AccountState`].

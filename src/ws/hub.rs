@@ -180,6 +180,7 @@ impl Hub {
                 hasher: RandomState::new(),
                 presence: watch::Sender::new(0),
                 presence_cache: Mutex::new(None),
+                hidden: RwLock::new(HashMap::new()),
                 next_connection_id: AtomicU64::new(1),
                 connections: AtomicUsize::new(0),
                 counters: Counters::default(),
@@ -311,6 +312,23 @@ impl Hub {
         sockets.len()
     }
 
+    /// From now on `viewer` does not see the users in `hidden` online (they blocked the
+    /// viewer); the viewer's open sockets get a fresh `getOnlineUsers` at once.
+    pub fn hide_presence(&self, viewer: &str, hidden: Vec<String>) {
+        {
+            let mut table = self.inner.hidden.write();
+            if hidden.is_empty() {
+                if table.remove(viewer).is_none() {
+                    return;
+                }
+            } else {
+                table.insert(Arc::from(viewer), Arc::new(hidden.into_iter().collect()));
+            }
+        }
+        let version = *self.inner.presence.borrow();
+        self.send_to_user(viewer, self.inner.presence_frame_for(viewer, version));
+    }
+
     pub fn is_online(&self, user_id: &str) -> bool {
         self.inner.shard(user_id).users.read().contains_key(user_id)
     }
@@ -432,7 +450,7 @@ impl Connection {
                     }
                     let version = *self.presence.borrow_and_update();
                     self.presence_was_last = true;
-                    return Outgoing::Frame(self.hub.inner.presence_frame(version));
+                    return Outgoing::Frame(self.hub.inner.presence_frame_for(&self.user_id, version));
                 }
             }
         }
@@ -462,7 +480,9 @@ impl Connection {
         }
         let version = *self.presence.borrow_and_update();
         self.presence_was_last = true;
-        Some(Outgoing::Frame(self.hub.inner.presence_frame(version)))
+        Some(Outgoing::Frame(
+            self.hub.inner.presence_frame_for(&self.user_id, version),
+        ))
     }
 
     /// Resolves when the hub tells this socket to close. A session races its socket writes against
@@ -495,6 +515,9 @@ struct Inner {
     /// The last `getOnlineUsers` frame built and the presence version it reflects at least, so
     /// one change is serialised once however many sockets ask.
     presence_cache: Mutex<Option<(u64, Frame)>>,
+    /// Users whom a viewer may not see online (they blocked the viewer), by viewer; only
+    /// viewers with someone hidden have an entry, and only they get a presence frame of their own.
+    hidden: RwLock<HashMap<Arc<str>, Arc<HashSet<String>>>>,
     next_connection_id: AtomicU64,
     connections: AtomicUsize,
     counters: Counters,
@@ -643,6 +666,23 @@ impl Inner {
         }
         users.sort_unstable();
         users
+    }
+
+    /// The `getOnlineUsers` frame `viewer` gets: the shared one, or one without the users
+    /// hidden from them.
+    fn presence_frame_for(&self, viewer: &str, version: u64) -> Frame {
+        let hidden = self.hidden.read().get(viewer).cloned();
+        match hidden {
+            None => self.presence_frame(version),
+            Some(hidden) => {
+                let online: Vec<String> = self
+                    .online_users()
+                    .into_iter()
+                    .filter(|user| !hidden.contains(user))
+                    .collect();
+                frame(ONLINE_USERS_KIND, &online)
+            }
+        }
     }
 
     /// The `getOnlineUsers` frame for presence `version` or newer.

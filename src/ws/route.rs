@@ -108,6 +108,8 @@ async fn upgrade(
     }
     let user = crate::http::authenticate(&state, &headers).await?;
     let (chat, hub) = state.realtime()?;
+    // Before the first presence frame: users who block this one stay hidden from it.
+    chat.load_presence_rules(&user.id).await?;
     let (chat, hub) = (chat.clone(), hub.clone());
     let on_upgrade = request
         .extensions_mut()
@@ -301,6 +303,10 @@ impl Delivery for HubDelivery {
 
     fn is_online(&self, user: &str) -> bool {
         self.hub.is_online(user)
+    }
+
+    fn hide_presence(&self, viewer: &str, hidden: Vec<String>) {
+        self.hub.hide_presence(viewer, hidden);
     }
 }
 

@@ -4,6 +4,7 @@
 // and downscaled before sending). Every piece of user data is set with textContent or as an
 // attribute value: nothing is ever parsed as HTML, so links and markup show as text.
 
+import { ApiError, api } from './api.js';
 import { avatar, fillAvatar } from './avatar.js';
 import { h, icon, reconcile, safeUrl, toast } from './dom.js';
 import { clockTime, dayKey, dayLabel, displayName, exactTime } from './format.js';
@@ -87,7 +88,31 @@ export function conversationView({ navigate }) {
   const headAvatar = avatar(null, { size: 'md', presence: false });
   const headName = h('h2', { class: 'chat-name', 'data-testid': 'chat-name' });
   const headStatus = h('p', { class: 'chat-status', 'data-testid': 'chat-status' });
-  const header = h('header', { class: 'chat-head' }, backButton, headAvatar, h('div', { class: 'who' }, headName, headStatus));
+  // Block or unblock the person: they can no longer message you or see you online.
+  const blockButton = h('button', {
+    class: 'btn btn-ghost block-btn',
+    type: 'button',
+    'data-testid': 'block-toggle',
+    onclick: async () => {
+      const user = state.users.get(current);
+      if (!user) return;
+      const blocking = !user.isBlocked;
+      blockButton.disabled = true;
+      try {
+        await api(blocking ? 'POST' : 'DELETE', `/api/users/${encodeURIComponent(current)}/block`);
+        user.isBlocked = blocking;
+        toast(blocking
+          ? `${displayName(user)} is blocked: they can no longer message you or see when you are online`
+          : `${displayName(user)} is unblocked`);
+        renderHeader();
+      } catch (error) {
+        toast(error instanceof ApiError ? error.message : 'That did not work. Try again.', 'error');
+      } finally {
+        blockButton.disabled = false;
+      }
+    },
+  });
+  const header = h('header', { class: 'chat-head' }, backButton, headAvatar, h('div', { class: 'who' }, headName, headStatus), blockButton);
 
   // --- history
   const historyTop = h('div', { class: 'history-top' });
@@ -539,6 +564,8 @@ export function conversationView({ navigate }) {
     const online = state.online.has(current);
     fillAvatar(headAvatar, user || { _id: current, fullName: '' }, online);
     headName.textContent = displayName(user);
+    blockButton.hidden = !user;
+    blockButton.textContent = user?.isBlocked ? 'Unblock' : 'Block';
     const typing = !!conv?.typing;
     const connected = state.connection === 'open';
     const waiting = state.connection === 'offline' ? 'Waiting for network…' : 'Connecting…';

@@ -156,8 +156,10 @@ export function sidebarView({ navigate, onLogout }) {
     const typing = !!conv?.typing;
     const unread = user.unreadCount || 0;
     fillAvatar(face, user, online);
-    name.replaceChildren(user.fullName,
-      user.nameTag ? h('span', { class: 'name-tag', text: ` #${user.nameTag}`, title: 'Another user has a name like this one' }) : null);
+    const tag = user.nameTag
+      ? h('span', { class: 'name-tag', text: ` #${user.nameTag}`, title: 'Another user has a name like this one' })
+      : null;
+    name.replaceChildren(...[user.fullName, tag].filter(Boolean));
     const last = user.lastMessage;
     time.textContent = last ? listTime(last.createdAt) : '';
     if (last) time.dateTime = last.createdAt;

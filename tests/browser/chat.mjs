@@ -242,10 +242,22 @@ try {
   const picture = await a.page.locator('.profile-picture img.avatar-img').getAttribute('src');
   check(picture && picture.startsWith('/uploads/'), `profile picture URL: ${picture}`);
   await a.page.screenshot({ path: `${screenshots}/profile-desktop-light.png` });
+  step('the profile asks Alice to confirm her address; a made-up link says so');
+  await a.page.getByTestId('email-settings').filter({ hasText: 'Confirm' }).waitFor();
+  await a.page.getByTestId('resend-verification').waitFor();
+  const linkPage = await a.context.newPage();
+  await linkPage.goto(`${base}/verify-email#token=made-up-token`);
+  await linkPage.locator('[data-testid="link-status"][data-outcome="failed"]').waitFor();
+  const linkText = await linkPage.getByTestId('link-status').textContent();
+  check(/invalid or has expired/.test(linkText), `a made-up link is refused: ${linkText}`);
+  check(!(await linkPage.evaluate(() => location.hash)), 'the token leaves the address bar');
+  await linkPage.close();
   await a.page.getByTestId('profile-back').click();
 
   step('Alice sees Bob online and opens the conversation');
   await contact(a.page, bob.id).and(a.page.locator('[data-online="true"]')).waitFor();
+  const listedName = await contact(a.page, bob.id).locator('.contact-name').textContent();
+  check(listedName === bob.name, `the sidebar shows Bob's name as it is, not ${JSON.stringify(listedName)}`);
   await contact(a.page, bob.id).click();
   await a.page.waitForURL(`${base}/chat/${bob.id}`);
   await a.page.getByTestId('chat-name').filter({ hasText: bob.name }).waitFor();
@@ -484,6 +496,17 @@ try {
   check(shown === total, `all ${total} messages are shown after scrolling up, not ${shown}`);
   const separators = await b.page.getByTestId('day-separator').count();
   check(separators === 1, `one day separator for today, not ${separators}`);
+
+  step('Bob blocks Alice from the conversation header, then unblocks her');
+  allowOnce(a.label, /status of 403/);
+  await b.page.getByTestId('block-toggle').filter({ hasText: 'Block' }).click();
+  await b.page.getByTestId('block-toggle').filter({ hasText: 'Unblock' }).waitFor();
+  const refused = await a.page.evaluate(async (to) => (await fetch(`/api/messages/send/${to}`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ text: 'blocked?' }),
+  })).status, bob.id);
+  check(refused === 403, `a blocked sender is refused (got ${refused})`);
+  await b.page.getByTestId('block-toggle').click();
+  await b.page.getByTestId('block-toggle').filter({ hasText: /^Block$/ }).waitFor();
 
   step('logout returns to the login page');
   await phone.page.getByTestId('logout').click();

@@ -149,6 +149,11 @@ impl User {
         })
     }
 
+    /// The server this user talks to (`http://127.0.0.1:<port>`).
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
     pub fn token(&self) -> String {
         let url: reqwest::Url = self.base.parse().unwrap();
         let cookies = self.jar.cookies(&url).expect("session cookie");

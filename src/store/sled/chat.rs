@@ -23,7 +23,7 @@
 //! | `r<convId>\0<userId>` | read mark (u64) |
 //! | `x<convId>\0<userId>` | time of the last e-mail claim (Millis) |
 //! | `m:count` | number of stored messages, u64 BE (the committer's counter key) |
-//! | `a…`, `t…`, `T…` | account states and single-use tokens (see `chat/accounts.rs`) |
+//! | `a…`, `t…`, `T…`, `b…`, `B…` | account states, single-use tokens, blocks (see `chat/accounts.rs`) |
 //!
 //! `convId` is the two user ids sorted and joined with `:`; user ids therefore may contain neither
 //! `:` nor NUL (ObjectIds never do), and writes reject ids that would.
@@ -844,6 +844,27 @@ impl ChatStore for SledChatStore {
         now: Millis,
     ) -> Result<Option<OneTimeToken>, StoreError> {
         self.consume_token(hash, purpose, now).await
+    }
+
+    async fn set_blocked(
+        &self,
+        blocker: &str,
+        blocked: &str,
+        is_blocked: bool,
+    ) -> Result<bool, StoreError> {
+        self.write_block(blocker, blocked, is_blocked).await
+    }
+
+    async fn is_blocked(&self, blocker: &str, blocked: &str) -> Result<bool, StoreError> {
+        self.read_block(blocker, blocked)
+    }
+
+    async fn blocked_users(&self, blocker: &str) -> Result<Vec<String>, StoreError> {
+        self.block_list(accounts::BlockSide::Blocked, blocker)
+    }
+
+    async fn blockers_of(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        self.block_list(accounts::BlockSide::Blockers, user)
     }
 }
 

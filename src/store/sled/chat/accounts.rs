@@ -1,10 +1,11 @@
-//! Account states and single-use tokens in the chat tree.
+//! Account states, single-use tokens and blocks in the chat tree.
 //!
 //! | Key | Value |
 //! |---|---|
 //! | `a<userId>` | [`AccountState`] |
 //! | `t<sha256 hex>` | [`OneTimeToken`] |
 //! | `T<expires u64 BE><sha256 hex>` | empty: the expiry index, so old tokens are swept in order |
+//! | `b<blocker>\0<blocked>`, `B<blocked>\0<blocker>` | empty: a block, both ways, written together |
 //!
 //! Every change is read-modify-write: decided under one lock from the latest value, which is
 //! the value still on its way to disk if there is one ([`AccountWrites`]), so two changes made
@@ -15,7 +16,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{check_id, key, wait, SledChatStore};
+use super::{check_id, key, pair_key, wait, SledChatStore};
 use crate::queue::model::Millis;
 use crate::store::accounts::{AccountState, OneTimeToken, TokenPurpose};
 use crate::store::chat::AccountChange;
@@ -26,6 +27,8 @@ use crate::store::StoreError;
 const ACCOUNT: u8 = b'a';
 const TOKEN: u8 = b't';
 const TOKEN_EXPIRY: u8 = b'T';
+const BLOCK: u8 = b'b';
+const BLOCKED_BY: u8 = b'B';
 /// Most expired tokens removed along with one new token: sweeping keeps pace with creation.
 const SWEEP_PER_PUT: usize = 16;
 
@@ -40,6 +43,14 @@ pub(super) struct AccountWrites {
 struct Pending {
     values: HashMap<Vec<u8>, (u64, Option<Vec<u8>>)>,
     next: u64,
+}
+
+/// Which list of blocks to read.
+pub(super) enum BlockSide {
+    /// The users someone blocks.
+    Blocked,
+    /// The users who block someone.
+    Blockers,
 }
 
 fn expiry_key(expires_at: Millis, hash: &str) -> Vec<u8> {
@@ -202,5 +213,77 @@ impl SledChatStore {
         };
         wait(durable).await?;
         Ok(token)
+    }
+
+    pub(super) async fn write_block(
+        &self,
+        blocker: &str,
+        blocked: &str,
+        is_blocked: bool,
+    ) -> Result<bool, StoreError> {
+        check_id(blocker)?;
+        check_id(blocked)?;
+        let forward = pair_key(BLOCK, blocker, blocked);
+        let backward = pair_key(BLOCKED_BY, blocked, blocker);
+        let durable = {
+            let mut pending = self.account_writes.pending.lock();
+            if self.latest(&pending, &forward)?.is_some() == is_blocked {
+                return Ok(false);
+            }
+            let writes = if is_blocked {
+                vec![
+                    Write::Put(forward, Vec::new()),
+                    Write::Put(backward, Vec::new()),
+                ]
+            } else {
+                vec![Write::Delete(forward), Write::Delete(backward)]
+            };
+            self.queue_account_writes(&mut pending, writes)
+        };
+        wait(durable).await?;
+        Ok(true)
+    }
+
+    pub(super) fn read_block(&self, blocker: &str, blocked: &str) -> Result<bool, StoreError> {
+        check_id(blocker)?;
+        check_id(blocked)?;
+        let pending = self.account_writes.pending.lock();
+        Ok(self
+            .latest(&pending, &pair_key(BLOCK, blocker, blocked))?
+            .is_some())
+    }
+
+    /// The other ends of `user`'s blocks on `side`: the stored ones, then the pending writes.
+    pub(super) fn block_list(
+        &self,
+        side: BlockSide,
+        user: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        check_id(user)?;
+        let kind = match side {
+            BlockSide::Blocked => BLOCK,
+            BlockSide::Blockers => BLOCKED_BY,
+        };
+        let mut prefix = key(kind, user);
+        prefix.push(0);
+        let other_of = |stored_key: &[u8]| {
+            String::from_utf8_lossy(stored_key.get(prefix.len()..).unwrap_or_default()).into_owned()
+        };
+        let pending = self.account_writes.pending.lock();
+        let mut others = std::collections::BTreeSet::new();
+        for item in self.tree.scan_prefix(&prefix) {
+            let (stored_key, _) = item?;
+            others.insert(other_of(&stored_key));
+        }
+        for (pending_key, (_, value)) in pending.values.iter() {
+            if pending_key.starts_with(&prefix) {
+                if value.is_some() {
+                    others.insert(other_of(pending_key));
+                } else {
+                    others.remove(&other_of(pending_key));
+                }
+            }
+        }
+        Ok(others.into_iter().collect())
     }
 }
