@@ -158,3 +158,52 @@ async fn expired_tokens_are_refused_and_swept_and_used_ones_stay_used_after_a_re
         "a used token stays used"
     );
 }
+
+#[tokio::test]
+async fn concurrent_changes_to_one_user_all_land() {
+    use courier::store::chat::{CreateUser, UserChange, UserRecord};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (jobs, chat) = common::open_stores(dir.path()).await;
+    let id = "65f0c0a1b2c3d4e5f6a7b8c9";
+    let created = chat
+        .create_user(UserRecord {
+            id: id.to_owned(),
+            full_name: "Ana".to_owned(),
+            email: "ana@example.com".to_owned(),
+            password_hash: "old-hash".to_owned(),
+            profile_pic: String::new(),
+            created_at: NOW,
+            updated_at: NOW,
+        })
+        .await
+        .unwrap();
+    assert_eq!(created, CreateUser::Created);
+    // Each change reads the record while the others are still on their way to disk.
+    let (a, b, c) = tokio::join!(
+        chat.update_user(id, UserChange::ProfilePic("/uploads/p".to_owned()), NOW + 1),
+        chat.update_user(id, UserChange::FullName("Ana Lima".to_owned()), NOW + 2),
+        chat.update_user(id, UserChange::PasswordHash("new-hash".to_owned()), NOW + 3),
+    );
+    for result in [a, b, c] {
+        assert!(result.unwrap().is_some());
+    }
+    let check = |user: UserRecord| {
+        assert_eq!(user.profile_pic, "/uploads/p");
+        assert_eq!(user.full_name, "Ana Lima");
+        assert_eq!(user.password_hash, "new-hash");
+    };
+    check(chat.user_by_id(id).await.unwrap().unwrap());
+    assert!(chat
+        .update_user(
+            "65f0c0a1b2c3d4e5f6a7b8ca",
+            UserChange::FullName("x".to_owned()),
+            NOW
+        )
+        .await
+        .unwrap()
+        .is_none());
+    drop((jobs, chat));
+    let (_jobs, chat) = common::open_stores(dir.path()).await;
+    check(chat.user_by_id(id).await.unwrap().unwrap());
+}

@@ -92,3 +92,41 @@ async fn look_alike_names_carry_a_tag_that_tells_them_apart() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_user_can_change_their_name_and_bad_input_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let ana = User::signup(&server, "Ana").await;
+    let viewer = User::signup(&server, "Viewer").await;
+    let update = |body: Value| {
+        let request = ana
+            .http
+            .put(server.url("/api/auth/update-profile"))
+            .json(&body)
+            .send();
+        async move {
+            let response = request.await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = update(json!({ "fullName": "  Ana \u{202E}Lima  " })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["fullName"], "Ana Lima");
+    assert_eq!(
+        entry(&sidebar(&viewer).await, &ana.id)["fullName"],
+        "Ana Lima"
+    );
+
+    // An empty name, or a good name with a bad picture: refused whole.
+    let (status, _) = update(json!({ "fullName": "\u{200B} " })).await;
+    assert_eq!(status, 400);
+    let (status, _) =
+        update(json!({ "fullName": "Someone Else", "profilePic": "data:image/png;base64,AAAA" }))
+            .await;
+    assert_eq!(status, 400);
+    let (_, me) = ana.get("/api/auth/check").await;
+    assert_eq!(me["fullName"], "Ana Lima");
+    server.stop().await;
+}

@@ -15,6 +15,7 @@ pub mod mail_links;
 pub mod messages;
 pub mod names;
 pub mod order;
+pub mod profile;
 pub mod verification;
 
 use std::collections::HashMap;

@@ -43,7 +43,7 @@ pub fn clean(name: &str) -> String {
     cleaned
 }
 
-/// Why a name was refused, for the client.
+/// The cleaned name, or why it was refused (for the client).
 pub fn check(name: &str) -> Result<String, String> {
     let cleaned = clean(name);
     if cleaned.is_empty() {

@@ -61,6 +61,7 @@ struct LoginBody {
 #[serde(rename_all = "camelCase")]
 struct ProfileBody {
     profile_pic: Option<String>,
+    full_name: Option<String>,
 }
 
 async fn signup(
@@ -117,20 +118,36 @@ async fn check(CurrentUser(user): CurrentUser) -> Json<UserJson> {
     Json(UserJson::from(&user))
 }
 
+/// `PUT /api/auth/update-profile {profilePic?, fullName?}`: a new picture (a data URL, as the
+/// MERN front end sends it), a new name, or both.
 async fn update_profile(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     JsonBody(body): JsonBody<ProfileBody>,
 ) -> Result<Json<UserJson>, ApiError> {
     let chat = state.chat_state()?;
-    let Some(url) = body.profile_pic.filter(|url| !url.is_empty()) else {
+    let picture = body.profile_pic.filter(|url| !url.is_empty());
+    if picture.is_none() && body.full_name.is_none() {
         return Err(ApiError::bad_request("Profile pic is required"));
-    };
-    let (bytes, _kind) = images::decode_data_url(&url)?;
-    let updated = chat
-        .chat
-        .accounts()
-        .update_profile_pic(&user.id, bytes)
-        .await?;
+    }
+    // Both are checked before either is saved, so a bad one changes nothing.
+    let picture = picture
+        .map(|url| images::decode_data_url(&url))
+        .transpose()?;
+    let name = body
+        .full_name
+        .map(|name| crate::chat::names::check(&name).map_err(ApiError::BadRequest))
+        .transpose()?;
+    let mut updated = user;
+    if let Some(name) = name {
+        updated = chat.chat.rename(&updated.id, name).await?;
+    }
+    if let Some((bytes, _kind)) = picture {
+        updated = chat
+            .chat
+            .accounts()
+            .update_profile_pic(&updated.id, bytes)
+            .await?;
+    }
     Ok(Json(UserJson::from(&updated)))
 }

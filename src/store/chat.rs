@@ -88,13 +88,25 @@ pub trait ChatStore: Send + Sync + 'static {
 
     async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StoreError>;
 
+    /// Changes a user record (from its latest value, so concurrent changes all land) and sets
+    /// `updated_at`; returns the updated user, or `None` when there is no such user. Durable.
+    async fn update_user(
+        &self,
+        id: &str,
+        change: UserChange,
+        now: Millis,
+    ) -> Result<Option<UserRecord>, StoreError>;
+
     /// Sets a user's profile picture URL; returns the updated user. Durable.
     async fn set_profile_pic(
         &self,
         id: &str,
         profile_pic: String,
         now: Millis,
-    ) -> Result<Option<UserRecord>, StoreError>;
+    ) -> Result<Option<UserRecord>, StoreError> {
+        self.update_user(id, UserChange::ProfilePic(profile_pic), now)
+            .await
+    }
 
     /// Every user, oldest account first.
     async fn users(&self) -> Result<Vec<UserRecord>, StoreError>;
@@ -180,6 +192,26 @@ pub trait ChatStore: Send + Sync + 'static {
 
     /// The users who block `user`, in id order.
     async fn blockers_of(&self, user: &str) -> Result<Vec<String>, StoreError>;
+}
+
+/// One change to a [`UserRecord`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserChange {
+    ProfilePic(String),
+    /// A display name, already cleaned by the domain.
+    FullName(String),
+    /// An argon2id PHC string.
+    PasswordHash(String),
+}
+
+impl UserChange {
+    pub fn apply(&self, user: &mut UserRecord) {
+        match self {
+            UserChange::ProfilePic(url) => user.profile_pic = url.clone(),
+            UserChange::FullName(name) => user.full_name = name.clone(),
+            UserChange::PasswordHash(hash) => user.password_hash = hash.clone(),
+        }
+    }
 }
 
 /// One change to an [`AccountState`].

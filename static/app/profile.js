@@ -5,6 +5,7 @@ import { ApiError, put } from './api.js';
 import { avatar, fillAvatar } from './avatar.js';
 import { h, icon, toast } from './dom.js';
 import { emailSettingsRow } from './email.js';
+import { nameEditor } from './rename.js';
 import { monthYear } from './format.js';
 import { ImageProblem, prepareImage } from './images.js';
 import { notificationPermission, requestPermission } from './notify.js';
@@ -124,7 +125,10 @@ export function profileView({ me, onUpdated, navigate, onLogout }) {
         h('p', { class: 'muted', text: me.email }),
         changeButton, fileInput, status),
       h('dl', { class: 'details' },
-        detail('Full name', me.fullName, 'profile-name'),
+        h('div', { class: 'detail' }, h('dt', { text: 'Full name' }), nameEditor(me, (user) => {
+          onUpdated(user);
+          document.getElementById('profile-title').textContent = user.fullName;
+        })),
         detail('Email', me.email, 'profile-email'),
         detail('Member since', me.createdAt ? monthYear(me.createdAt) : '—', 'profile-since')),
       h('div', { class: 'settings' },

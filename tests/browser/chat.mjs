@@ -252,6 +252,15 @@ try {
   check(/invalid or has expired/.test(linkText), `a made-up link is refused: ${linkText}`);
   check(!(await linkPage.evaluate(() => location.hash)), 'the token leaves the address bar');
   await linkPage.close();
+  step('Alice renames herself and back');
+  for (const name of ['Alice M.', alice.name]) {
+    await a.page.getByTestId('edit-name').click();
+    await a.page.getByTestId('name-input').fill(name);
+    await a.page.getByTestId('save-name').click();
+    await a.page.getByTestId('profile-name').filter({ hasText: name }).getByTestId('edit-name').waitFor();
+    const title = await a.page.locator('#profile-title').textContent();
+    check(title === name, `the profile title follows the new name (${title})`);
+  }
   await a.page.getByTestId('profile-back').click();
 
   step('Alice sees Bob online and opens the conversation');

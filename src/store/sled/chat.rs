@@ -29,6 +29,7 @@
 //! `:` nor NUL (ObjectIds never do), and writes reject ids that would.
 
 mod accounts;
+mod users;
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -46,7 +47,7 @@ use crate::queue::model::Millis;
 use crate::store::accounts::{AccountState, OneTimeToken, TokenPurpose};
 use crate::store::chat::{
     AccountChange, ChatStore, ConversationSummary, CreateUser, HistoryPage, MessageRecord,
-    NewMessage, UserRecord,
+    NewMessage, UserChange, UserRecord,
 };
 use crate::store::codec::{decode, encode};
 use crate::store::StoreError;
@@ -204,6 +205,8 @@ pub struct SledChatStore {
     settled: Arc<Mutex<Vec<(Settled, bool)>>>,
     /// Account and token writes on their way to disk (`accounts.rs`).
     account_writes: Arc<accounts::AccountWrites>,
+    /// User record changes on their way to disk (`users.rs`).
+    user_writes: Arc<users::UserWrites>,
     committer: Committer,
 }
 
@@ -234,6 +237,7 @@ impl SledChatStore {
             }),
             settled: Arc::new(Mutex::new(Vec::new())),
             account_writes: Arc::default(),
+            user_writes: Arc::default(),
             committer,
         })
     }
@@ -527,32 +531,13 @@ impl ChatStore for SledChatStore {
         self.read_user(&id)
     }
 
-    async fn set_profile_pic(
+    async fn update_user(
         &self,
         id: &str,
-        profile_pic: String,
+        change: UserChange,
         now: Millis,
     ) -> Result<Option<UserRecord>, StoreError> {
-        let (durable, user) = {
-            // Under the lock so that concurrent updates reach the disk in the order they were
-            // decided. Reading the tree is enough here even with an earlier update still queued:
-            // that update differs only in the fields this one overwrites.
-            let _ordering = self.lock();
-            let Some(mut user) = self.read_user(id)? else {
-                return Ok(None);
-            };
-            user.profile_pic = profile_pic;
-            user.updated_at = now;
-            let writes = vec![Write::Put(key(USER, id), encode(&user)?)];
-            self.forget_user(id);
-            let (durable, _) = self.submit(writes, 0, None);
-            (durable, user)
-        };
-        let written = wait(durable).await;
-        // Reads between the two calls may have cached the old record; now the tree has the new one.
-        self.forget_user(id);
-        written?;
-        Ok(Some(user))
+        self.change_user(id, change, now).await
     }
 
     async fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
