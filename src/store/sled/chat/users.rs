@@ -14,10 +14,18 @@ use crate::store::codec::encode;
 use crate::store::sled::committer::{AfterCommit, Write};
 use crate::store::StoreError;
 
-/// User records written but not yet durable, with the number of the write that set each.
+/// User records written but not yet durable.
 #[derive(Default)]
 pub(super) struct UserWrites {
-    pending: Mutex<(HashMap<String, (u64, UserRecord)>, u64)>,
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// Each user's latest record with the number of the write that set it.
+    records: HashMap<String, (u64, UserRecord)>,
+    /// The number the last write took.
+    last: u64,
 }
 
 impl SledChatStore {
@@ -31,7 +39,7 @@ impl SledChatStore {
             // The state lock orders this write with the others the chat store decides.
             let _ordering = self.lock();
             let mut pending = self.user_writes.pending.lock();
-            let latest = match pending.0.get(id) {
+            let latest = match pending.records.get(id) {
                 Some((_, user)) => Some(user.clone()),
                 None => self.read_user(id)?,
             };
@@ -40,19 +48,21 @@ impl SledChatStore {
             };
             change.apply(&mut user);
             user.updated_at = now;
-            pending.1 += 1;
-            let number = pending.1;
-            pending.0.insert(id.to_owned(), (number, user.clone()));
+            pending.last += 1;
+            let number = pending.last;
+            pending
+                .records
+                .insert(id.to_owned(), (number, user.clone()));
             let writes_in_flight = Arc::clone(&self.user_writes);
             let written_id = id.to_owned();
             let after: AfterCommit = Box::new(move |_result| {
                 let mut pending = writes_in_flight.pending.lock();
                 if pending
-                    .0
+                    .records
                     .get(&written_id)
                     .is_some_and(|(n, _)| *n == number)
                 {
-                    pending.0.remove(&written_id);
+                    pending.records.remove(&written_id);
                 }
             });
             self.forget_user(id);
