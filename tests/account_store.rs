@@ -1,12 +1,12 @@
 //! Account states and single-use tokens in the sled chat store: defaults, changes that race,
-//! tokens consumed exactly once (even by concurrent takers), expiry, and all of it after a
-//! reopen.
+//! tokens consumed exactly once (even by concurrent takers), expiry, sessions, and all of it
+//! after a reopen.
 
 mod common;
 
 use std::sync::Arc;
 
-use courier::store::accounts::{AccountState, OneTimeToken, TokenPurpose};
+use courier::store::accounts::{AccountState, OneTimeToken, SessionRecord, TokenPurpose};
 use courier::store::chat::{AccountChange, ChatStore};
 
 const NOW: u64 = 1_700_000_000_000;
@@ -206,4 +206,66 @@ async fn concurrent_changes_to_one_user_all_land() {
     drop((jobs, chat));
     let (_jobs, chat) = common::open_stores(dir.path()).await;
     check(chat.user_by_id(id).await.unwrap().unwrap());
+}
+
+fn session(user: &str, expires_at: u64) -> SessionRecord {
+    SessionRecord {
+        user_id: user.to_owned(),
+        created_at: NOW,
+        expires_at,
+        last_seen_at: NOW,
+        user_agent: "test".to_owned(),
+        address: "127.0.0.1".to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn sessions_are_listed_per_user_ended_for_good_and_swept_when_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let (jobs, chat) = common::open_stores(dir.path()).await;
+    let ana = "65f0c0a1b2c3d4e5f6a7b8c9";
+    let bo = "65f0c0a1b2c3d4e5f6a7b8ca";
+    chat.put_session("s1", session(ana, NOW + 10), NOW)
+        .await
+        .unwrap();
+    chat.put_session("s2", session(ana, NOW + 1_000_000), NOW)
+        .await
+        .unwrap();
+    chat.put_session("s3", session(bo, NOW + 1_000_000), NOW)
+        .await
+        .unwrap();
+    let ids = |sessions: Vec<(String, SessionRecord)>| {
+        sessions.into_iter().map(|(id, _)| id).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(chat.sessions_of(ana).await.unwrap()), ["s1", "s2"]);
+
+    // Only the owner's sessions are deleted, in one write.
+    let removed = chat
+        .delete_sessions(ana, &["s2".to_owned(), "s3".to_owned(), "nope".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(removed, 1);
+    assert!(chat.session("s3").await.unwrap().is_some());
+    // A late "last seen" write does not bring an ended session back.
+    assert!(!chat.touch_session("s2", NOW + 5).await.unwrap());
+    assert_eq!(chat.session("s2").await.unwrap(), None);
+    assert!(chat.touch_session("s1", NOW + 5).await.unwrap());
+    assert_eq!(
+        chat.session("s1").await.unwrap().unwrap().last_seen_at,
+        NOW + 5
+    );
+
+    // A new session of the same user sweeps the ones that expired.
+    chat.put_session("s4", session(ana, NOW + 1_000_000), NOW + 20)
+        .await
+        .unwrap();
+    drop((jobs, chat));
+    let (_jobs, chat) = common::open_stores(dir.path()).await;
+    assert_eq!(ids(chat.sessions_of(ana).await.unwrap()), ["s4"]);
+    assert_eq!(
+        chat.session("s2").await.unwrap(),
+        None,
+        "an ended session stays ended"
+    );
+    assert_eq!(ids(chat.sessions_of(bo).await.unwrap()), ["s3"]);
 }

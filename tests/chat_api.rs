@@ -136,41 +136,126 @@ async fn passwords_are_really_verified_and_failures_say_nothing_more() {
     server.stop().await;
 }
 
+/// A client whose connections come from `address` (any of 127.0.0.0/8 reaches the server).
+fn client_from(address: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(Some(address.parse().unwrap()))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+async fn try_login(
+    http: &reqwest::Client,
+    server: &TestServer,
+    password: &str,
+) -> reqwest::Response {
+    http.post(server.url("/api/auth/login"))
+        .json(&json!({ "email": "alice@example.com", "password": password }))
+        .send()
+        .await
+        .unwrap()
+}
+
+fn retry_after(response: &reqwest::Response) -> u64 {
+    response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 #[tokio::test]
-async fn failed_logins_are_limited_per_account_and_sign_ups_per_ip() {
+async fn a_guesser_is_slowed_down_while_the_owner_still_logs_in_from_elsewhere() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_with(dir.path(), |config| {
         config.login_max_failures = 3;
+    })
+    .await;
+    User::signup(&server, "Alice").await;
+    let attacker = client_from("127.0.0.66");
+    for _ in 0..3 {
+        assert_eq!(
+            try_login(&attacker, &server, "wrong-password")
+                .await
+                .status(),
+            400
+        );
+    }
+    // The guesser now waits, even with the right password: it must not learn when it guessed right.
+    let waiting = try_login(&attacker, &server, "secret123").await;
+    assert_eq!(waiting.status(), 429);
+    assert_eq!(retry_after(&waiting), 1);
+    // The owner, from an address that has not failed, is not slowed down at all.
+    let owner = client_from("127.0.0.7");
+    assert_eq!(try_login(&owner, &server, "secret123").await.status(), 200);
+    // After the wait the guesser gets one more try, and the next wait is twice as long.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        try_login(&attacker, &server, "wrong-password")
+            .await
+            .status(),
+        400
+    );
+    let longer = try_login(&attacker, &server, "wrong-password").await;
+    assert_eq!(longer.status(), 429);
+    assert_eq!(retry_after(&longer), 2, "Retry-After is the real wait");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn one_address_guessing_across_accounts_is_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir.path(), |config| {
+        config.login_max_failures = 1;
+    })
+    .await;
+    User::signup(&server, "Alice").await;
+    let sprayer = client_from("127.0.0.66");
+    // Five failures per allowed one, each on a different account, are within every pair's limit.
+    for n in 0..5 {
+        let response = sprayer
+            .post(server.url("/api/auth/login"))
+            .json(&json!({ "email": format!("user{n}@example.com"), "password": "guess" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+    }
+    let stopped = try_login(&sprayer, &server, "secret123").await;
+    assert_eq!(stopped.status(), 429);
+    let wait = retry_after(&stopped);
+    assert!((890..=900).contains(&wait), "waits out the window: {wait}");
+    assert_eq!(
+        try_login(&client_from("127.0.0.7"), &server, "secret123")
+            .await
+            .status(),
+        200
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sign_ups_and_logins_are_rate_limited_per_ip() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir.path(), |config| {
         config.rate_limit_auth = 8;
     })
     .await;
-    let alice = User::signup(&server, "Alice").await;
+    User::signup(&server, "Alice").await;
     let (http, _) = common::client();
-    let login = |password: &'static str| {
-        let http = http.clone();
-        let url = server.url("/api/auth/login");
-        async move {
-            http.post(url)
-                .json(&json!({ "email": "alice@example.com", "password": password }))
-                .send()
-                .await
-                .unwrap()
-        }
-    };
-    for _ in 0..3 {
-        assert_eq!(login("wrong-password").await.status(), 400);
-    }
-    // The account is now locked, even for the right password.
-    let locked = login("secret123").await;
-    assert_eq!(locked.status(), 429);
-    assert!(locked.headers().contains_key("retry-after"));
-    // Per-IP: 8 attempts a minute in all (1 signup + 4 logins so far).
+    // 8 attempts a minute in all per address (the sign-up was one).
     let mut statuses = Vec::new();
-    for _ in 0..4 {
-        statuses.push(login("wrong-password").await.status().as_u16());
+    for _ in 0..8 {
+        statuses.push(
+            try_login(&http, &server, "wrong-password")
+                .await
+                .status()
+                .as_u16(),
+        );
     }
-    assert_eq!(statuses.last(), Some(&429));
-    drop(alice);
+    assert_eq!(&statuses[..7], &[400; 7]);
+    assert_eq!(statuses[7], 429);
     server.stop().await;
 }
 

@@ -327,6 +327,7 @@ fn start_with_sink_capacity(
         run_session(
             &hub,
             &user_id,
+            None,
             sink,
             channel_stream(inbound),
             &handler,
@@ -699,6 +700,7 @@ async fn a_failing_sink_ends_the_session() {
     let end = run_session(
         &hub,
         "alice",
+        None,
         sink,
         channel_stream(inbound),
         &handler,

@@ -2,12 +2,14 @@
 //!
 //! Passwords are hashed with argon2id on the blocking pool. A login for an unknown email still
 //! verifies a (dummy) hash, so timing does not reveal which emails exist, and every failure is the
-//! same `Invalid credentials`. Failed logins are counted per account; past the limit the account
-//! refuses logins for the rest of a 15-minute window whatever the password.
+//! same `Invalid credentials`. Failed logins are throttled per (account, address) and per address
+//! (see [`lockout`](super::lockout)), so a guesser is slowed down without locking the owner out;
+//! each failure and each wait that starts is logged with the account and the address.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
@@ -20,6 +22,8 @@ use serde::{Deserialize, Serialize};
 use super::error::ChatError;
 use super::ids;
 use super::images::{self, ImageHost, Uploads};
+use super::lockout::LoginThrottle;
+use super::sessions::{check_new_password, ClientInfo, SessionCache};
 use crate::queue::clock::Clock;
 use crate::store::chat::{ChatStore, CreateUser, UserRecord};
 
@@ -29,7 +33,6 @@ pub const MIN_PASSWORD_LEN: usize = 6;
 pub const MAX_PASSWORD_LEN: usize = 1024;
 pub use super::names::MAX_NAME_LEN;
 pub const MAX_EMAIL_LEN: usize = 254;
-const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// argon2id cost. Production defaults follow OWASP (19 MiB, 2 passes); tests use tiny values.
 #[derive(Debug, Clone, Copy)]
@@ -41,8 +44,17 @@ pub struct HashCost {
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
+    /// The session the token belongs to (see `sessions`); a token without one is refused.
+    sid: String,
     exp: u64,
     iat: u64,
+}
+
+/// A caller whose token and session checked out.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub user: UserRecord,
+    pub session_id: String,
 }
 
 /// Input of a sign-up, as received (fields may be missing).
@@ -58,14 +70,22 @@ pub struct Accounts {
     argon: Argon2<'static>,
     encoding: EncodingKey,
     decoding: DecodingKey,
-    failures: FailedLogins,
-    /// Tokens whose signature was checked: token → (user id, expiry in seconds since the epoch).
-    /// Every request carries its token; checking the HMAC and parsing the token each time was a
-    /// few percent of the server's work per message.
-    verified: Mutex<HashMap<String, (String, u64)>>,
+    failures: LoginThrottle,
+    /// Tokens whose signature was checked: token → (user id, session id, expiry in seconds
+    /// since the epoch). Every request carries its token; checking the HMAC and parsing the
+    /// token each time was a few percent of the server's work per message.
+    verified: Mutex<HashMap<String, VerifiedToken>>,
+    sessions: SessionCache,
     uploads: Uploads,
     host: ImageHost,
     clock: Clock,
+}
+
+#[derive(Debug, Clone)]
+struct VerifiedToken {
+    user_id: String,
+    session_id: String,
+    expires: u64,
 }
 
 /// Most verified tokens remembered.
@@ -103,11 +123,9 @@ impl Accounts {
     ) -> Result<Accounts, ChatError> {
         let params = Params::new(cost.memory_kib, cost.iterations, 1, None)
             .map_err(|err| ChatError::Internal(format!("bad argon2 parameters: {err}")))?;
-        let failures = FailedLogins {
-            max: login_max_failures,
-            accounts: Mutex::new(HashMap::new()),
-        };
+        let failures = LoginThrottle::new(login_max_failures);
         Ok(Accounts {
+            sessions: SessionCache::new(store.clone()),
             store,
             argon: Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
             encoding: EncodingKey::from_secret(jwt_secret.as_bytes()),
@@ -168,16 +186,7 @@ impl Accounts {
         let full_name = super::names::check(&full_name).map_err(ChatError::Invalid)?;
         let email = normalise_email(&email)
             .ok_or_else(|| ChatError::Invalid("Invalid email address".to_owned()))?;
-        if password.chars().count() < MIN_PASSWORD_LEN {
-            return Err(ChatError::Invalid(format!(
-                "Password must be at least {MIN_PASSWORD_LEN} characters"
-            )));
-        }
-        if password.len() > MAX_PASSWORD_LEN {
-            return Err(ChatError::Invalid(format!(
-                "Password must be at most {MAX_PASSWORD_LEN} bytes"
-            )));
-        }
+        check_new_password(&password)?;
         // Cheap pre-check so a taken email does not cost a hash; the store re-checks atomically.
         if self.store.user_by_email(&email).await?.is_some() {
             return Err(ChatError::EmailTaken);
@@ -202,6 +211,7 @@ impl Accounts {
         &self,
         email: Option<String>,
         password: Option<String>,
+        address: IpAddr,
     ) -> Result<UserRecord, ChatError> {
         let (Some(email), Some(password)) = (email, password) else {
             return Err(ChatError::InvalidCredentials);
@@ -212,9 +222,10 @@ impl Accounts {
         if password.len() > MAX_PASSWORD_LEN {
             return Err(ChatError::InvalidCredentials);
         }
-        if let Some(wait) = self.failures.blocked(&email) {
+        if let Some(wait) = self.failures.wait(&email, address) {
+            tracing::debug!(account = %email, %address, "login refused: still waiting");
             return Err(ChatError::TooManyAttempts {
-                retry_after_secs: wait.as_secs().max(1),
+                retry_after_secs: whole_seconds(wait),
             });
         }
         let user = self.store.user_by_email(&email).await?;
@@ -224,54 +235,128 @@ impl Accounts {
         };
         let matches = self.verify(password, hash).await?;
         match user {
-            Some(user) if matches => Ok(user),
-            _ => {
-                self.failures.record(&email);
+            Some(user) if matches => {
+                self.failures.record_success(&email, address);
+                Ok(user)
+            }
+            user => {
+                let failure = self.failures.record_failure(&email, address);
+                let known = user.is_some();
+                tracing::warn!(account = %email, %address, known, failures = failure.count, "failed login");
+                if !failure.wait.is_zero() {
+                    tracing::warn!(
+                        account = %email,
+                        %address,
+                        wait_secs = whole_seconds(failure.wait),
+                        "login throttled for this account and address"
+                    );
+                }
                 Err(ChatError::InvalidCredentials)
             }
         }
     }
 
-    /// Issues a session token for a user.
-    pub fn issue_token(&self, user_id: &str) -> Result<String, ChatError> {
-        let now = epoch_secs();
+    /// Starts a session for `user_id` and issues the token that names it.
+    pub async fn start_session(
+        &self,
+        user_id: &str,
+        client: &ClientInfo,
+    ) -> Result<String, ChatError> {
+        let (session_id, expires) = self
+            .sessions
+            .create(user_id, client, self.clock.now())
+            .await?;
         let claims = Claims {
             sub: user_id.to_owned(),
-            iat: now,
-            exp: now + SESSION_TTL.as_secs(),
+            sid: session_id,
+            iat: epoch_secs(),
+            exp: expires,
         };
         jsonwebtoken::encode(&Header::default(), &claims, &self.encoding)
             .map_err(|err| ChatError::Internal(format!("cannot sign token: {err}")))
     }
 
-    /// The user a session token belongs to, if it is valid, unexpired and the user exists.
-    pub async fn authenticate(&self, token: &str) -> Result<UserRecord, ChatError> {
+    pub(super) fn sessions(&self) -> &SessionCache {
+        &self.sessions
+    }
+
+    /// The user and session a token belongs to, if it is valid, unexpired, its session still
+    /// exists and the user exists.
+    pub async fn authenticate(&self, token: &str) -> Result<Authenticated, ChatError> {
         let now = epoch_secs();
         let known = self
             .verified
             .lock()
             .get(token)
-            .filter(|(_, expires)| now < *expires)
-            .map(|(user_id, _)| user_id.clone());
-        let user_id = match known {
-            Some(user_id) => user_id,
+            .filter(|verified| now < verified.expires)
+            .cloned();
+        let verified = match known {
+            Some(verified) => verified,
             None => {
                 let data =
                     jsonwebtoken::decode::<Claims>(token, &self.decoding, &Validation::default())
                         .map_err(|_| ChatError::Unauthorized)?;
-                let mut verified = self.verified.lock();
-                if verified.len() >= VERIFIED_TOKENS {
+                let verified = VerifiedToken {
+                    user_id: data.claims.sub,
+                    session_id: data.claims.sid,
+                    expires: data.claims.exp,
+                };
+                let mut table = self.verified.lock();
+                if table.len() >= VERIFIED_TOKENS {
                     // Forgetting all is simple and bounded; they are checked again on next use.
-                    verified.clear();
+                    table.clear();
                 }
-                verified.insert(token.to_owned(), (data.claims.sub.clone(), data.claims.exp));
-                data.claims.sub
+                table.insert(token.to_owned(), verified.clone());
+                verified
             }
         };
-        self.store
-            .user_by_id(&user_id)
+        if !self
+            .sessions
+            .is_live(&verified.session_id, &verified.user_id, self.clock.now())
             .await?
-            .ok_or(ChatError::Unauthorized)
+        {
+            return Err(ChatError::Unauthorized);
+        }
+        let user = self
+            .store
+            .user_by_id(&verified.user_id)
+            .await?
+            .ok_or(ChatError::Unauthorized)?;
+        Ok(Authenticated {
+            user,
+            session_id: verified.session_id,
+        })
+    }
+
+    /// Whether `password` is `user`'s, throttled like a login from `address` (a wrong one counts
+    /// as a failed login).
+    pub async fn check_password(
+        &self,
+        user: &UserRecord,
+        password: String,
+        address: IpAddr,
+    ) -> Result<bool, ChatError> {
+        if password.len() > MAX_PASSWORD_LEN {
+            return Ok(false);
+        }
+        if let Some(wait) = self.failures.wait(&user.email, address) {
+            return Err(ChatError::TooManyAttempts {
+                retry_after_secs: whole_seconds(wait),
+            });
+        }
+        let matches = self.verify(password, user.password_hash.clone()).await?;
+        if matches {
+            self.failures.record_success(&user.email, address);
+        } else {
+            let failure = self.failures.record_failure(&user.email, address);
+            tracing::warn!(account = %user.email, %address, failures = failure.count, "wrong current password");
+        }
+        Ok(matches)
+    }
+
+    /// An argon2id hash of `password` (already checked by the caller).
+    pub(super) async fn hash_password(&self, password: String) -> Result<String, ChatError> {
+        self.hash(password).await
     }
 
     pub async fn user(&self, id: &str) -> Result<Option<UserRecord>, ChatError> {
@@ -294,41 +379,12 @@ impl Accounts {
     }
 }
 
-/// Failed logins per account in fixed 15-minute windows. Only failures count, so a user who
-/// logs in correctly is never slowed down by the limit.
-struct FailedLogins {
-    /// 0 turns the limit off.
-    max: u32,
-    accounts: Mutex<HashMap<String, (Instant, u32)>>,
-}
-
-impl FailedLogins {
-    /// How long the account stays locked, if it is.
-    fn blocked(&self, email: &str) -> Option<Duration> {
-        if self.max == 0 {
-            return None;
-        }
-        let accounts = self.accounts.lock();
-        let (since, count) = accounts.get(email)?;
-        let elapsed = since.elapsed();
-        (*count >= self.max && elapsed < FAILURE_WINDOW).then(|| FAILURE_WINDOW - elapsed)
-    }
-
-    fn record(&self, email: &str) {
-        if self.max == 0 {
-            return;
-        }
-        let mut accounts = self.accounts.lock();
-        // Bound memory under a spray of made-up emails: forget windows that are over.
-        if accounts.len() >= 100_000 {
-            accounts.retain(|_, (since, _)| since.elapsed() < FAILURE_WINDOW);
-        }
-        let entry = accounts
-            .entry(email.to_owned())
-            .or_insert((Instant::now(), 0));
-        if entry.0.elapsed() >= FAILURE_WINDOW {
-            *entry = (Instant::now(), 0);
-        }
-        entry.1 += 1;
+/// A wait in whole seconds, rounded up, so a client told `Retry-After: n` is not refused again.
+fn whole_seconds(wait: Duration) -> u64 {
+    let secs = wait.as_secs();
+    if wait.subsec_nanos() > 0 {
+        secs + 1
+    } else {
+        secs.max(1)
     }
 }

@@ -40,6 +40,9 @@ pub trait Delivery: Send + Sync + 'static {
 
     /// `viewer` no longer sees `hidden` online (they block the viewer); replaces the last list.
     fn hide_presence(&self, viewer: &str, hidden: Vec<String>);
+
+    /// Closes `user`'s sockets that were opened with one of `sessions` (which just ended).
+    fn end_sessions(&self, user: &str, sessions: &[String]);
 }
 
 /// Delivers nowhere: for processes with no WebSocket layer (tools, some tests).
@@ -53,4 +56,6 @@ impl Delivery for NoDelivery {
     }
 
     fn hide_presence(&self, _viewer: &str, _hidden: Vec<String>) {}
+
+    fn end_sessions(&self, _user: &str, _sessions: &[String]) {}
 }

@@ -11,11 +11,13 @@ pub mod email;
 pub mod error;
 pub mod ids;
 pub mod images;
+pub mod lockout;
 pub mod mail_links;
 pub mod messages;
 pub mod names;
 pub mod order;
 pub mod profile;
+pub mod sessions;
 pub mod verification;
 
 use std::collections::HashMap;
@@ -32,10 +34,11 @@ use crate::queue::model::Job;
 use crate::queue::{EventKind, JobContext, QueueManager};
 use crate::store::chat::{ChatStore, HistoryPage, MessageRecord, UserRecord};
 
-pub use accounts::{Accounts, HashCost, Signup};
+pub use accounts::{Accounts, Authenticated, HashCost, Signup};
 pub use delivery::{ChatEvent, Delivery, NoDelivery};
 pub use error::ChatError;
 pub use messages::{ImageInput, SendInput, Sent};
+pub use sessions::{ClientInfo, SessionInfo};
 
 /// Most message senders kept for `messageStatus` frames (see `Chat::remember_sender`): far more
 /// than the messages in flight at any sustainable rate.

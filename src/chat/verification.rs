@@ -74,6 +74,11 @@ impl ResendTimes {
         last.insert(user.to_owned(), Instant::now());
         Ok(())
     }
+
+    /// [`ResendTimes::claim`] for password-reset e-mails, counted apart from verification ones.
+    pub(super) fn claim_reset(&self, user: &str) -> Result<(), u64> {
+        self.claim(&format!("reset\0{user}"))
+    }
 }
 
 impl Chat {

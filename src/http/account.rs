@@ -1,6 +1,6 @@
 //! `/api/auth/*` routes of the account's e-mail: verifying the address, asking for another
-//! link, the notification e-mail setting, and unsubscribe links (including mail clients'
-//! one-click unsubscribe, RFC 8058).
+//! link, the notification e-mail setting, unsubscribe links (including mail clients'
+//! one-click unsubscribe, RFC 8058), and password reset by e-mail.
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -23,6 +23,53 @@ pub fn router() -> Router<AppState> {
         .route("/api/auth/resend-verification", post(resend_verification))
         .route("/api/auth/settings", get(settings).put(update_settings))
         .route("/api/auth/unsubscribe", post(unsubscribe))
+        .route("/api/auth/forgot-password", post(forgot_password))
+        .route("/api/auth/reset-password", post(reset_password))
+}
+
+#[derive(Debug, Deserialize)]
+struct ForgotBody {
+    email: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ResetBody {
+    token: Option<String>,
+    password: Option<String>,
+}
+
+/// `POST /api/auth/forgot-password {email}`: e-mails a reset link if an account has the
+/// address. The answer is the same either way, so it tells nobody which addresses have one.
+async fn forgot_password(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    JsonBody(body): JsonBody<ForgotBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let chat = state.chat_state()?;
+    chat.check_auth_rate(ip)?;
+    chat.chat.request_password_reset(body.email).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "message": "If an account has this address, we sent it a link to reset the password"
+        })),
+    ))
+}
+
+/// `POST /api/auth/reset-password {token, password}`: the page a reset link opens posts the
+/// link's secret and the new password. Every session of the account ends; the user signs in
+/// again with the new password.
+async fn reset_password(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    JsonBody(body): JsonBody<ResetBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let chat = state.chat_state()?;
+    chat.check_auth_rate(ip)?;
+    chat.chat.reset_password(body.token, body.password).await?;
+    Ok(Json(json!({
+        "message": "Your password is changed: sign in with the new one"
+    })))
 }
 
 #[derive(Debug, Deserialize)]

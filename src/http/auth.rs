@@ -1,22 +1,23 @@
-//! `/api/auth/*`: sign-up, login, logout, check, and profile updates.
+//! `/api/auth/*`: sign-up, login, logout, check, profile updates, the session list ("sign out
+//! everywhere else", ending one session) and password changes.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use axum_extra::extract::CookieJar;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::session::{cleared_cookie, session_cookie, CurrentUser};
-use super::wire::UserJson;
+use super::session::{cleared_cookie, request_token, session_cookie, CurrentSession, CurrentUser};
+use super::wire::{iso_time, UserJson};
 use super::{ApiError, AppState, JsonBody};
-use crate::chat::{images, Signup};
+use crate::chat::{images, ChatError, ClientInfo, SessionInfo, Signup};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -26,6 +27,41 @@ pub fn router() -> Router<AppState> {
         .route("/api/auth/check", get(check))
         .route("/api/auth/update-profile", put(update_profile))
         .route("/api/auth/updateProfile", put(update_profile))
+        .route("/api/auth/sessions", get(list_sessions))
+        .route("/api/auth/sessions/{id}", delete(end_session))
+        .route("/api/auth/logout-all", post(logout_others))
+        .route("/api/auth/password", put(change_password))
+}
+
+/// Who is signing in, for the session list.
+fn client_info(headers: &HeaderMap, ip: std::net::IpAddr) -> ClientInfo {
+    ClientInfo {
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+        address: ip,
+    }
+}
+
+/// Ends the session the request's token names, if it still is one: at logout, and at a login
+/// that replaces it (the browser can no longer use it, and a tab still holding its socket
+/// must learn that it is signed out).
+async fn end_request_session(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = request_token(headers) else {
+        return Ok(());
+    };
+    let chat = &state.chat_state()?.chat;
+    match chat.accounts().authenticate(&token).await {
+        Ok(caller) => {
+            chat.end_sessions(&caller.user.id, &[caller.session_id])
+                .await?;
+            Ok(())
+        }
+        Err(ChatError::Unauthorized) => Ok(()),
+        Err(other) => Err(other.into()),
+    }
 }
 
 /// The peer address (no proxy headers are trusted).
@@ -67,6 +103,7 @@ struct ProfileBody {
 async fn signup(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    headers: HeaderMap,
     jar: CookieJar,
     JsonBody(body): JsonBody<SignupBody>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -85,7 +122,8 @@ async fn signup(
     if let Err(err) = chat.chat.send_verification(&user).await {
         tracing::error!(user = %user.id, error = %err, "cannot queue the verification e-mail");
     }
-    let token = chat.chat.accounts().issue_token(&user.id)?;
+    end_request_session(&state, &headers).await?;
+    let token = chat.chat.sign_in(&user, &client_info(&headers, ip)).await?;
     let jar = jar.add(session_cookie(&state, token));
     Ok((StatusCode::CREATED, jar, Json(UserJson::from(&user))))
 }
@@ -93,6 +131,7 @@ async fn signup(
 async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    headers: HeaderMap,
     jar: CookieJar,
     JsonBody(body): JsonBody<LoginBody>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -101,17 +140,139 @@ async fn login(
     let user = chat
         .chat
         .accounts()
-        .login(body.email, body.password)
+        .login(body.email, body.password, ip)
         .await?;
-    let token = chat.chat.accounts().issue_token(&user.id)?;
+    end_request_session(&state, &headers).await?;
+    let token = chat.chat.sign_in(&user, &client_info(&headers, ip)).await?;
     // The token travels only in the http-only cookie, never in the body.
     let jar = jar.add(session_cookie(&state, token));
     Ok((jar, Json(UserJson::from(&user))))
 }
 
-async fn logout(State(state): State<AppState>, jar: CookieJar) -> impl IntoResponse {
+/// `POST /api/auth/logout`: ends the session (its token stops working everywhere, its sockets
+/// close) and clears the cookie. Answers the same with no session or an ended one.
+async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+) -> Result<impl IntoResponse, ApiError> {
+    end_request_session(&state, &headers).await?;
     let jar = jar.add(cleared_cookie(&state));
-    (jar, Json(json!({ "message": "Logged out successfully" })))
+    Ok((jar, Json(json!({ "message": "Logged out successfully" }))))
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionJson {
+    id: String,
+    created_at: String,
+    last_seen_at: String,
+    expires_at: String,
+    user_agent: String,
+    address: String,
+    /// Whether this is the session of the request.
+    current: bool,
+}
+
+impl SessionJson {
+    fn new(session: &SessionInfo, current: &str) -> SessionJson {
+        SessionJson {
+            id: session.id.clone(),
+            created_at: iso_time(session.record.created_at),
+            last_seen_at: iso_time(session.record.last_seen_at),
+            expires_at: iso_time(session.record.expires_at),
+            user_agent: session.record.user_agent.clone(),
+            address: session.record.address.clone(),
+            current: session.id == current,
+        }
+    }
+}
+
+/// `GET /api/auth/sessions`: the caller's sessions, newest first.
+async fn list_sessions(
+    State(state): State<AppState>,
+    CurrentSession(caller): CurrentSession,
+) -> Result<Json<Vec<SessionJson>>, ApiError> {
+    let chat = &state.chat_state()?.chat;
+    let sessions = chat.sessions(&caller.user.id).await?;
+    Ok(Json(
+        sessions
+            .iter()
+            .map(|session| SessionJson::new(session, &caller.session_id))
+            .collect(),
+    ))
+}
+
+/// `DELETE /api/auth/sessions/:id`: ends one of the caller's sessions (the current one too,
+/// which also clears the cookie). 404 for a session that is not the caller's.
+async fn end_session(
+    State(state): State<AppState>,
+    CurrentSession(caller): CurrentSession,
+    Path(id): Path<String>,
+    jar: CookieJar,
+) -> Result<impl IntoResponse, ApiError> {
+    let chat = &state.chat_state()?.chat;
+    let ended = chat
+        .end_sessions(&caller.user.id, std::slice::from_ref(&id))
+        .await?;
+    if ended == 0 {
+        return Err(ApiError::not_found("Session not found"));
+    }
+    let jar = if id == caller.session_id {
+        jar.add(cleared_cookie(&state))
+    } else {
+        jar
+    };
+    Ok((jar, Json(json!({ "message": "Session ended" }))))
+}
+
+/// `POST /api/auth/logout-all`: ends every session of the caller but this one.
+async fn logout_others(
+    State(state): State<AppState>,
+    CurrentSession(caller): CurrentSession,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let chat = &state.chat_state()?.chat;
+    let ended = chat
+        .end_other_sessions(&caller.user.id, Some(&caller.session_id))
+        .await?;
+    tracing::info!(user = %caller.user.id, sessions_ended = ended, "signed out everywhere else");
+    Ok(Json(json!({
+        "message": "Signed out everywhere else",
+        "sessionsEnded": ended,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PasswordBody {
+    current_password: Option<String>,
+    new_password: Option<String>,
+}
+
+/// `PUT /api/auth/password {currentPassword, newPassword}`: every other session ends; this one
+/// stays signed in.
+async fn change_password(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    CurrentSession(caller): CurrentSession,
+    JsonBody(body): JsonBody<PasswordBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let chat = state.chat_state()?;
+    chat.check_auth_rate(ip)?;
+    let ended = chat
+        .chat
+        .change_password(
+            &caller.user,
+            body.current_password,
+            body.new_password,
+            &caller.session_id,
+            ip,
+        )
+        .await?;
+    Ok(Json(json!({
+        "message": "Password changed",
+        "sessionsEnded": ended,
+    })))
 }
 
 async fn check(CurrentUser(user): CurrentUser) -> Json<UserJson> {

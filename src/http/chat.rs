@@ -287,7 +287,7 @@ async fn status(
     let viewer = if is_admin(&state, &headers) {
         None
     } else {
-        Some(authenticate(&state, &headers).await?.id)
+        Some(authenticate(&state, &headers).await?.user.id)
     };
     // Someone else's job is indistinguishable from no job.
     let job = chat

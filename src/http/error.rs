@@ -37,6 +37,10 @@ pub enum ApiError {
     /// 404: no such resource, or one the caller may not know exists.
     #[error("{0}")]
     NotFound(String),
+    /// 409: the request contradicts the current state (for example a tab that expects another
+    /// signed-in user than the cookie's).
+    #[error("{0}")]
+    Conflict(String),
     /// 413: the body exceeds the size limit.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -94,6 +98,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,

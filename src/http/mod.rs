@@ -46,7 +46,7 @@ use crate::store::JobStore;
 
 pub use error::{error_response, ApiError, ErrorBody, JsonBody, INTERNAL_MESSAGE};
 pub use serve::serve_connections;
-pub use session::authenticate;
+pub use session::{authenticate, EXPECTED_USER_HEADER};
 pub use settings::HttpSettings;
 
 /// Largest request body accepted: a 5 MB image as a base64 data URL plus the JSON around it.
@@ -255,7 +255,11 @@ fn cors_layer(origins: &[String]) -> tower::util::Either<CorsLayer, tower::layer
                 Method::PATCH,
                 Method::DELETE,
             ])
-            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                HeaderName::from_static(session::EXPECTED_USER_HEADER),
+            ])
             .max_age(Duration::from_secs(600)),
     )
 }

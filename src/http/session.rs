@@ -7,7 +7,7 @@ use axum::http::{header, HeaderMap};
 use axum_extra::extract::cookie::{Cookie, SameSite};
 
 use super::{ApiError, AppState};
-use crate::chat::{accounts::SESSION_TTL, ChatError};
+use crate::chat::{accounts::SESSION_TTL, Authenticated, ChatError};
 use crate::config::SameSitePolicy;
 use crate::queue::QueueError;
 use crate::store::chat::UserRecord;
@@ -37,6 +37,14 @@ pub fn request_token(headers: &HeaderMap) -> Option<String> {
     })
 }
 
+/// The header in which the web client names the user it believes is signed in. When it names
+/// someone else than the session's user (another tab signed in as someone else since), the
+/// request is refused with 409 instead of acting as the other account.
+pub const EXPECTED_USER_HEADER: &str = "x-courier-user";
+
+/// The message of that 409, which the web client recognises.
+pub const IDENTITY_CHANGED: &str = "You are signed in as someone else in another tab";
+
 /// The authenticated caller; rejects with 401.
 pub struct CurrentUser(pub UserRecord);
 
@@ -44,21 +52,53 @@ impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        authenticate(state, &parts.headers).await.map(CurrentUser)
+        authenticate(state, &parts.headers)
+            .await
+            .map(|caller| CurrentUser(caller.user))
     }
 }
 
-/// The user whose session token the headers carry; 401 otherwise.
-pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<UserRecord, ApiError> {
+/// The authenticated caller and the session their token names; rejects with 401.
+pub struct CurrentSession(pub Authenticated);
+
+impl FromRequestParts<AppState> for CurrentSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        authenticate(state, &parts.headers)
+            .await
+            .map(CurrentSession)
+    }
+}
+
+/// The user and session the headers' token names; 401 otherwise, 409 when the client expected
+/// another user ([`EXPECTED_USER_HEADER`]).
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Authenticated, ApiError> {
     let chat = state.chat_state()?;
     let Some(token) = request_token(headers) else {
         return Err(ApiError::unauthorized("Unauthorized - No Token Provided"));
     };
-    match chat.chat.accounts().authenticate(&token).await {
-        Ok(user) => Ok(user),
-        Err(ChatError::Unauthorized) => Err(ApiError::unauthorized("Unauthorized - Invalid Token")),
-        Err(other) => Err(other.into()),
+    let caller = match chat.chat.accounts().authenticate(&token).await {
+        Ok(caller) => caller,
+        Err(ChatError::Unauthorized) => {
+            return Err(ApiError::unauthorized("Unauthorized - Invalid Token"))
+        }
+        Err(other) => return Err(other.into()),
+    };
+    let expected = headers
+        .get(EXPECTED_USER_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|expected| !expected.is_empty());
+    if let Some(expected) = expected {
+        if expected != caller.user.id {
+            return Err(ApiError::Conflict(IDENTITY_CHANGED.to_owned()));
+        }
     }
+    Ok(caller)
 }
 
 /// The session cookie carrying `token` (http-only, 7 days, SameSite and Secure as configured).

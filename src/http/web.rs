@@ -31,6 +31,8 @@ pub fn router() -> Router<AppState> {
         .route("/profile", get(page))
         .route("/verify-email", get(page))
         .route("/unsubscribe", get(page))
+        .route("/reset-password", get(page))
+        .route("/forgot-password", get(page))
         .route("/chat/{user_id}", get(page))
         .route("/app/{*path}", get(asset))
         // The client's scripts and styles shrink to about a quarter with gzip.

@@ -119,11 +119,14 @@ impl From<&MessageRecord> for MessageJson {
     }
 }
 
-/// A sidebar row: the user plus presence, unread count and last message.
+/// A sidebar row: the user (without their e-mail address) plus presence, unread count and last
+/// message.
 #[derive(Debug, Clone, Serialize)]
 pub struct SidebarUserJson {
     #[serde(flatten)]
-    pub user: UserJson,
+    pub user: PublicUserJson,
+    #[serde(rename = "createdAt")]
+    pub created_at: String,
     pub online: bool,
     #[serde(rename = "unreadCount")]
     pub unread_count: u64,
@@ -143,7 +146,8 @@ pub struct SidebarUserJson {
 impl From<&SidebarEntry> for SidebarUserJson {
     fn from(entry: &SidebarEntry) -> SidebarUserJson {
         SidebarUserJson {
-            user: UserJson::from(&entry.user),
+            user: PublicUserJson::from(&entry.user),
+            created_at: iso_time(entry.user.created_at),
             online: entry.online,
             unread_count: entry.unread,
             read_by_other_up_to: entry.read_by_other,

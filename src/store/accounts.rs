@@ -57,6 +57,21 @@ pub struct OneTimeToken {
     pub expires_at: Millis,
 }
 
+/// A signed-in client: what the session id inside a token refers to. Deleting the record
+/// revokes every token that names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub user_id: String,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    /// The last request seen, as last written (kept to within a few minutes).
+    pub last_seen_at: Millis,
+    /// The client's `User-Agent`, shortened.
+    pub user_agent: String,
+    /// The address it signed in from.
+    pub address: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +97,16 @@ mod tests {
         let bytes = encode(&token).unwrap();
         assert_eq!(bytes, [1, 1, 1, b'u', 1, b'e', 0xac, 0x02]);
         assert_eq!(decode::<OneTimeToken>(&bytes).unwrap(), token);
+        let session = SessionRecord {
+            user_id: "u".to_owned(),
+            created_at: 1,
+            expires_at: 2,
+            last_seen_at: 3,
+            user_agent: "b".to_owned(),
+            address: "::1".to_owned(),
+        };
+        let bytes = encode(&session).unwrap();
+        assert_eq!(bytes, [1, 1, b'u', 1, 2, 3, 1, b'b', 3, b':', b':', b'1']);
+        assert_eq!(decode::<SessionRecord>(&bytes).unwrap(), session);
     }
 }

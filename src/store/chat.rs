@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::accounts::{AccountState, OneTimeToken, TokenPurpose};
+use super::accounts::{AccountState, OneTimeToken, SessionRecord, TokenPurpose};
 use super::StoreError;
 use crate::queue::model::Millis;
 
@@ -192,6 +192,29 @@ pub trait ChatStore: Send + Sync + 'static {
 
     /// The users who block `user`, in id order.
     async fn blockers_of(&self, user: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Stores (or overwrites) session `id`, and removes the same user's sessions that expired
+    /// before `now`. Durable.
+    async fn put_session(
+        &self,
+        id: &str,
+        session: SessionRecord,
+        now: Millis,
+    ) -> Result<(), StoreError>;
+
+    /// Records that session `id` was used at `last_seen_at`, if it still exists (a session
+    /// deleted meanwhile stays deleted). Returns whether it exists.
+    async fn touch_session(&self, id: &str, last_seen_at: Millis) -> Result<bool, StoreError>;
+
+    /// Session `id`, if it exists (expired ones included: the caller checks).
+    async fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// `user`'s sessions, in id order.
+    async fn sessions_of(&self, user: &str) -> Result<Vec<(String, SessionRecord)>, StoreError>;
+
+    /// Deletes those of `ids` that are sessions of `user`, in one atomic write; returns how many
+    /// were deleted. Durable: a revoked session never comes back after a crash.
+    async fn delete_sessions(&self, user: &str, ids: &[String]) -> Result<usize, StoreError>;
 }
 
 /// One change to a [`UserRecord`].

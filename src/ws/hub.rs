@@ -119,6 +119,9 @@ pub enum CloseReason {
     Overflow,
     /// [`Hub::disconnect_user`] closed every socket of the user.
     Disconnected,
+    /// The sign-in session the socket was opened with ended (logout, password change, revoked
+    /// by the user or an admin): [`Hub::end_sessions`].
+    SessionEnded,
 }
 
 /// What a [`Connection`] yields next.
@@ -196,6 +199,12 @@ impl Hub {
     /// `getOnlineUsers` snapshot. If this is the user's first socket, every socket is sent the new
     /// snapshot.
     pub fn connect(&self, user_id: &str) -> Connection {
+        self.connect_in_session(user_id, None)
+    }
+
+    /// [`Hub::connect`] for a socket opened with sign-in session `session`, which
+    /// [`Hub::end_sessions`] closes when the session ends.
+    pub fn connect_in_session(&self, user_id: &str, session: Option<&str>) -> Connection {
         let inner = &self.inner;
         // `mpsc::channel` panics on zero; one slot is the smallest meaningful outbox.
         let (sender, outbox) = mpsc::channel(inner.config.outbox_capacity.max(1));
@@ -203,6 +212,7 @@ impl Hub {
         let socket = Socket {
             outbox: sender,
             state: Arc::clone(&state),
+            session: session.map(Arc::from),
         };
 
         let (user_id, first) = {
@@ -310,6 +320,27 @@ impl Hub {
             socket.state.close(CloseReason::Disconnected);
         }
         sockets.len()
+    }
+
+    /// Tells the sockets of `user_id` opened with one of `sessions` to close; returns how many
+    /// were told.
+    pub fn end_sessions(&self, user_id: &str, sessions: &[String]) -> usize {
+        let users = self.inner.shard(user_id).users.read();
+        let Some(sockets) = users.get(user_id) else {
+            return 0;
+        };
+        let mut told = 0;
+        for socket in sockets {
+            let ended = socket
+                .session
+                .as_deref()
+                .is_some_and(|session| sessions.iter().any(|ended| ended == session));
+            if ended {
+                socket.state.close(CloseReason::SessionEnded);
+                told += 1;
+            }
+        }
+        told
     }
 
     /// From now on `viewer` does not see the users in `hidden` online (they blocked the
@@ -534,6 +565,8 @@ struct Shard {
 struct Socket {
     outbox: mpsc::Sender<Frame>,
     state: Arc<SocketState>,
+    /// The sign-in session the socket was opened with, if any.
+    session: Option<Arc<str>>,
 }
 
 /// What the hub and a connection share about one socket.
@@ -549,12 +582,14 @@ struct SocketState {
 const OPEN: u8 = 0;
 const OVERFLOW: u8 = 1;
 const DISCONNECTED: u8 = 2;
+const SESSION_ENDED: u8 = 3;
 
 impl SocketState {
     fn reason(&self) -> Option<CloseReason> {
         match self.close.load(Ordering::Acquire) {
             OVERFLOW => Some(CloseReason::Overflow),
             DISCONNECTED => Some(CloseReason::Disconnected),
+            SESSION_ENDED => Some(CloseReason::SessionEnded),
             _ => None,
         }
     }
@@ -568,6 +603,7 @@ impl SocketState {
         let code = match reason {
             CloseReason::Overflow => OVERFLOW,
             CloseReason::Disconnected => DISCONNECTED,
+            CloseReason::SessionEnded => SESSION_ENDED,
         };
         let set = self
             .close

@@ -8,6 +8,7 @@
 //! left 270 MB behind. Frames are shared, not copied, on their way to tungstenite.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -45,6 +46,9 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize)]
 struct WsQuery {
     token: Option<String>,
+    /// The user the page believes is signed in; another user's cookie is refused with 409
+    /// (see `http::session::EXPECTED_USER_HEADER`), so a tab never listens as someone else.
+    user: Option<String>,
 }
 
 /// Per-socket buffers: tungstenite's defaults allocate 128 KiB per socket up front. Client
@@ -106,7 +110,14 @@ async fn upgrade(
         // An explicit token wins over the cookie (see `request_token`).
         headers.insert(header::AUTHORIZATION, bearer);
     }
-    let user = crate::http::authenticate(&state, &headers).await?;
+    if let Some(expected) = query.user {
+        let expected = expected
+            .parse()
+            .map_err(|_| ApiError::bad_request("invalid user"))?;
+        headers.insert(crate::http::EXPECTED_USER_HEADER, expected);
+    }
+    let caller = crate::http::authenticate(&state, &headers).await?;
+    let (user, session_id) = (caller.user, caller.session_id);
     let (chat, hub) = state.realtime()?;
     // Before the first presence frame: users who block this one stay hidden from it.
     chat.load_presence_rules(&user.id).await?;
@@ -129,7 +140,7 @@ async fn upgrade(
             Some(socket_config()),
         )
         .await;
-        session(socket, state, chat, hub, user.id).await;
+        session(socket, state, chat, hub, user.id, session_id).await;
     });
     let accept = derive_accept_key(key.as_bytes());
     Response::builder()
@@ -147,6 +158,7 @@ async fn session<S>(
     chat: Arc<Chat>,
     hub: Hub,
     user_id: String,
+    session_id: String,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -160,8 +172,43 @@ async fn session<S>(
         let state = state.clone();
         async move { state.shutdown_started().await }
     };
-    let end = run_session(&hub, &user_id, sink, stream, &handler, shutdown).await;
+    let watcher = tokio::spawn(watch_session(
+        Arc::clone(&handler.chat),
+        hub.clone(),
+        user_id.clone(),
+        session_id.clone(),
+    ));
+    let end = run_session(
+        &hub,
+        &user_id,
+        Some(&session_id),
+        sink,
+        stream,
+        &handler,
+        shutdown,
+    )
+    .await;
+    watcher.abort();
     tracing::debug!(user = %user_id, reason = end.as_str(), "websocket closed");
+}
+
+/// Closes the socket once its session has ended. This process's own logouts close sockets at
+/// once (`Delivery::end_sessions`); this check covers a session that ended between the upgrade's
+/// check and the socket's registration, and one ended by another process sharing the store.
+async fn watch_session(chat: Arc<Chat>, hub: Hub, user_id: String, session_id: String) {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        tokio::time::sleep(wait).await;
+        wait = crate::chat::sessions::RECHECK;
+        match chat.session_is_live(&user_id, &session_id).await {
+            Ok(true) => {}
+            Ok(false) => {
+                hub.end_sessions(&user_id, std::slice::from_ref(&session_id));
+                return;
+            }
+            Err(err) => tracing::debug!(error = %err, "cannot check a socket's session"),
+        }
+    }
 }
 
 /// The bytes of a shared frame, without copying them.
@@ -303,6 +350,13 @@ impl Delivery for HubDelivery {
 
     fn is_online(&self, user: &str) -> bool {
         self.hub.is_online(user)
+    }
+
+    fn end_sessions(&self, user: &str, sessions: &[String]) {
+        let closed = self.hub.end_sessions(user, sessions);
+        if closed > 0 {
+            tracing::info!(%user, sockets = closed, "closed the sockets of ended sessions");
+        }
     }
 
     fn hide_presence(&self, viewer: &str, hidden: Vec<String>) {

@@ -110,6 +110,8 @@ pub enum SessionEnd {
     Overflow,
     /// The hub closed the socket ([`Hub::disconnect_user`]).
     Disconnected,
+    /// The sign-in session ended ([`Hub::end_sessions`]): the client must sign in again.
+    SessionEnded,
     /// The server is shutting down.
     Shutdown,
     /// An inbound message was larger than `max_inbound_bytes`.
@@ -129,6 +131,7 @@ impl SessionEnd {
             SessionEnd::HeartbeatTimeout => "heartbeat timeout",
             SessionEnd::Overflow => "outbox overflow",
             SessionEnd::Disconnected => "disconnected",
+            SessionEnd::SessionEnded => "session ended",
             SessionEnd::Shutdown => "server shutting down",
             SessionEnd::MessageTooBig => "message too big",
             SessionEnd::Flood => "too many frames",
@@ -148,6 +151,8 @@ impl SessionEnd {
             // "Try again later": the client should reconnect and catch up with `?after=<seq>`.
             SessionEnd::Overflow | SessionEnd::WriteTimeout => CLOSE_TRY_AGAIN_LATER,
             SessionEnd::MessageTooBig => CLOSE_TOO_BIG,
+            // Like HTTP's 401: reconnecting with the same credentials will not work.
+            SessionEnd::SessionEnded => CLOSE_SESSION_ENDED,
             SessionEnd::Flood => CLOSE_POLICY_VIOLATION,
         };
         Some(CloseFrame {
@@ -162,6 +167,7 @@ impl From<CloseReason> for SessionEnd {
         match reason {
             CloseReason::Overflow => SessionEnd::Overflow,
             CloseReason::Disconnected => SessionEnd::Disconnected,
+            CloseReason::SessionEnded => SessionEnd::SessionEnded,
         }
     }
 }
@@ -171,6 +177,8 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 pub const CLOSE_POLICY_VIOLATION: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+/// In the private range (4000–4999): the session the socket was opened with has ended.
+pub const CLOSE_SESSION_ENDED: u16 = 4401;
 
 /// How long the closing handshake may take before the session gives up on it.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -178,11 +186,13 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most outbox frames written before one flush, so a burst costs one flush, not one per frame.
 const MAX_BATCH: usize = 64;
 
-/// Runs one socket for `user_id` until it ends, and says why. The socket is registered with
-/// `hub` for exactly as long as this runs. `shutdown` completing closes the socket with 1001.
+/// Runs one socket for `user_id` (opened with sign-in session `session_id`) until it ends, and
+/// says why. The socket is registered with `hub` for exactly as long as this runs. `shutdown`
+/// completing closes the socket with 1001.
 pub async fn run_session<S, R, H, F, SinkError, StreamError>(
     hub: &Hub,
     user_id: &str,
+    session_id: Option<&str>,
     sink: S,
     stream: R,
     handler: &H,
@@ -197,7 +207,7 @@ where
     F: Future<Output = ()>,
 {
     let config = hub.config();
-    let mut connection = hub.connect(user_id);
+    let mut connection = hub.connect_in_session(user_id, session_id);
     let started = Instant::now();
     let mut liveness = Liveness::new(started, config.heartbeat_interval, config.heartbeat_timeout);
     let mut budget = InboundBudget::new(started, config.inbound_per_second, config.inbound_burst);

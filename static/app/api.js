@@ -10,15 +10,33 @@ export class ApiError extends Error {
 }
 
 const REQUEST_TIMEOUT_MS = 30000;
+/** The server's answer (409) when the cookie now belongs to someone else than this tab's user. */
+export const IDENTITY_CHANGED = 'You are signed in as someone else in another tab';
 let unauthorizedHandler = null;
+let identityChangedHandler = null;
+let expectedUser = null;
 
 /** Called when an authenticated request answers 401 (the session ended). */
 export function onUnauthorized(handler) {
   unauthorizedHandler = handler;
 }
 
+/** Called when the cookie signs in someone else than this tab's user (another tab did). */
+export function onIdentityChanged(handler) {
+  identityChangedHandler = handler;
+}
+
+/**
+ * The user this tab shows (`null` when signed out). Every request names it, and the server
+ * refuses one whose cookie now belongs to someone else instead of acting as them.
+ */
+export function setExpectedUser(id) {
+  expectedUser = id || null;
+}
+
 export async function api(method, path, body) {
   const init = { method, headers: { accept: 'application/json' }, credentials: 'same-origin' };
+  if (expectedUser) init.headers['x-courier-user'] = expectedUser;
   if (body !== undefined) {
     init.headers['content-type'] = 'application/json';
     init.body = JSON.stringify(body);
@@ -49,6 +67,9 @@ export async function api(method, path, body) {
     if (response.status === 401 && !isForm && unauthorizedHandler) {
       unauthorizedHandler();
     }
+    if (response.status === 409 && message === IDENTITY_CHANGED && identityChangedHandler) {
+      identityChangedHandler();
+    }
     throw new ApiError(response.status, message, response.headers.get('retry-after'));
   }
   return data;
@@ -57,3 +78,4 @@ export async function api(method, path, body) {
 export const get = (path) => api('GET', path);
 export const post = (path, body) => api('POST', path, body);
 export const put = (path, body) => api('PUT', path, body);
+export const del = (path) => api('DELETE', path);

@@ -33,7 +33,7 @@ const RULES = {
   },
 };
 
-function field({ name, label, type, autocomplete, iconName, hint }) {
+export function field({ name, label, type, autocomplete, iconName, hint }) {
   const id = `field-${name}`;
   const input = h('input', {
     id,
@@ -75,7 +75,7 @@ function field({ name, label, type, autocomplete, iconName, hint }) {
   };
 }
 
-function setError(entry, message) {
+export function setError(entry, message) {
   entry.error.textContent = message;
   entry.input.setAttribute('aria-invalid', message ? 'true' : 'false');
   entry.element.classList.toggle('invalid', !!message);
@@ -190,6 +190,14 @@ export function authView(mode, { onSignedIn, navigate }) {
           text: signup ? 'Start talking in seconds. No app to install.' : 'Sign in to pick up your conversations.',
         }),
         form,
+        signup ? null : h('p', { class: 'auth-forgot' }, h('a', {
+          href: '/forgot-password',
+          'data-testid': 'to-forgot',
+          onclick: (event) => {
+            event.preventDefault();
+            navigate('/forgot-password');
+          },
+        }, 'Forgot your password?')),
         h('p', { class: 'auth-switch' },
           signup ? 'Already have an account? ' : 'New to Courier? ',
           link(signup ? '/login' : '/signup', signup ? 'Sign in' : 'Create an account')))),

@@ -364,7 +364,7 @@ export function conversationView({ navigate }) {
   }
 
   function buildItems(conv) {
-    const me = state.me._id;
+    const me = state.me?._id;
     const entries = [];
     for (const message of sortedMessages(conv)) {
       const mine = message.senderId === me;

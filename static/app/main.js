@@ -1,13 +1,14 @@
 // Courier's web client: boot (who am I?), the routes (`/login`, `/signup`, `/profile`, `/` and
-// `/chat/<userId>`, and the pages e-mail links open), the app shell (sidebar, conversation, connection banner), the page title's
+// `/chat/<userId>`, the password-reset pages and the pages e-mail links open), the app shell (sidebar, conversation, connection banner), the page title's
 // unread count and desktop notifications.
 
-import { get, onUnauthorized, post } from './api.js';
+import { get, onIdentityChanged, onUnauthorized, post } from './api.js';
 import { authView } from './auth.js';
 import { conversationView } from './conversation.js';
 import { h, icon, toast } from './dom.js';
 import { isLinkPage, linkPage } from './email.js';
 import { notify } from './notify.js';
+import { forgotPasswordView, resetPasswordView } from './password.js';
 import { profileView } from './profile.js';
 import { sidebarView } from './sidebar.js';
 import {
@@ -38,6 +39,16 @@ function render() {
     mount(linkPage(path, { navigate }));
     return;
   }
+  if (path === '/reset-password') {
+    document.title = 'Choose a new password · Courier';
+    mount(resetPasswordView({ navigate }));
+    return;
+  }
+  if (path === '/forgot-password' && !state.me) {
+    document.title = 'Reset your password · Courier';
+    mount(forgotPasswordView({ navigate }));
+    return;
+  }
   if (!state.me) {
     if (path !== '/login' && path !== '/signup') {
       navigate('/login', { replace: true });
@@ -49,7 +60,7 @@ function render() {
     if (window.matchMedia('(pointer: fine)').matches) root.querySelector('input')?.focus();
     return;
   }
-  if (path === '/login' || path === '/signup') {
+  if (path === '/login' || path === '/signup' || path === '/forgot-password') {
     navigate('/', { replace: true });
     return;
   }
@@ -78,8 +89,18 @@ function render() {
   updateTitle();
 }
 
+// Tabs of one browser share the cookie: when one signs in or out, the others reload into
+// whoever the cookie now belongs to instead of showing one user and acting as another.
+const tabs = typeof BroadcastChannel === 'undefined' ? null : new BroadcastChannel('courier-session');
+if (tabs) {
+  tabs.onmessage = (event) => {
+    if ((event.data?.user ?? null) !== (state.me?._id ?? null)) location.reload();
+  };
+}
+
 function signedIn(user) {
   setMe(user);
+  tabs?.postMessage({ user: user._id });
   navigate('/', { replace: true });
 }
 
@@ -91,6 +112,7 @@ async function logout() {
   }
   endSession();
   disposeShell();
+  tabs?.postMessage({ user: null });
   navigate('/login', { replace: true });
 }
 
@@ -175,6 +197,10 @@ onUnauthorized(() => {
   toast('Your session ended. Please sign in again.', 'error', 6000);
   navigate('/login', { replace: true });
 });
+
+// The server noticed that the cookie belongs to someone else now (a sign-in this tab did not
+// hear about): start again as whoever that is.
+onIdentityChanged(() => location.reload());
 
 async function boot() {
   try {

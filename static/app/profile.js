@@ -1,11 +1,12 @@
 // The profile page: the picture (cropped and downscaled in the browser, then uploaded), account
-// details, appearance (system, light or dark) and notifications.
+// details, appearance (system, light or dark), notifications, the password and the sessions.
 
 import { ApiError, put } from './api.js';
 import { avatar, fillAvatar } from './avatar.js';
 import { h, icon, toast } from './dom.js';
 import { emailSettingsRow } from './email.js';
 import { nameEditor } from './rename.js';
+import { securitySection } from './password.js';
 import { monthYear } from './format.js';
 import { ImageProblem, prepareImage } from './images.js';
 import { notificationPermission, requestPermission } from './notify.js';
@@ -138,6 +139,7 @@ export function profileView({ me, onUpdated, navigate, onLogout }) {
           themeGroup),
         notifyRow,
         emailSettingsRow()),
+      securitySection({ onSignedOut: onLogout }),
       h('div', { class: 'profile-actions' },
         h('button', { class: 'btn btn-danger-ghost', type: 'button', 'data-testid': 'profile-logout', onclick: onLogout },
           icon('logout'), h('span', { text: 'Log out' })))));

@@ -191,12 +191,14 @@ export function sidebarView({ navigate, onLogout }) {
   }
 
   function renderNow() {
+    // A late answer can arrive after the session ended and before the shell is gone.
+    if (!state.me) return;
     fillAvatar(meAvatar, state.me);
     meName.textContent = state.me.fullName;
     const query = fold(filter.query.trim());
     const everyone = sortedUsers();
     const shown = everyone.filter((user) => (!filter.onlineOnly || state.online.has(user._id))
-      && (!query || fold(user.fullName).includes(query) || fold(user.email).includes(query)));
+      && (!query || fold(user.fullName).includes(query) || fold(user.nameTag || '').includes(query)));
     reconcile(list, shown.map((user) => ({
       key: user._id,
       create: () => {

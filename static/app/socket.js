@@ -6,17 +6,21 @@
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 15000];
 const PING_EVERY_MS = 25000;
 const PONG_WITHIN_MS = 10000;
+const SESSION_ENDED = 4401;
 
 export class Realtime {
   /**
    * `onFrame(type, data)` for each server frame; `onState(state, detail)` with `connecting`,
    * `open`, `waiting` (`{retryAt}`) or `offline`; `onFailedConnect()` when a connection never
-   * opened (the app checks whether the session ended).
+   * opened or the server ended it because the sign-in session ended (the app checks who is
+   * signed in). `userId` is the user this tab shows: the server refuses the socket if the
+   * cookie now belongs to someone else.
    */
-  constructor({ onFrame, onState, onFailedConnect }) {
+  constructor({ onFrame, onState, onFailedConnect, userId }) {
     this.onFrame = onFrame;
     this.onState = onState;
     this.onFailedConnect = onFailedConnect;
+    this.userId = userId;
     this.socket = null;
     this.attempt = 0;
     this.stopped = true;
@@ -90,7 +94,7 @@ export class Realtime {
   connect() {
     if (this.stopped) return;
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-    const socket = new WebSocket(`${scheme}://${location.host}/ws`);
+    const socket = new WebSocket(`${scheme}://${location.host}/ws?user=${encodeURIComponent(this.userId)}`);
     this.socket = socket;
     let opened = false;
     this.setState('connecting');
@@ -116,12 +120,13 @@ export class Realtime {
         this.onFrame(frame.type, frame.data);
       }
     });
-    socket.addEventListener('close', () => {
+    socket.addEventListener('close', (event) => {
       if (this.socket !== socket) return;
       this.socket = null;
       this.clearTimers();
       if (this.stopped) return;
-      if (!opened) this.onFailedConnect?.();
+      // 4401: the sign-in session ended (logout elsewhere, password change).
+      if (!opened || event.code === SESSION_ENDED) this.onFailedConnect?.();
       if (navigator.onLine === false) {
         this.waitOffline();
         return;

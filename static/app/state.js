@@ -7,7 +7,7 @@
 // bubble is replaced when the message with the id from the 202 arrives, whichever comes first),
 // and after every (re)connection the open conversation asks for `?after=<newest seq>`.
 
-import { ApiError, get, post } from './api.js';
+import { ApiError, get, post, setExpectedUser } from './api.js';
 import { Realtime } from './socket.js';
 
 const PAGE = 50;
@@ -181,6 +181,7 @@ function isVisible() {
 
 export function setMe(user) {
   state.me = user;
+  setExpectedUser(user?._id);
   emit('me');
 }
 
@@ -188,6 +189,7 @@ export function setMe(user) {
 export function startSession() {
   if (realtime) return;
   realtime = new Realtime({
+    userId: state.me._id,
     onFrame: handleFrame,
     onState: (connection, detail) => {
       const wasOpen = state.connection === 'open';
@@ -204,7 +206,8 @@ export function startSession() {
       }
     },
     onFailedConnect: () => {
-      // A socket that never opens may mean the session ended; `api` handles the 401.
+      // The session may have ended (`api` handles the 401) or the cookie may now be someone
+      // else's (the 409 reloads the tab).
       get('/api/auth/check').catch(() => {});
     },
   });
@@ -227,6 +230,7 @@ export function endSession() {
   refreshTimer = null;
   for (const conv of state.conversations.values()) clearTimeout(conv.typingTimer);
   state.me = null;
+  setExpectedUser(null);
   state.users = new Map();
   state.usersLoaded = false;
   state.online = new Set();

@@ -35,9 +35,10 @@ const run = Date.now().toString(36);
 const alice = { name: 'Alice Martin', email: `alice.${run}@example.com`, password: 'correct horse' };
 const bob = { name: 'Bob Chen', email: `bob.${run}@example.com`, password: 'battery staple' };
 
-// Console noise that is expected: the session check before signing in, and requests made while
-// a test has cut the network.
-const EXPECTED_CONSOLE = [/status of 401/, /ERR_INTERNET_DISCONNECTED/, /WebSocket connection to .* failed/, /ERR_NETWORK_CHANGED/];
+// Console noise that is expected: the session check before signing in (and a tab's requests
+// after another tab signed out or in as someone else), and requests made while a test has cut
+// the network.
+const EXPECTED_CONSOLE = [/status of 401/, /status of 409/, /ERR_INTERNET_DISCONNECTED/, /WebSocket connection to .* failed/, /ERR_NETWORK_CHANGED/];
 // Errors a step provokes on purpose (a taken email, a wrong password), allowed once each.
 const allowed = [];
 const allowOnce = (label, pattern) => allowed.push({ label, pattern });
@@ -523,6 +524,62 @@ try {
   const after = await phone.page.evaluate(async () => (await fetch('/api/auth/check')).status);
   check(after === 401, `the session is gone after logout (check answered ${after})`);
   await phone.page.screenshot({ path: `${screenshots}/login-phone-dark.png` });
+
+  step('Bob changes his password on the profile page; his phone is signed out at once');
+  await phone.page.getByTestId('email-input').fill(bob.email);
+  await phone.page.getByTestId('password-input').fill(bob.password);
+  await phone.page.getByTestId('auth-submit').click();
+  await phone.page.getByTestId('app').waitFor();
+  await b.page.getByTestId('open-profile').click();
+  await b.page.getByTestId('security').waitFor();
+  await b.page.locator('[data-testid="session"]').nth(1).waitFor();
+  const sessionCount = await b.page.locator('[data-testid="session"]').count();
+  check(sessionCount === 2, `Bob's profile lists his two sessions (${sessionCount})`);
+  await b.page.locator('[data-testid="session"][data-current="true"]').filter({ hasText: 'This browser' }).waitFor();
+  allowOnce(b.label, /status of 400/);
+  await b.page.getByTestId('currentPassword-input').fill('not it');
+  await b.page.getByTestId('newPassword-input').fill('a new battery staple');
+  await b.page.getByTestId('password-submit').click();
+  await b.page.getByTestId('currentPassword-error').filter({ hasText: 'not correct' }).waitFor();
+  await b.page.getByTestId('currentPassword-input').fill(bob.password);
+  await b.page.getByTestId('password-submit').click();
+  await b.page.locator('[data-testid="session"]').nth(1).waitFor({ state: 'detached' });
+  await phone.page.waitForURL(`${base}/login`);
+  await b.page.screenshot({ path: `${screenshots}/profile-security-desktop-light.png` });
+  bob.password = 'a new battery staple';
+  await b.page.getByTestId('profile-back').click();
+
+  step('a tab follows when another tab signs out and in as someone else');
+  const tab = await a.context.newPage();
+  watch(tab, 'alice-tab');
+  pages.push({ page: tab, label: 'alice-tab' });
+  await tab.goto(base);
+  await tab.getByTestId('me-name').filter({ hasText: alice.name }).waitFor();
+  await tab.getByTestId('logout').click();
+  await tab.waitForURL(`${base}/login`);
+  await a.page.waitForURL(`${base}/login`);
+  await tab.getByTestId('email-input').fill(bob.email);
+  await tab.getByTestId('password-input').fill(bob.password);
+  await tab.getByTestId('auth-submit').click();
+  await tab.getByTestId('app').waitFor();
+  await a.page.getByTestId('me-name').filter({ hasText: bob.name }).waitFor();
+  const shownAs = await a.page.getByTestId('me-name').textContent();
+  check(shownAs === bob.name, `the first tab now shows who the cookie belongs to (${shownAs})`);
+  await tab.close();
+
+  step('a forgotten password: the login page offers a link, a made-up reset link is refused');
+  await phone.page.getByTestId('to-forgot').click();
+  await phone.page.getByTestId('forgot-page').waitFor();
+  await phone.page.getByTestId('email-input').fill(bob.email);
+  await phone.page.getByTestId('forgot-submit').click();
+  await phone.page.getByTestId('forgot-status').filter({ hasText: 'If an account has this address' }).waitFor();
+  allowOnce('bob-phone', /status of 400/);
+  await phone.page.goto(`${base}/reset-password#token=made-up-token`);
+  await phone.page.getByTestId('reset-page').waitFor();
+  check(!(await phone.page.evaluate(() => location.hash)), 'the reset token leaves the address bar');
+  await phone.page.getByTestId('password-input').fill('whatever it is');
+  await phone.page.getByTestId('reset-submit').click();
+  await phone.page.locator('[data-testid="reset-status"][data-outcome="failed"]').filter({ hasText: 'invalid or has expired' }).waitFor();
 
   if (problems.length) throw new Error(`problems:\n  ${problems.join('\n  ')}`);
   console.log(`ok: the chat client works (${((Date.now() - started) / 1000).toFixed(1)} s); screenshots in ${screenshots}`);

@@ -277,6 +277,19 @@ impl Socket {
     pub async fn close(mut self) {
         let _ = self.stream.close(None).await;
     }
+
+    /// Reads until the server closes the socket (10 s at most); the close code it sent.
+    pub async fn closed_code(&mut self) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|frame| frame.code.into()),
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(_)) | None) => return None,
+                Err(_) => panic!("the socket stayed open for 10 s"),
+            }
+        }
+    }
 }
 
 /// Polls `check` until it holds (10 s at most).

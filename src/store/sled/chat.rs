@@ -23,12 +23,13 @@
 //! | `r<convId>\0<userId>` | read mark (u64) |
 //! | `x<convId>\0<userId>` | time of the last e-mail claim (Millis) |
 //! | `m:count` | number of stored messages, u64 BE (the committer's counter key) |
-//! | `a…`, `t…`, `T…`, `b…`, `B…` | account states, single-use tokens, blocks (see `chat/accounts.rs`) |
+//! | `a…`, `t…`, `T…`, `b…`, `B…`, `s…`, `S…` | account states, single-use tokens, blocks, sessions (see `chat/accounts.rs`) |
 //!
 //! `convId` is the two user ids sorted and joined with `:`; user ids therefore may contain neither
 //! `:` nor NUL (ObjectIds never do), and writes reject ids that would.
 
 mod accounts;
+mod sessions;
 mod users;
 
 use std::collections::hash_map::Entry;
@@ -44,7 +45,7 @@ use tokio::sync::oneshot;
 use super::committer::{AfterCommit, Committer, Write};
 use super::Database;
 use crate::queue::model::Millis;
-use crate::store::accounts::{AccountState, OneTimeToken, TokenPurpose};
+use crate::store::accounts::{AccountState, OneTimeToken, SessionRecord, TokenPurpose};
 use crate::store::chat::{
     AccountChange, ChatStore, ConversationSummary, CreateUser, HistoryPage, MessageRecord,
     NewMessage, UserChange, UserRecord,
@@ -850,6 +851,31 @@ impl ChatStore for SledChatStore {
 
     async fn blockers_of(&self, user: &str) -> Result<Vec<String>, StoreError> {
         self.block_list(accounts::BlockSide::Blockers, user)
+    }
+
+    async fn put_session(
+        &self,
+        id: &str,
+        session: SessionRecord,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        self.write_session(id, session, now).await
+    }
+
+    async fn touch_session(&self, id: &str, last_seen_at: Millis) -> Result<bool, StoreError> {
+        self.write_last_seen(id, last_seen_at).await
+    }
+
+    async fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.read_session(id)
+    }
+
+    async fn sessions_of(&self, user: &str) -> Result<Vec<(String, SessionRecord)>, StoreError> {
+        self.read_sessions_of(user)
+    }
+
+    async fn delete_sessions(&self, user: &str, ids: &[String]) -> Result<usize, StoreError> {
+        self.remove_sessions(user, ids).await
     }
 }
 

@@ -6,6 +6,7 @@
 //! | `t<sha256 hex>` | [`OneTimeToken`] |
 //! | `T<expires u64 BE><sha256 hex>` | empty: the expiry index, so old tokens are swept in order |
 //! | `b<blocker>\0<blocked>`, `B<blocked>\0<blocker>` | empty: a block, both ways, written together |
+//! | `s<sessionId>`, `S<userId>\0<sessionId>` | [`SessionRecord`](crate::store::accounts::SessionRecord), and the user's index (see `sessions.rs`) |
 //!
 //! Every change is read-modify-write: decided under one lock from the latest value, which is
 //! the value still on its way to disk if there is one ([`AccountWrites`]), so two changes made
@@ -36,11 +37,11 @@ const SWEEP_PER_PUT: usize = 16;
 /// write that set it, so a settled write only clears its own value.
 #[derive(Default)]
 pub(super) struct AccountWrites {
-    pending: Mutex<Pending>,
+    pub(super) pending: Mutex<Pending>,
 }
 
 #[derive(Default)]
-struct Pending {
+pub(super) struct Pending {
     values: HashMap<Vec<u8>, (u64, Option<Vec<u8>>)>,
     next: u64,
 }
@@ -72,7 +73,11 @@ fn check_hash(hash: &str) -> Result<(), StoreError> {
 
 impl SledChatStore {
     /// The latest value of `key`: pending, else stored.
-    fn latest(&self, pending: &Pending, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    pub(super) fn latest(
+        &self,
+        pending: &Pending,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some((_, value)) = pending.values.get(key) {
             return Ok(value.clone());
         }
@@ -81,7 +86,7 @@ impl SledChatStore {
 
     /// Queues `writes` under the lock already held (`pending`), remembering their values until
     /// they are durable; wait for the result outside the lock.
-    fn queue_account_writes(
+    pub(super) fn queue_account_writes(
         &self,
         pending: &mut Pending,
         writes: Vec<Write>,
@@ -270,20 +275,33 @@ impl SledChatStore {
             String::from_utf8_lossy(stored_key.get(prefix.len()..).unwrap_or_default()).into_owned()
         };
         let pending = self.account_writes.pending.lock();
-        let mut others = std::collections::BTreeSet::new();
-        for item in self.tree.scan_prefix(&prefix) {
-            let (stored_key, _) = item?;
-            others.insert(other_of(&stored_key));
+        Ok(self
+            .latest_under(&pending, &prefix)?
+            .into_keys()
+            .map(|stored_key| other_of(&stored_key))
+            .collect())
+    }
+
+    /// The latest keys and values under `prefix`: the stored ones with the pending writes
+    /// applied, in key order.
+    pub(super) fn latest_under(
+        &self,
+        pending: &Pending,
+        prefix: &[u8],
+    ) -> Result<std::collections::BTreeMap<Vec<u8>, Vec<u8>>, StoreError> {
+        let mut found = std::collections::BTreeMap::new();
+        for item in self.tree.scan_prefix(prefix) {
+            let (stored_key, value) = item?;
+            found.insert(stored_key.to_vec(), value.to_vec());
         }
         for (pending_key, (_, value)) in pending.values.iter() {
-            if pending_key.starts_with(&prefix) {
-                if value.is_some() {
-                    others.insert(other_of(pending_key));
-                } else {
-                    others.remove(&other_of(pending_key));
-                }
+            if pending_key.starts_with(prefix) {
+                match value {
+                    Some(value) => found.insert(pending_key.clone(), value.clone()),
+                    None => found.remove(pending_key),
+                };
             }
         }
-        Ok(others.into_iter().collect())
+        Ok(found)
     }
 }
