@@ -140,6 +140,11 @@ pub struct Config {
     #[arg(long, env = "LOGIN_MAX_FAILURES", default_value_t = 10)]
     pub login_max_failures: u32,
 
+    /// Who may create an account: `open` (anyone), `invite` (with an invitation link from the
+    /// admin dashboard) or `closed`.
+    #[arg(long, env = "SIGNUP_MODE", value_enum, default_value_t = crate::chat::SignupMode::Open)]
+    pub signup_mode: crate::chat::SignupMode,
+
     /// Seconds in-flight requests get to finish after SIGINT/SIGTERM before they are cut off.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
@@ -278,6 +283,7 @@ impl Config {
             send_backlog_limit: 0,
             store_cache_mb: 64,
             login_max_failures: 0,
+            signup_mode: crate::chat::SignupMode::Open,
             shutdown_grace_secs: 1,
             cookie_secure: false,
             cookie_same_site: SameSitePolicy::Strict,
@@ -406,6 +412,7 @@ impl fmt::Debug for Config {
             .field("send_backlog_limit", &self.send_backlog_limit)
             .field("store_cache_mb", &self.store_cache_mb)
             .field("login_max_failures", &self.login_max_failures)
+            .field("signup_mode", &self.signup_mode)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("cookie_secure", &self.cookie_secure)
             .field("cookie_same_site", &self.cookie_same_site)

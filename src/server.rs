@@ -70,6 +70,7 @@ impl Server {
                 cloudinary_url: config.cloudinary_url.clone(),
                 public_url: config.http.public_url(config.port),
                 max_image_pixels: config.max_image_pixels,
+                signup_mode: config.signup_mode,
             },
             chat_store,
             queues.clone(),

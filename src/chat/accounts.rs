@@ -25,6 +25,7 @@ use super::images::{self, ImageHost, Uploads};
 use super::lockout::LoginThrottle;
 use super::sessions::{check_new_password, ClientInfo, SessionCache};
 use crate::queue::clock::Clock;
+use crate::store::accounts::{OneTimeToken, TokenPurpose};
 use crate::store::chat::{ChatStore, CreateUser, UserRecord};
 
 /// How long a session token (and its cookie) lasts.
@@ -173,7 +174,13 @@ impl Accounts {
         Ok(DUMMY.get_or_init(|| hash).clone())
     }
 
-    pub async fn signup(&self, input: Signup) -> Result<UserRecord, ChatError> {
+    /// Creates an account. With `invite` (the hash of an invitation's secret, and now), the
+    /// invitation is used up by the sign-up, once the input is known to be good.
+    pub async fn signup(
+        &self,
+        input: Signup,
+        invite: Option<(&str, u64)>,
+    ) -> Result<UserRecord, ChatError> {
         let (Some(full_name), Some(email), Some(password)) =
             (input.full_name, input.email, input.password)
         else {
@@ -201,10 +208,45 @@ impl Accounts {
             created_at: now,
             updated_at: now,
         };
-        match self.store.create_user(user.clone()).await? {
+        let invitation = match invite {
+            Some((hash, now)) => Some((hash, self.take_invitation(hash, &user.email, now).await?)),
+            None => None,
+        };
+        let created = self.store.create_user(user.clone()).await;
+        let given_back = match (&created, invitation) {
+            (Ok(CreateUser::Created), _) | (_, None) => None,
+            (_, Some(invitation)) => Some(invitation),
+        };
+        if let Some((hash, token)) = given_back {
+            // The account was not created: the invitation still works.
+            self.store.put_token(hash, token, now).await?;
+        }
+        match created? {
             CreateUser::Created => Ok(user),
             CreateUser::EmailTaken => Err(ChatError::EmailTaken),
         }
+    }
+
+    /// Uses up the invitation stored under `hash`, if it works for `email`.
+    async fn take_invitation(
+        &self,
+        hash: &str,
+        email: &str,
+        now: u64,
+    ) -> Result<OneTimeToken, ChatError> {
+        let invalid = || ChatError::Refused("This invitation is invalid or has expired".to_owned());
+        let token = self
+            .store
+            .take_token(hash, TokenPurpose::Invite, now)
+            .await?
+            .ok_or_else(invalid)?;
+        if !token.email.is_empty() && token.email != email {
+            self.store.put_token(hash, token, now).await?;
+            return Err(ChatError::Refused(
+                "This invitation is for another e-mail address".to_owned(),
+            ));
+        }
+        Ok(token)
     }
 
     pub async fn login(
@@ -237,6 +279,13 @@ impl Accounts {
         match user {
             Some(user) if matches => {
                 self.failures.record_success(&email, address);
+                // Only someone with the password learns that the account is disabled.
+                if self.store.disabled_at(&user.id).await?.is_some() {
+                    tracing::warn!(user = %user.id, %address, "login to a disabled account refused");
+                    return Err(ChatError::Refused(
+                        "This account is disabled: ask the administrator".to_owned(),
+                    ));
+                }
                 Ok(user)
             }
             user => {

@@ -310,7 +310,19 @@ impl Chat {
                 "an earlier message of the conversation did not finish in time; saving anyway"
             );
         }
-        let (message, inserted) = self
+        // An account deleted while its message waited: the message goes with it.
+        for user in [&data.sender_id, &data.receiver_id] {
+            if self
+                .store
+                .user_by_id(user)
+                .await
+                .map_err(JobFailure::from)?
+                .is_none()
+            {
+                return Ok(json!({ "saved": false, "reason": "the account was deleted" }));
+            }
+        }
+        let saved = self
             .store
             .save_message(NewMessage {
                 id: data.message_id.clone(),
@@ -320,8 +332,14 @@ impl Chat {
                 image,
                 created_at: data.created_at,
             })
-            .await
-            .map_err(JobFailure::from)?;
+            .await;
+        let (message, inserted) = match saved {
+            Ok(saved) => saved,
+            Err(crate::store::StoreError::Deleted(_)) => {
+                return Ok(json!({ "saved": false, "reason": "the account was deleted" }));
+            }
+            Err(err) => return Err(JobFailure::from(err)),
+        };
         if !inserted {
             job.log(format!(
                 "message {} was already saved (seq {}): not saving again",

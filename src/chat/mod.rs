@@ -5,6 +5,7 @@
 //! events through [`Delivery`]. It imports no web framework and no database crate.
 
 pub mod accounts;
+pub mod administration;
 pub mod blocks;
 pub mod delivery;
 pub mod email;
@@ -35,6 +36,7 @@ use crate::queue::{EventKind, JobContext, QueueManager};
 use crate::store::chat::{ChatStore, HistoryPage, MessageRecord, UserRecord};
 
 pub use accounts::{Accounts, Authenticated, HashCost, Signup};
+pub use administration::{AccountSummary, Invitation, SignupMode};
 pub use delivery::{ChatEvent, Delivery, NoDelivery};
 pub use error::ChatError;
 pub use messages::{ImageInput, SendInput, Sent};
@@ -64,6 +66,8 @@ pub struct ChatConfig {
     pub public_url: String,
     /// Largest image canvas accepted, in pixels (`MAX_IMAGE_PIXELS`; at least 1).
     pub max_image_pixels: u64,
+    /// Who may create an account.
+    pub signup_mode: SignupMode,
 }
 
 /// One row of the sidebar.
@@ -97,6 +101,7 @@ pub struct Chat {
     /// Keeps each conversation's messages saved in the order they were sent.
     order: order::SendOrder,
     injected_failures: AtomicU32,
+    signup_mode: SignupMode,
     clock: Clock,
     stop: CancellationToken,
 }
@@ -144,6 +149,7 @@ impl Chat {
             senders: Mutex::new(HashMap::new()),
             order: order::SendOrder::default(),
             injected_failures: AtomicU32::new(0),
+            signup_mode: config.signup_mode,
             clock: Clock::new(),
             stop: CancellationToken::new(),
         }))

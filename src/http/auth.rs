@@ -31,6 +31,14 @@ pub fn router() -> Router<AppState> {
         .route("/api/auth/sessions/{id}", delete(end_session))
         .route("/api/auth/logout-all", post(logout_others))
         .route("/api/auth/password", put(change_password))
+        .route("/api/auth/signup-mode", get(signup_mode))
+}
+
+/// `GET /api/auth/signup-mode`: `{signupMode}` (`open`, `invite` or `closed`), so the sign-in
+/// page offers what this server allows.
+async fn signup_mode(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let chat = &state.chat_state()?.chat;
+    Ok(Json(json!({ "signupMode": chat.signup_mode() })))
 }
 
 /// Who is signing in, for the session list.
@@ -85,6 +93,8 @@ struct SignupBody {
     full_name: Option<String>,
     email: Option<String>,
     password: Option<String>,
+    /// The secret of an invitation link (needed when `SIGNUP_MODE=invite`).
+    invite: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,15 +119,12 @@ async fn signup(
 ) -> Result<impl IntoResponse, ApiError> {
     let chat = state.chat_state()?;
     chat.check_auth_rate(ip)?;
-    let user = chat
-        .chat
-        .accounts()
-        .signup(Signup {
-            full_name: body.full_name,
-            email: body.email,
-            password: body.password,
-        })
-        .await?;
+    let signup = Signup {
+        full_name: body.full_name,
+        email: body.email,
+        password: body.password,
+    };
+    let user = chat.chat.signup(signup, body.invite).await?;
     // The account exists either way; a link that failed to queue can be asked for again.
     if let Err(err) = chat.chat.send_verification(&user).await {
         tracing::error!(user = %user.id, error = %err, "cannot queue the verification e-mail");

@@ -106,6 +106,7 @@ impl ApiError {
             ApiError::Store(StoreError::Closed | StoreError::Io(_)) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ApiError::Store(StoreError::Deleted(_)) => StatusCode::NOT_FOUND,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Queue(err) => match err {
                 QueueError::UnknownQueue(_) | QueueError::JobNotFound(_) => StatusCode::NOT_FOUND,
@@ -145,6 +146,7 @@ impl ApiError {
             | ApiError::Queue(QueueError::ShuttingDown | QueueError::Store(StoreError::Closed)) => {
                 "service is shutting down".to_owned()
             }
+            ApiError::Store(StoreError::Deleted(_)) => "User not found".to_owned(),
             ApiError::Store(_)
             | ApiError::Internal(_)
             | ApiError::Queue(QueueError::AlreadyRegistered(_) | QueueError::Store(_)) => {

@@ -6,6 +6,7 @@
 
 mod account;
 mod admin;
+mod admin_users;
 mod auth;
 mod chat;
 mod error;
@@ -192,6 +193,7 @@ pub fn app(state: AppState) -> Router {
         .merge(health::router())
         .merge(monitor::router())
         .merge(admin::router())
+        .merge(admin_users::router())
         .merge(prometheus::router())
         .merge(auth::router())
         .merge(account::router())

@@ -45,6 +45,9 @@ pub enum TokenPurpose {
     VerifyEmail,
     /// The holder may set a new password for the account.
     ResetPassword,
+    /// The holder may create an account while sign-up needs an invitation (`user_id` is
+    /// empty; `email`, when not empty, is the only address it may be used for).
+    Invite,
 }
 
 /// A single-use token, stored under the SHA-256 of its secret.

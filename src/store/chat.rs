@@ -212,6 +212,20 @@ pub trait ChatStore: Send + Sync + 'static {
     /// `user`'s sessions, in id order.
     async fn sessions_of(&self, user: &str) -> Result<Vec<(String, SessionRecord)>, StoreError>;
 
+    /// Marks `user` disabled since `at`, or enabled again with `None`. Durable.
+    async fn set_disabled(&self, user: &str, at: Option<Millis>) -> Result<(), StoreError>;
+
+    /// When `user` was disabled, if they are.
+    async fn disabled_at(&self, user: &str) -> Result<Option<Millis>, StoreError>;
+
+    /// Deletes `user` and everything that is theirs, in one atomic, durable write: the user
+    /// record and e-mail index, every conversation they are part of (both sides' messages, read
+    /// marks, e-mail claims), account state, sessions, blocks either way, the disabled mark.
+    /// Later writes naming the user fail with [`StoreError::Deleted`]. Returns how many
+    /// messages were deleted, or `None` when there is no such user. (`message_count` keeps
+    /// counting messages ever stored.)
+    async fn delete_user(&self, user: &str) -> Result<Option<u64>, StoreError>;
+
     /// Deletes those of `ids` that are sessions of `user`, in one atomic write; returns how many
     /// were deleted. Durable: a revoked session never comes back after a crash.
     async fn delete_sessions(&self, user: &str, ids: &[String]) -> Result<usize, StoreError>;

@@ -28,6 +28,10 @@ pub enum StoreError {
     Codec(String),
     #[error("storage is shutting down")]
     Closed,
+    /// The write names an account that was deleted (a message still on its way when its sender
+    /// or receiver was removed).
+    #[error("the account {0} was deleted")]
+    Deleted(String),
 }
 
 impl From<::sled::Error> for StoreError {

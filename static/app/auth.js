@@ -1,8 +1,8 @@
 // The sign-up and login pages: inline validation as you go, the server's own error messages
 // next to the field they concern, and a decorative panel on wide screens.
 
-import { ApiError, post } from './api.js';
-import { h, icon } from './dom.js';
+import { ApiError, get, post } from './api.js';
+import { append, h, icon } from './dom.js';
 
 const MIN_PASSWORD = 6;
 const MAX_NAME = 100;
@@ -84,6 +84,10 @@ export function setError(entry, message) {
 /** Renders the login (`mode` = `login`) or sign-up page; `onSignedIn(user)` once it worked. */
 export function authView(mode, { onSignedIn, navigate }) {
   const signup = mode === 'signup';
+  // An invitation link's secret is in the fragment (`#invite=`): kept for the sign-up, dropped
+  // from the address bar and history.
+  const invite = signup ? new URLSearchParams(location.hash.slice(1)).get('invite') || '' : '';
+  if (signup && location.hash) history.replaceState(history.state, '', location.pathname);
   const fields = [
     signup && field({ name: 'fullName', label: 'Full name', type: 'text', autocomplete: 'name', iconName: 'user' }),
     field({ name: 'email', label: 'Email', type: 'email', autocomplete: 'email', iconName: 'mail' }),
@@ -137,6 +141,7 @@ export function authView(mode, { onSignedIn, navigate }) {
     const body = Object.fromEntries(fields.map((entry) => [
       entry.name, entry.name === 'password' ? entry.input.value : entry.input.value.trim(),
     ]));
+    if (invite) body.invite = invite;
     submit.disabled = true;
     form.classList.add('busy');
     try {
@@ -170,6 +175,25 @@ export function authView(mode, { onSignedIn, navigate }) {
     }
   }
 
+  // What this server allows (SIGNUP_MODE): without an open sign-up, the sign-in page does not
+  // offer one, and the sign-up page without an invitation says why instead of a form.
+  const switcher = h('p', { class: 'auth-switch' });
+  const notice = h('div', { class: 'form-error', role: 'status', 'data-testid': 'signup-notice', hidden: true });
+  get('/api/auth/signup-mode').then(({ signupMode }) => {
+    if (signupMode === 'open' || (signupMode === 'invite' && invite)) return;
+    if (!signup) {
+      switcher.hidden = true;
+      return;
+    }
+    form.hidden = true;
+    notice.replaceChildren(icon('alert'), h('span', {
+      text: signupMode === 'closed'
+        ? 'Sign-up is closed on this server. Ask its administrator for an account.'
+        : 'Sign-up on this server needs an invitation: open the link the administrator sent you.',
+    }));
+    notice.hidden = false;
+  }, () => {});
+
   const link = (href, text) => h('a', {
     href,
     'data-testid': signup ? 'to-login' : 'to-signup',
@@ -198,9 +222,10 @@ export function authView(mode, { onSignedIn, navigate }) {
             navigate('/forgot-password');
           },
         }, 'Forgot your password?')),
-        h('p', { class: 'auth-switch' },
+        notice,
+        append(switcher, [
           signup ? 'Already have an account? ' : 'New to Courier? ',
-          link(signup ? '/login' : '/signup', signup ? 'Sign in' : 'Create an account')))),
+          link(signup ? '/login' : '/signup', signup ? 'Sign in' : 'Create an account')]))),
     h('aside', { class: 'auth-art', 'aria-hidden': 'true' },
       h('div', { class: 'art-inner' },
         h('div', { class: 'art-bubble art-theirs', text: 'Are we still on for Friday?' }),

@@ -24,11 +24,13 @@
 //! | `x<convId>\0<userId>` | time of the last e-mail claim (Millis) |
 //! | `m:count` | number of stored messages, u64 BE (the committer's counter key) |
 //! | `a…`, `t…`, `T…`, `b…`, `B…`, `s…`, `S…` | account states, single-use tokens, blocks, sessions (see `chat/accounts.rs`) |
+//! | `d<userId>` | when the account was disabled (see `chat/deletion.rs`, which also deletes users) |
 //!
 //! `convId` is the two user ids sorted and joined with `:`; user ids therefore may contain neither
 //! `:` nor NUL (ObjectIds never do), and writes reject ids that would.
 
 mod accounts;
+mod deletion;
 mod sessions;
 mod users;
 
@@ -131,6 +133,9 @@ struct State {
     message_count: u64,
     /// Tells a pending entry from a later one with the same id.
     next_token: u64,
+    /// Users deleted since start-up: a message naming one is refused (one still on its way
+    /// when the deletion was decided would otherwise bring a conversation back).
+    deleted_users: std::collections::HashSet<String>,
 }
 
 impl State {
@@ -561,6 +566,11 @@ impl ChatStore for SledChatStore {
         let conversation = conversation_id(&message.sender_id, &message.receiver_id);
         let decided: Result<(Durable, MessageRecord), Existing> = {
             let mut state = self.lock();
+            for user in [&message.sender_id, &message.receiver_id] {
+                if state.deleted_users.contains(user) {
+                    return Err(StoreError::Deleted(user.clone()));
+                }
+            }
             if let Some(pending) = state.pending_messages.get(&message.id) {
                 Err(Existing::Pending(
                     pending.record.clone(),
@@ -876,6 +886,18 @@ impl ChatStore for SledChatStore {
 
     async fn delete_sessions(&self, user: &str, ids: &[String]) -> Result<usize, StoreError> {
         self.remove_sessions(user, ids).await
+    }
+
+    async fn set_disabled(&self, user: &str, at: Option<Millis>) -> Result<(), StoreError> {
+        self.write_disabled(user, at).await
+    }
+
+    async fn disabled_at(&self, user: &str) -> Result<Option<Millis>, StoreError> {
+        self.read_disabled(user)
+    }
+
+    async fn delete_user(&self, user: &str) -> Result<Option<u64>, StoreError> {
+        self.remove_user(user).await
     }
 }
 

@@ -25,11 +25,11 @@ use crate::store::codec::{decode, encode};
 use crate::store::sled::committer::{AfterCommit, Write};
 use crate::store::StoreError;
 
-const ACCOUNT: u8 = b'a';
+pub(super) const ACCOUNT: u8 = b'a';
 const TOKEN: u8 = b't';
 const TOKEN_EXPIRY: u8 = b'T';
-const BLOCK: u8 = b'b';
-const BLOCKED_BY: u8 = b'B';
+pub(super) const BLOCK: u8 = b'b';
+pub(super) const BLOCKED_BY: u8 = b'B';
 /// Most expired tokens removed along with one new token: sweeping keeps pace with creation.
 const SWEEP_PER_PUT: usize = 16;
 

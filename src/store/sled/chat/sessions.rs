@@ -10,8 +10,8 @@ use crate::store::codec::{decode, encode};
 use crate::store::sled::committer::Write;
 use crate::store::StoreError;
 
-const SESSION: u8 = b's';
-const USER_SESSION: u8 = b'S';
+pub(super) const SESSION: u8 = b's';
+pub(super) const USER_SESSION: u8 = b'S';
 
 impl SledChatStore {
     pub(super) async fn write_session(

@@ -77,3 +77,11 @@ impl SledChatStore {
         Ok(Some(user))
     }
 }
+
+impl SledChatStore {
+    /// Forgets a pending change of user `id` (the user is being deleted; the delete is queued
+    /// after the change, so the tree ends without the user either way).
+    pub(super) fn drop_pending_user(&self, id: &str) {
+        self.user_writes.pending.lock().records.remove(id);
+    }
+}
