@@ -481,6 +481,73 @@ async fn wrong_keys_are_rate_limited_per_address() {
     server.stop().await;
 }
 
+/// `GET /api/messages/status/:jobId` takes the admin key too, through the same check: its wrong
+/// keys count toward the shared lockout, and a locked-out address is refused there even with
+/// the right key. Without the header the route still answers users by their session.
+#[tokio::test]
+async fn the_job_status_route_shares_the_admin_key_lockout() {
+    let server = Harness::start_with(|config| config.login_max_failures = 3).await;
+    let job_id = server.add(json!({"n": 1})).await;
+    let status_path = format!("/api/messages/status/{job_id}");
+    let (status, body) = server.admin(Method::GET, &status_path, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["jobId"], job_id.as_str());
+    let (status, _) = server.get(&status_path).await;
+    assert_eq!(status, 401, "no key and no session");
+
+    let user = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let signup = user
+        .post(server.url("/api/auth/signup"))
+        .json(&json!({"fullName": "Status Reader", "email": "status@example.com", "password": "secret123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signup.status(), StatusCode::CREATED);
+
+    // Two wrong keys here and one on the dashboard's API: one counter, so the third locks.
+    for _ in 0..2 {
+        let (status, _) = server
+            .call(Method::GET, &status_path, Some("guess"), None)
+            .await;
+        assert_eq!(status, 401);
+    }
+    let (status, _) = server
+        .call(Method::GET, "/admin/queues/info", Some("guess"), None)
+        .await;
+    assert_eq!(status, 401);
+
+    for path in [status_path.as_str(), "/admin/queues/info"] {
+        let response = reqwest::Client::new()
+            .get(server.url(path))
+            .header("x-admin-key", &server.admin_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "the right key is refused on {path} while locked out"
+        );
+        let retry_after: u64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            retry_after > 1 && retry_after <= 900,
+            "Retry-After is the remaining wait: {retry_after}"
+        );
+    }
+    // The lockout is about the admin key: a user from the same address, without the header,
+    // still gets the route's answer for users (someone else's job is not found).
+    let as_user = user.get(server.url(&status_path)).send().await.unwrap();
+    assert_eq!(as_user.status(), StatusCode::NOT_FOUND);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn login_sets_an_http_only_strict_cookie_that_opens_the_dashboard_api() {
     let server = Harness::start().await;

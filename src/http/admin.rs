@@ -28,6 +28,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
+pub(crate) use key::{admin_from_headers, ClientAddress};
 use key::{no_store, session_body};
 pub use key::{Admin, FailedAttempts};
 

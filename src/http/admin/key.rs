@@ -1,5 +1,8 @@
 //! Who may use the admin routes: the admin key from the `X-Admin-Key` header, the dashboard's
 //! login cookie, the per-address limit on failed attempts, and the login and logout routes.
+//! Every route that takes the key (these, the dashboard's API, the MERN app's queue actions and
+//! the admin view of `GET /api/messages/status/:jobId`) goes through one check, `authenticate`,
+//! so a failure anywhere counts everywhere and a lockout holds everywhere.
 //!
 //! A leaf of `admin`: the dashboard and the other admin routes import from here, never the
 //! other way round.
@@ -66,7 +69,7 @@ impl FailedAttempts {
             Some((since, failures)) if *failures >= self.max => {
                 let elapsed = since.elapsed();
                 if elapsed < FAILURE_WINDOW {
-                    Err((FAILURE_WINDOW - elapsed).as_secs().max(1))
+                    Err(whole_seconds_up(FAILURE_WINDOW - elapsed))
                 } else {
                     Ok(())
                 }
@@ -75,9 +78,10 @@ impl FailedAttempts {
         }
     }
 
-    fn record_failure(&self, address: IpAddr) {
+    /// Counts a failure; `true` when it is the one that locks `address` out.
+    fn record_failure(&self, address: IpAddr) -> bool {
         if self.max == 0 {
-            return;
+            return false;
         }
         let mut by_address = self.by_address.lock();
         if by_address.len() >= FAILURE_TABLE_LIMIT {
@@ -90,12 +94,93 @@ impl FailedAttempts {
             *entry = (Instant::now(), 0);
         }
         entry.1 += 1;
+        entry.1 == self.max
     }
 
     fn record_success(&self, address: IpAddr) {
         if self.max > 0 {
             self.by_address.lock().remove(&address);
         }
+    }
+}
+
+/// Rounded up, and at least 1: a client that waits `Retry-After` seconds must not be refused
+/// again for the fraction of a second that was cut off.
+fn whole_seconds_up(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+/// What a request presented to prove it may use the admin routes.
+#[derive(Clone, Copy)]
+enum Credential<'a> {
+    /// The key itself, from the `X-Admin-Key` header.
+    Header(&'a [u8]),
+    /// The key itself, typed into the dashboard's login form.
+    LoginForm(&'a [u8]),
+    /// The dashboard's cookie.
+    Cookie(&'a str),
+}
+
+impl Credential<'_> {
+    /// For the logs: where the credential came from (never what it was).
+    fn source(&self) -> &'static str {
+        match self {
+            Credential::Header(_) => "X-Admin-Key header",
+            Credential::LoginForm(_) => "login form",
+            Credential::Cookie(_) => "dashboard cookie",
+        }
+    }
+
+    fn is_valid(&self, admin_key: &str) -> bool {
+        match self {
+            Credential::Header(key) | Credential::LoginForm(key) => key_matches(key, admin_key),
+            Credential::Cookie(value) => {
+                cookie_key(value).is_some_and(|key| key_matches(&key, admin_key))
+            }
+        }
+    }
+}
+
+/// The one admin check: every route that takes the admin key, in whatever form, comes through
+/// here. A locked-out address gets 429 (with the real remaining wait) whatever it presents, the
+/// right key included; a wrong credential gets 401 and counts as a failure. Failures and
+/// lockouts are logged with the address, never with what was presented.
+fn authenticate(
+    state: &AppState,
+    address: IpAddr,
+    credential: Credential<'_>,
+) -> Result<Admin, ApiError> {
+    let limiter = state.admin_failures();
+    if let Err(retry_after_secs) = limiter.check(address) {
+        tracing::warn!(%address, retry_after_secs, source = credential.source(), "admin credential refused: the address is locked out");
+        return Err(too_many(retry_after_secs));
+    }
+    if !credential.is_valid(&state.secrets().admin_key) {
+        tracing::warn!(%address, source = credential.source(), "wrong admin credential");
+        if limiter.record_failure(address) {
+            tracing::warn!(%address, window_secs = FAILURE_WINDOW.as_secs(), "too many wrong admin credentials: the address is locked out of the admin routes");
+        }
+        return Err(match credential {
+            Credential::Cookie(_) => ApiError::unauthorized("invalid admin session; sign in again"),
+            _ => ApiError::unauthorized("invalid admin key"),
+        });
+    }
+    Ok(Admin {
+        read_only: state.config().admin_read_only,
+    })
+}
+
+/// The admin check for routes that also serve users: `Ok(None)` when the request carries no
+/// `X-Admin-Key` (the route then falls back to the user's session), otherwise the shared check
+/// (429 while `address` is locked out, 401 on a wrong key, counted).
+pub(crate) fn admin_from_headers(
+    state: &AppState,
+    address: IpAddr,
+    headers: &HeaderMap,
+) -> Result<Option<Admin>, ApiError> {
+    match header_key(headers) {
+        Some(key) => authenticate(state, address, Credential::Header(key)).map(Some),
+        None => Ok(None),
     }
 }
 
@@ -124,30 +209,19 @@ impl FromRequestParts<AppState> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Admin, ApiError> {
         let address = client_address(parts);
-        let (presented, from_cookie) = match header_key(&parts.headers) {
-            Some(key) => (Some(key), false),
-            None => (cookie_key(&parts.headers), true),
-        };
-        let limiter = state.admin_failures();
-        if let Err(retry_after_secs) = limiter.check(address) {
-            return Err(too_many(retry_after_secs));
+        if let Some(admin) = admin_from_headers(state, address, &parts.headers)? {
+            return Ok(admin);
         }
-        let Some(presented) = presented else {
+        let Some(cookie) = cookie_value(&parts.headers) else {
             return Err(ApiError::unauthorized("admin key required"));
         };
-        if !key_matches(&presented, &state.secrets().admin_key) {
-            limiter.record_failure(address);
-            tracing::warn!(%address, "request with a wrong admin key");
-            return Err(ApiError::unauthorized("invalid admin key"));
-        }
+        let admin = authenticate(state, address, Credential::Cookie(cookie))?;
         // SameSite=Strict keeps the cookie off cross-site requests in current browsers; an
         // Origin check covers older ones for anything that changes state.
-        if from_cookie && !matches!(parts.method, Method::GET | Method::HEAD) {
+        if !matches!(parts.method, Method::GET | Method::HEAD) {
             check_same_origin(&parts.headers)?;
         }
-        Ok(Admin {
-            read_only: state.config().admin_read_only,
-        })
+        Ok(admin)
     }
 }
 
@@ -159,21 +233,21 @@ fn too_many(retry_after_secs: u64) -> ApiError {
 }
 
 /// Constant-time comparison: the time taken does not depend on how much of the key matched.
-fn key_matches(presented: &str, expected: &str) -> bool {
-    bool::from(presented.as_bytes().ct_eq(expected.as_bytes()))
+fn key_matches(presented: &[u8], expected: &str) -> bool {
+    bool::from(presented.ct_eq(expected.as_bytes()))
 }
 
-fn header_key(headers: &HeaderMap) -> Option<String> {
+/// The `X-Admin-Key` header, as bytes: a value that is not valid text is still a presented key
+/// (a wrong one), not an absent one. Blank counts as absent, as proxies may add empty headers.
+fn header_key(headers: &HeaderMap) -> Option<&[u8]> {
     headers
         .get("x-admin-key")
-        .and_then(|value| value.to_str().ok())
-        .map(|value| value.trim().to_owned())
+        .map(|value| value.as_bytes().trim_ascii())
         .filter(|value| !value.is_empty())
 }
 
-/// The key from the admin cookie. It is stored hex-encoded, since a configured key may hold
-/// characters a cookie cannot.
-fn cookie_key(headers: &HeaderMap) -> Option<String> {
+/// The raw value of the admin cookie.
+fn cookie_value(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -181,8 +255,13 @@ fn cookie_key(headers: &HeaderMap) -> Option<String> {
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| *name == ADMIN_COOKIE)
-        .and_then(|(_, value)| hex::decode(value.trim()).ok())
-        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .map(|(_, value)| value.trim())
+}
+
+/// The key from the admin cookie's value. It is stored hex-encoded, since a configured key may
+/// hold characters a cookie cannot.
+fn cookie_key(value: &str) -> Option<Vec<u8>> {
+    hex::decode(value).ok()
 }
 
 fn check_same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
@@ -212,8 +291,9 @@ fn client_address(parts: &Parts) -> IpAddr {
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
-/// The client address as an extractor that never fails.
-struct ClientAddress(IpAddr);
+/// The client address as an extractor that never fails: the peer address, or `0.0.0.0` when the
+/// server was started without connection info.
+pub(crate) struct ClientAddress(pub(crate) IpAddr);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
     type Rejection = Infallible;
@@ -256,17 +336,9 @@ async fn login(
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, ApiError> {
-    let limiter = state.admin_failures();
-    if let Err(retry_after_secs) = limiter.check(address) {
-        return Err(too_many(retry_after_secs));
-    }
     let key = form.key.trim();
-    if key.is_empty() || !key_matches(key, &state.secrets().admin_key) {
-        limiter.record_failure(address);
-        tracing::warn!(%address, "dashboard login with a wrong admin key");
-        return Err(ApiError::unauthorized("invalid admin key"));
-    }
-    limiter.record_success(address);
+    authenticate(&state, address, Credential::LoginForm(key.as_bytes()))?;
+    state.admin_failures().record_success(address);
     let cookie = session_cookie(&hex::encode(key), SESSION_SECS, is_https(&headers));
     let mut response = Json(session_body(&state)).into_response();
     response.headers_mut().insert(header::SET_COOKIE, cookie?);
@@ -318,9 +390,9 @@ mod tests {
         let address = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let other = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
         assert!(limiter.check(address).is_ok());
-        limiter.record_failure(address);
+        assert!(!limiter.record_failure(address));
         assert!(limiter.check(address).is_ok());
-        limiter.record_failure(address);
+        assert!(limiter.record_failure(address), "the second failure locks");
         let wait = limiter.check(address).unwrap_err();
         assert!(wait > 0 && wait <= FAILURE_WINDOW.as_secs());
         assert!(limiter.check(other).is_ok());
@@ -329,6 +401,14 @@ mod tests {
             off.record_failure(address);
         }
         assert!(off.check(address).is_ok());
+    }
+
+    #[test]
+    fn retry_after_rounds_the_remaining_wait_up() {
+        assert_eq!(whole_seconds_up(Duration::from_millis(899_001)), 900);
+        assert_eq!(whole_seconds_up(Duration::from_secs(900)), 900);
+        assert_eq!(whole_seconds_up(Duration::from_millis(1)), 1);
+        assert_eq!(whole_seconds_up(Duration::ZERO), 1);
     }
 
     #[test]
@@ -342,10 +422,14 @@ mod tests {
             ))
             .unwrap(),
         );
-        assert_eq!(cookie_key(&headers).as_deref(), Some("key; with=odd chars"));
-        assert!(key_matches("abc", "abc"));
-        assert!(!key_matches("abd", "abc"));
-        assert!(!key_matches("ab", "abc"));
+        let value = cookie_value(&headers).unwrap();
+        assert_eq!(
+            cookie_key(value).as_deref(),
+            Some(&b"key; with=odd chars"[..])
+        );
+        assert!(key_matches(b"abc", "abc"));
+        assert!(!key_matches(b"abd", "abc"));
+        assert!(!key_matches(b"ab", "abc"));
     }
 
     #[test]
