@@ -548,6 +548,83 @@ async fn the_job_status_route_shares_the_admin_key_lockout() {
     server.stop().await;
 }
 
+/// The binary refuses an admin key under 32 characters, set in `QUEUE_ADMIN_KEY` or kept in the
+/// data directory by hand, with one line naming the way out and exit code 2 (as every invalid
+/// setting); it never prints the key.
+#[test]
+fn a_short_admin_key_stops_the_binary_with_exit_code_2() {
+    let configured_dir = tempfile::tempdir().unwrap();
+    let stored_dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(stored_dir.path().join("secrets")).unwrap();
+    std::fs::write(stored_dir.path().join("secrets/admin_key"), "admin123\n").unwrap();
+    let cases = [
+        (
+            configured_dir.path(),
+            Some("admin123"),
+            "QUEUE_ADMIN_KEY is 8 characters long",
+        ),
+        (
+            stored_dir.path(),
+            None,
+            "secrets/admin_key is 8 characters long",
+        ),
+    ];
+    for (data_dir, key, expected) in cases {
+        // An empty working directory and environment, so no `.env` or stray variable counts.
+        let cwd = tempfile::tempdir().unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_courier"));
+        command
+            .current_dir(cwd.path())
+            .env_clear()
+            .env("PORT", "0")
+            .env("BIND_ADDR", "127.0.0.1")
+            .env("DATA_DIR", data_dir);
+        if let Some(key) = key {
+            command.env("QUEUE_ADMIN_KEY", key);
+        }
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with("courier: error: "), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(stderr.contains("ALLOW_SHORT_ADMIN_KEY=true"), "{stderr}");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            !stderr.contains("admin123") && !stdout.contains("admin123"),
+            "the key is never printed"
+        );
+    }
+}
+
+/// A `Config` built in code is held to the same rule, and `allow_short_admin_key` lets a
+/// short key through, where it then works as any key does.
+#[tokio::test]
+async fn a_short_admin_key_works_only_when_allowed() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = Config::for_tests(data_dir.path().join("data"));
+    config.queue_admin_key = Some("admin123".to_owned());
+    let refused = Server::start(config)
+        .await
+        .err()
+        .expect("a short key is refused");
+    assert!(
+        format!("{refused:#}").contains("QUEUE_ADMIN_KEY is 8 characters long"),
+        "{refused:#}"
+    );
+
+    let server = Harness::start_with(|config| {
+        config.queue_admin_key = Some("admin123".to_owned());
+        config.allow_short_admin_key = true;
+    })
+    .await;
+    let (status, _) = server
+        .call(Method::GET, "/admin/queues/info", Some("admin123"), None)
+        .await;
+    assert_eq!(status, 200);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn login_sets_an_http_only_strict_cookie_that_opens_the_dashboard_api() {
     let server = Harness::start().await;
