@@ -653,6 +653,17 @@ async fn login_sets_an_http_only_strict_cookie_that_opens_the_dashboard_api() {
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     assert!(cookie.contains("SameSite=Strict"), "{cookie}");
     assert!(cookie.contains("Path=/"), "{cookie}");
+    assert!(cookie.contains("Max-Age=43200"), "{cookie}");
+    // A signed session, not the key: neither as it is nor hex-encoded (what it used to be).
+    let value = session_value(&cookie);
+    assert!(!value.contains(&server.admin_key), "{cookie}");
+    assert!(!value.contains(&hex::encode(&server.admin_key)), "{cookie}");
+    assert_eq!(
+        value.split('.').count(),
+        4,
+        "v1.<expiry>.<nonce>.<mac>: {value}"
+    );
+    assert!(value.starts_with("v1."), "{value}");
     let session: Value = login.json().await.unwrap();
     assert_eq!(session["readOnly"], false);
 
@@ -698,6 +709,69 @@ async fn login_sets_an_http_only_strict_cookie_that_opens_the_dashboard_api() {
         .await
         .unwrap();
     assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+    // A copy of the cookie kept from before signing out no longer works either.
+    assert_eq!(with_cookie(&server, &value).await, StatusCode::UNAUTHORIZED);
+    server.stop().await;
+}
+
+/// The value of a `Set-Cookie: courier_admin=...` header.
+fn session_value(set_cookie: &str) -> String {
+    set_cookie
+        .strip_prefix("courier_admin=")
+        .and_then(|rest| rest.split(';').next())
+        .unwrap()
+        .to_owned()
+}
+
+/// `GET /admin/api/queues` with `value` as the dashboard cookie (and nothing else).
+async fn with_cookie(server: &Harness, value: &str) -> StatusCode {
+    reqwest::Client::new()
+        .get(server.url("/admin/api/queues"))
+        .header("cookie", format!("courier_admin={value}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// A dashboard cookie whose expiry, nonce or signature was changed is refused with 401 and
+/// counts as a failed attempt, as a wrong key does.
+#[tokio::test]
+async fn a_tampered_dashboard_cookie_is_refused_and_counted() {
+    let server = Harness::start_with(|config| config.login_max_failures = 3).await;
+    let login = reqwest::Client::new()
+        .post(server.url("/admin/login"))
+        .form(&[("key", server.admin_key.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::OK);
+    let value = session_value(login.headers()["set-cookie"].to_str().unwrap());
+    assert_eq!(with_cookie(&server, &value).await, StatusCode::OK);
+
+    let parts: Vec<&str> = value.split('.').collect();
+    let expiry: u64 = parts[1].parse().unwrap();
+    let later = format!("v1.{}.{}.{}", expiry + 86_400, parts[2], parts[3]);
+    let other_nonce = format!("v1.{expiry}.{}.{}", "0".repeat(32), parts[3]);
+    let flipped_mac = {
+        let mac = parts[3];
+        let first = if mac.starts_with('0') { '1' } else { '0' };
+        format!("v1.{expiry}.{}.{first}{}", parts[2], &mac[1..])
+    };
+    for tampered in [&later, &other_nonce, &flipped_mac] {
+        assert_eq!(
+            with_cookie(&server, tampered).await,
+            StatusCode::UNAUTHORIZED,
+            "{tampered}"
+        );
+    }
+    // Three failures: the address is locked out, the genuine cookie and the key included.
+    assert_eq!(
+        with_cookie(&server, &value).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let (status, _) = server.admin(Method::GET, "/admin/queues/info", None).await;
+    assert_eq!(status, 429);
     server.stop().await;
 }
 

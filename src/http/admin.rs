@@ -1,13 +1,17 @@
-//! The admin side: authentication with the admin key, the queue dashboard at `/admin/queues`
-//! (static files embedded from `static/admin/`), `GET /admin/queues/info`, the dashboard's JSON
-//! API under `/admin/api/`, and a server-sent event stream of queue activity.
+//! The admin side: the queue dashboard at `/admin/queues` (static files embedded from
+//! `static/admin/`), `GET /admin/queues/info`, the dashboard's JSON API under `/admin/api/`, and
+//! a server-sent event stream of queue activity.
 //!
-//! The key is accepted from the `X-Admin-Key` header or from the `courier_admin` cookie the
-//! login form sets (http-only, `SameSite=Strict`); either way it is compared in constant time,
-//! and failed attempts are limited per client address. `ADMIN_READ_ONLY` lets the key look but
+//! Who may use it is decided in `key.rs`, by one check that every route taking the admin key
+//! shares (the job status route in `chat.rs` too): the `X-Admin-Key` header, compared in
+//! constant time, or the `courier_admin` cookie the login form sets, which is a signed session
+//! that expires after 12 hours and never holds the key (`cookie.rs`). Failures from one address
+//! count together wherever they happen; past `LOGIN_MAX_FAILURES` in 15 minutes the address gets
+//! 429 with the remaining wait, even with the right key. `ADMIN_READ_ONLY` lets the key look but
 //! refuses every action with 403. Job data is sent as JSON values and rendered by the page as
 //! text only.
 
+mod cookie;
 mod key;
 
 use std::collections::HashSet;
@@ -30,7 +34,7 @@ use tokio::time::Instant;
 
 pub(crate) use key::{admin_from_headers, ClientAddress};
 use key::{no_store, session_body};
-pub use key::{Admin, FailedAttempts};
+pub use key::{Admin, AdminAuth};
 
 use super::monitor::{iso_timestamp, now_millis, round, PercentilesBody, QueueCounts};
 use super::{ApiError, AppState};

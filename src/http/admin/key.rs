@@ -1,11 +1,13 @@
 //! Who may use the admin routes: the admin key from the `X-Admin-Key` header, the dashboard's
-//! login cookie, the per-address limit on failed attempts, and the login and logout routes.
+//! session cookie (made and checked in `cookie.rs`), the per-address limit on failed attempts,
+//! and the login and logout routes.
+//!
 //! Every route that takes the key (these, the dashboard's API, the MERN app's queue actions and
 //! the admin view of `GET /api/messages/status/:jobId`) goes through one check, `authenticate`,
 //! so a failure anywhere counts everywhere and a lockout holds everywhere.
 //!
-//! A leaf of `admin`: the dashboard and the other admin routes import from here, never the
-//! other way round.
+//! A leaf of `admin`: the dashboard, `monitor.rs` and `chat.rs` import from here; it imports
+//! only `cookie.rs` of the admin side.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -23,9 +25,11 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq as _;
 use tokio::time::Instant;
 
+use super::cookie::DashboardSessions;
+use crate::http::monitor::now_millis;
 use crate::http::{ApiError, AppState};
 
-/// Name of the cookie that carries the admin key (hex-encoded) for the dashboard.
+/// Name of the dashboard's session cookie (see `cookie.rs`; it does not hold the key).
 pub const ADMIN_COOKIE: &str = "courier_admin";
 /// How long a dashboard login lasts.
 const SESSION_SECS: u64 = 12 * 60 * 60;
@@ -42,17 +46,34 @@ pub(super) fn router() -> Router<AppState> {
         .route("/admin/api/session", get(session))
 }
 
+/// What the admin check keeps between requests: failed attempts per address, and the
+/// dashboard's sessions (signed with a key derived from the admin key).
+pub struct AdminAuth {
+    failures: FailedAttempts,
+    sessions: DashboardSessions,
+}
+
+impl AdminAuth {
+    /// `max_failures` per address per 15 minutes (`0`: no limit); sessions for `admin_key`.
+    pub fn new(max_failures: u32, admin_key: &str) -> AdminAuth {
+        AdminAuth {
+            failures: FailedAttempts::new(max_failures),
+            sessions: DashboardSessions::new(admin_key),
+        }
+    }
+}
+
 /// Failed admin-key attempts per client address, in fixed 15-minute windows. Past `max`
 /// failures an address gets 429 for every attempt, right or wrong, until its window ends:
 /// otherwise a guesser would still learn when it guessed right.
-pub struct FailedAttempts {
+struct FailedAttempts {
     max: u32,
     by_address: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
 impl FailedAttempts {
     /// `max` failures per address per 15 minutes; `0` turns the limit off.
-    pub fn new(max: u32) -> FailedAttempts {
+    fn new(max: u32) -> FailedAttempts {
         FailedAttempts {
             max,
             by_address: Mutex::new(HashMap::new()),
@@ -117,7 +138,7 @@ enum Credential<'a> {
     Header(&'a [u8]),
     /// The key itself, typed into the dashboard's login form.
     LoginForm(&'a [u8]),
-    /// The dashboard's cookie.
+    /// The dashboard's session cookie.
     Cookie(&'a str),
 }
 
@@ -131,12 +152,16 @@ impl Credential<'_> {
         }
     }
 
-    fn is_valid(&self, admin_key: &str) -> bool {
+    fn is_valid(&self, state: &AppState) -> bool {
         match self {
-            Credential::Header(key) | Credential::LoginForm(key) => key_matches(key, admin_key),
-            Credential::Cookie(value) => {
-                cookie_key(value).is_some_and(|key| key_matches(&key, admin_key))
+            Credential::Header(key) | Credential::LoginForm(key) => {
+                key_matches(key, &state.secrets().admin_key)
             }
+            Credential::Cookie(value) => state
+                .admin_auth()
+                .sessions
+                .check(value, now_secs())
+                .is_some(),
         }
     }
 }
@@ -150,15 +175,28 @@ fn authenticate(
     address: IpAddr,
     credential: Credential<'_>,
 ) -> Result<Admin, ApiError> {
-    let limiter = state.admin_failures();
+    let limiter = &state.admin_auth().failures;
     if let Err(retry_after_secs) = limiter.check(address) {
-        tracing::warn!(%address, retry_after_secs, source = credential.source(), "admin credential refused: the address is locked out");
+        tracing::warn!(
+            %address,
+            retry_after_secs,
+            source = credential.source(),
+            "admin credential refused: the address is locked out"
+        );
         return Err(too_many(retry_after_secs));
     }
-    if !credential.is_valid(&state.secrets().admin_key) {
-        tracing::warn!(%address, source = credential.source(), "wrong admin credential");
+    if !credential.is_valid(state) {
+        tracing::warn!(
+            %address,
+            source = credential.source(),
+            "wrong admin credential"
+        );
         if limiter.record_failure(address) {
-            tracing::warn!(%address, window_secs = FAILURE_WINDOW.as_secs(), "too many wrong admin credentials: the address is locked out of the admin routes");
+            tracing::warn!(
+                %address,
+                window_secs = FAILURE_WINDOW.as_secs(),
+                "too many wrong admin credentials: the address is locked out of the admin routes"
+            );
         }
         return Err(match credential {
             Credential::Cookie(_) => ApiError::unauthorized("invalid admin session; sign in again"),
@@ -258,10 +296,9 @@ fn cookie_value(headers: &HeaderMap) -> Option<&str> {
         .map(|(_, value)| value.trim())
 }
 
-/// The key from the admin cookie's value. It is stored hex-encoded, since a configured key may
-/// hold characters a cookie cannot.
-fn cookie_key(value: &str) -> Option<Vec<u8>> {
-    hex::decode(value).ok()
+/// Wall-clock seconds: sessions must outlive a restart, so they cannot use the monotonic clock.
+fn now_secs() -> u64 {
+    now_millis() / 1000
 }
 
 fn check_same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
@@ -329,7 +366,7 @@ pub(super) fn session_body(state: &AppState) -> SessionBody {
     }
 }
 
-/// `POST /admin/login` with a form field `key`: sets the admin cookie.
+/// `POST /admin/login` with a form field `key`: sets the session cookie, good for 12 hours.
 async fn login(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,
@@ -338,15 +375,22 @@ async fn login(
 ) -> Result<Response, ApiError> {
     let key = form.key.trim();
     authenticate(&state, address, Credential::LoginForm(key.as_bytes()))?;
-    state.admin_failures().record_success(address);
-    let cookie = session_cookie(&hex::encode(key), SESSION_SECS, is_https(&headers));
+    let auth = state.admin_auth();
+    auth.failures.record_success(address);
+    let session = auth.sessions.sign_in(now_secs(), SESSION_SECS);
+    let cookie = session_cookie(&session, SESSION_SECS, is_https(&headers));
     let mut response = Json(session_body(&state)).into_response();
     response.headers_mut().insert(header::SET_COOKIE, cookie?);
     Ok(response)
 }
 
-/// `POST /admin/logout`: clears the admin cookie.
-async fn logout(headers: HeaderMap) -> Result<Response, ApiError> {
+/// `POST /admin/logout`: clears the session cookie, and remembers the session as ended so a copy
+/// of the cookie is refused too (until a restart; see [`DashboardSessions`]). It checks nothing
+/// and counts nothing: signing out needs no proof.
+async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if let Some(value) = cookie_value(&headers) {
+        state.admin_auth().sessions.sign_out(value, now_secs());
+    }
     let cookie = session_cookie("", 0, is_https(&headers))?;
     Ok((
         StatusCode::NO_CONTENT,
@@ -412,21 +456,30 @@ mod tests {
     }
 
     #[test]
-    fn the_cookie_carries_the_key_hex_encoded() {
+    fn the_cookie_is_a_signed_session_not_the_key() {
+        let admin_key = "key; with=odd chars, long enough to be accepted";
+        let sessions = DashboardSessions::new(admin_key);
+        let session = sessions.sign_in(now_secs(), SESSION_SECS);
+        let cookie = session_cookie(&session, SESSION_SECS, true).unwrap();
+        let cookie = cookie.to_str().unwrap();
+        assert!(!cookie.contains(admin_key) && !cookie.contains(&hex::encode(admin_key)));
+        for attribute in [
+            "HttpOnly",
+            "SameSite=Strict",
+            "Max-Age=43200",
+            "Secure",
+            "Path=/",
+        ] {
+            assert!(cookie.contains(attribute), "{cookie}");
+        }
         let mut headers = HeaderMap::new();
         headers.insert(
             header::COOKIE,
-            HeaderValue::from_str(&format!(
-                "jwt=abc; {ADMIN_COOKIE}={}",
-                hex::encode("key; with=odd chars")
-            ))
-            .unwrap(),
+            HeaderValue::from_str(&format!("jwt=abc; {ADMIN_COOKIE}={session}")).unwrap(),
         );
         let value = cookie_value(&headers).unwrap();
-        assert_eq!(
-            cookie_key(value).as_deref(),
-            Some(&b"key; with=odd chars"[..])
-        );
+        assert_eq!(value, session);
+        assert!(sessions.check(value, now_secs()).is_some());
         assert!(key_matches(b"abc", "abc"));
         assert!(!key_matches(b"abd", "abc"));
         assert!(!key_matches(b"ab", "abc"));
