@@ -133,6 +133,16 @@ impl Harness {
         self.call(method, path, Some(&key), body).await
     }
 
+    /// Signs in to the dashboard with `key`, from a client without a cookie store.
+    async fn login(&self, key: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(self.url("/admin/login"))
+            .form(&[("key", key)])
+            .send()
+            .await
+            .unwrap()
+    }
+
     async fn get(&self, path: &str) -> (u16, Value) {
         self.call(Method::GET, path, None, None).await
     }
@@ -468,12 +478,7 @@ async fn wrong_keys_are_rate_limited_per_address() {
         .parse()
         .unwrap();
     assert!((1..=900).contains(&retry_after));
-    let login = reqwest::Client::new()
-        .post(server.url("/admin/login"))
-        .form(&[("key", server.admin_key.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let login = server.login(&server.admin_key).await;
     assert_eq!(login.status(), StatusCode::TOO_MANY_REQUESTS);
     // The public monitoring routes are not affected.
     let (status, _) = server.get("/api/messages/queue/stats").await;
@@ -739,12 +744,7 @@ async fn with_cookie(server: &Harness, value: &str) -> StatusCode {
 #[tokio::test]
 async fn a_tampered_dashboard_cookie_is_refused_and_counted() {
     let server = Harness::start_with(|config| config.login_max_failures = 3).await;
-    let login = reqwest::Client::new()
-        .post(server.url("/admin/login"))
-        .form(&[("key", server.admin_key.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let login = server.login(&server.admin_key).await;
     assert_eq!(login.status(), StatusCode::OK);
     let value = session_value(login.headers()["set-cookie"].to_str().unwrap());
     assert_eq!(with_cookie(&server, &value).await, StatusCode::OK);
