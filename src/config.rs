@@ -18,6 +18,10 @@ use clap::{ArgAction, Parser, ValueEnum};
 /// The exit code for invalid settings: the one clap uses for usage errors.
 pub const EXIT_INVALID_CONFIG: u8 = 2;
 
+/// The shortest admin key accepted without `ALLOW_SHORT_ADMIN_KEY`: 32 characters is 128 bits
+/// when they are hex digits, beyond guessing even without the failure limit.
+pub const MIN_ADMIN_KEY_CHARS: usize = 32;
+
 /// Courier's settings. Every flag also reads the environment variable of the same name in
 /// upper case (`--data-dir` ↔ `DATA_DIR`); a `.env` file in the working directory is read first
 /// and never overrides variables already set.
@@ -49,10 +53,23 @@ pub struct Config {
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
-    /// Key for the admin routes (`X-Admin-Key`); generated once, kept in DATA_DIR and printed
-    /// at start-up when unset.
+    /// Key for the admin routes (`X-Admin-Key`), at least 32 characters; generated once, kept in
+    /// DATA_DIR and printed at start-up when unset.
     #[arg(long, env = "QUEUE_ADMIN_KEY", hide_env_values = true)]
     pub queue_admin_key: Option<String>,
+
+    /// Accept an admin key shorter than 32 characters (QUEUE_ADMIN_KEY or the one kept in
+    /// DATA_DIR) instead of refusing to start.
+    #[arg(
+        long,
+        env = "ALLOW_SHORT_ADMIN_KEY",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_value_t = false,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+    )]
+    pub allow_short_admin_key: bool,
 
     /// Where job queues live: `sled` (embedded) or `redis` (needs the `redis` feature).
     #[arg(long, env = "QUEUE_BACKEND", value_enum, default_value_t = QueueBackend::Sled)]
@@ -265,6 +282,7 @@ impl Config {
             data_dir: data_dir.into(),
             jwt_secret: Some(random_hex_secret()),
             queue_admin_key: Some(random_hex_secret()),
+            allow_short_admin_key: false,
             queue_backend: QueueBackend::Sled,
             redis_host: "localhost".to_owned(),
             redis_port: 6379,
@@ -342,6 +360,9 @@ impl Config {
                 return Err("CHAT_BACKEND=mongodb needs MONGODB_URI".to_owned());
             }
         }
+        if let Some(key) = &self.queue_admin_key {
+            check_admin_key_length(key, "QUEUE_ADMIN_KEY", self.allow_short_admin_key)?;
+        }
         if self.redis_host.trim().is_empty() {
             return Err("REDIS_HOST is empty".to_owned());
         }
@@ -394,6 +415,7 @@ impl fmt::Debug for Config {
             .field("data_dir", &self.data_dir)
             .field("jwt_secret", &redacted(&self.jwt_secret))
             .field("queue_admin_key", &redacted(&self.queue_admin_key))
+            .field("allow_short_admin_key", &self.allow_short_admin_key)
             .field("queue_backend", &self.queue_backend)
             .field("redis_host", &self.redis_host)
             .field("redis_port", &self.redis_port)
@@ -461,12 +483,24 @@ pub enum SecretOrigin {
 /// `DATA_DIR/secrets/` if an earlier start saved one there, otherwise 32 random bytes (hex) are
 /// generated and saved (mode 0600). Never falls back to a fixed value. Creates the data
 /// directory if needed.
+///
+/// An admin key shorter than [`MIN_ADMIN_KEY_CHARS`], whether configured or stored, is refused
+/// (unless `allow_short_admin_key`) with a [`ConfigError::Invalid`] inside the error, which the
+/// binary turns into exit code 2.
 pub fn ensure_secrets(config: &mut Config) -> anyhow::Result<Secrets> {
     let dir = config.data_dir.join("secrets");
     let (jwt_secret, jwt_secret_origin) =
         configured_or_stored(config.jwt_secret.as_deref(), &dir.join("jwt_secret"))?;
     let (admin_key, admin_key_origin) =
         configured_or_stored(config.queue_admin_key.as_deref(), &dir.join("admin_key"))?;
+    let admin_key_source = match &admin_key_origin {
+        SecretOrigin::Configured => "QUEUE_ADMIN_KEY".to_owned(),
+        SecretOrigin::Stored(path) | SecretOrigin::Generated(path) => {
+            format!("the admin key in {}", path.display())
+        }
+    };
+    check_admin_key_length(&admin_key, &admin_key_source, config.allow_short_admin_key)
+        .map_err(|message| anyhow::Error::new(ConfigError::Invalid(message)))?;
     config.jwt_secret = Some(jwt_secret.clone());
     config.queue_admin_key = Some(admin_key.clone());
     Ok(Secrets {
@@ -587,6 +621,24 @@ fn load_dotenv() -> Result<(), ConfigError> {
         Err(dotenvy::Error::Io(err)) if err.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(err) => Err(ConfigError::Invalid(format!("cannot read .env: {err}"))),
     }
+}
+
+/// Refuses an admin key shorter than [`MIN_ADMIN_KEY_CHARS`] unless `allow_short`; `source`
+/// names where it came from. The message never contains the key.
+fn check_admin_key_length(key: &str, source: &str, allow_short: bool) -> Result<(), String> {
+    let length = key.chars().count();
+    if length >= MIN_ADMIN_KEY_CHARS || allow_short {
+        return Ok(());
+    }
+    let remedy = if source == "QUEUE_ADMIN_KEY" {
+        "set a longer one (`openssl rand -hex 32` makes one)"
+    } else {
+        "delete the file (a new key is generated) or set QUEUE_ADMIN_KEY"
+    };
+    Err(format!(
+        "{source} is {length} characters long, shorter than the {MIN_ADMIN_KEY_CHARS} an admin \
+         key needs: {remedy}, or set ALLOW_SHORT_ADMIN_KEY=true to accept it"
+    ))
 }
 
 fn check_scheme(name: &str, value: Option<&str>, schemes: &[&str]) -> Result<(), String> {
@@ -766,6 +818,10 @@ mod tests {
 
     #[test]
     fn booleans_accept_the_usual_spellings() {
+        assert_eq!(
+            Config::command_default("allow_short_admin_key"),
+            Some("false".to_owned())
+        );
         assert!(parse(&["--admin-read-only"]).unwrap().admin_read_only);
         assert!(
             parse(&["--admin-read-only", "yes"])
@@ -782,6 +838,47 @@ mod tests {
         let config = parse(&["--jwt-secret", "", "--queue-admin-key", " "]).unwrap();
         assert_eq!(config.jwt_secret, None);
         assert_eq!(config.queue_admin_key, None);
+    }
+
+    #[test]
+    fn admin_keys_shorter_than_32_characters_are_refused_unless_allowed() {
+        let short = "a".repeat(MIN_ADMIN_KEY_CHARS - 1);
+        let message = invalid_message(&["--queue-admin-key", &short]);
+        assert_eq!(
+            message,
+            "QUEUE_ADMIN_KEY is 31 characters long, shorter than the 32 an admin key needs: set \
+             a longer one (`openssl rand -hex 32` makes one), or set ALLOW_SHORT_ADMIN_KEY=true \
+             to accept it"
+        );
+        assert!(!message.contains(&short), "the key is never echoed");
+        // Characters, not bytes: 31 two-byte characters are still too short.
+        let accented = "é".repeat(MIN_ADMIN_KEY_CHARS - 1);
+        assert!(invalid_message(&["--queue-admin-key", &accented]).contains("is 31 characters"));
+        let exact = "a".repeat(MIN_ADMIN_KEY_CHARS);
+        assert!(parse(&["--queue-admin-key", &exact]).is_ok());
+        let allowed = parse(&["--queue-admin-key", "admin123", "--allow-short-admin-key"]).unwrap();
+        assert!(allowed.allow_short_admin_key);
+        assert_eq!(allowed.queue_admin_key.as_deref(), Some("admin123"));
+    }
+
+    #[test]
+    fn a_short_stored_admin_key_is_refused_unless_allowed() {
+        let data_dir = tempfile::tempdir().unwrap();
+        let secrets = data_dir.path().join("secrets");
+        fs::create_dir_all(&secrets).unwrap();
+        fs::write(secrets.join("admin_key"), "admin123\n").unwrap();
+        let mut config = Config::for_tests(data_dir.path());
+        config.queue_admin_key = None;
+        let err = ensure_secrets(&mut config.clone()).unwrap_err();
+        let Some(ConfigError::Invalid(message)) = err.downcast_ref::<ConfigError>() else {
+            panic!("expected an invalid setting, got {err:#}");
+        };
+        assert!(message.starts_with("the admin key in "), "{message}");
+        assert!(message.contains("is 8 characters long"), "{message}");
+        assert!(!message.contains("admin123"), "{message}");
+        config.allow_short_admin_key = true;
+        let allowed = ensure_secrets(&mut config).unwrap();
+        assert_eq!(allowed.admin_key, "admin123");
     }
 
     #[test]

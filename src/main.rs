@@ -2,13 +2,14 @@
 //! [`courier::server::run`] until SIGINT or SIGTERM.
 //!
 //! Exit codes: 0 after a clean shutdown, 2 for invalid settings (including an unwritable data
-//! directory), 1 when the port cannot be bound or the server fails.
+//! directory and an admin key shorter than 32 characters, configured or stored), 1 when the port
+//! cannot be bound or the server fails.
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use courier::config::{Config, LogFormat, EXIT_INVALID_CONFIG};
+use courier::config::{Config, ConfigError, LogFormat, EXIT_INVALID_CONFIG};
 use courier::server;
 use tracing_subscriber::EnvFilter;
 
@@ -34,6 +35,10 @@ async fn main() -> ExitCode {
 
     match server::run(listener, config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
+        // A setting only start-up can judge (a stored admin key that is too short).
+        Err(err) if matches!(err.downcast_ref(), Some(ConfigError::Invalid(_))) => {
+            fail(EXIT_INVALID_CONFIG, &format!("{err:#}"))
+        }
         Err(err) => fail(1, &format!("{err:#}")),
     }
 }

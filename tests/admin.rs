@@ -133,6 +133,16 @@ impl Harness {
         self.call(method, path, Some(&key), body).await
     }
 
+    /// Signs in to the dashboard with `key`, from a client without a cookie store.
+    async fn login(&self, key: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(self.url("/admin/login"))
+            .form(&[("key", key)])
+            .send()
+            .await
+            .unwrap()
+    }
+
     async fn get(&self, path: &str) -> (u16, Value) {
         self.call(Method::GET, path, None, None).await
     }
@@ -468,15 +478,154 @@ async fn wrong_keys_are_rate_limited_per_address() {
         .parse()
         .unwrap();
     assert!((1..=900).contains(&retry_after));
-    let login = reqwest::Client::new()
-        .post(server.url("/admin/login"))
-        .form(&[("key", server.admin_key.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let login = server.login(&server.admin_key).await;
     assert_eq!(login.status(), StatusCode::TOO_MANY_REQUESTS);
     // The public monitoring routes are not affected.
     let (status, _) = server.get("/api/messages/queue/stats").await;
+    assert_eq!(status, 200);
+    server.stop().await;
+}
+
+/// `GET /api/messages/status/:jobId` takes the admin key too, through the same check: its wrong
+/// keys count toward the shared lockout, and a locked-out address is refused there even with
+/// the right key. Without the header the route still answers users by their session.
+#[tokio::test]
+async fn the_job_status_route_shares_the_admin_key_lockout() {
+    let server = Harness::start_with(|config| config.login_max_failures = 3).await;
+    let job_id = server.add(json!({"n": 1})).await;
+    let status_path = format!("/api/messages/status/{job_id}");
+    let (status, body) = server.admin(Method::GET, &status_path, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["jobId"], job_id.as_str());
+    let (status, _) = server.get(&status_path).await;
+    assert_eq!(status, 401, "no key and no session");
+
+    let user = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let signup = user
+        .post(server.url("/api/auth/signup"))
+        .json(&json!({"fullName": "Status Reader", "email": "status@example.com", "password": "secret123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signup.status(), StatusCode::CREATED);
+
+    // Two wrong keys here and one on the dashboard's API: one counter, so the third locks.
+    for _ in 0..2 {
+        let (status, _) = server
+            .call(Method::GET, &status_path, Some("guess"), None)
+            .await;
+        assert_eq!(status, 401);
+    }
+    let (status, _) = server
+        .call(Method::GET, "/admin/queues/info", Some("guess"), None)
+        .await;
+    assert_eq!(status, 401);
+
+    for path in [status_path.as_str(), "/admin/queues/info"] {
+        let response = reqwest::Client::new()
+            .get(server.url(path))
+            .header("x-admin-key", &server.admin_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "the right key is refused on {path} while locked out"
+        );
+        let retry_after: u64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            retry_after > 1 && retry_after <= 900,
+            "Retry-After is the remaining wait: {retry_after}"
+        );
+    }
+    // The lockout is about the admin key: a user from the same address, without the header,
+    // still gets the route's answer for users (someone else's job is not found).
+    let as_user = user.get(server.url(&status_path)).send().await.unwrap();
+    assert_eq!(as_user.status(), StatusCode::NOT_FOUND);
+    server.stop().await;
+}
+
+/// The binary refuses an admin key under 32 characters, set in `QUEUE_ADMIN_KEY` or kept in the
+/// data directory by hand, with one line naming the way out and exit code 2 (as every invalid
+/// setting); it never prints the key.
+#[test]
+fn a_short_admin_key_stops_the_binary_with_exit_code_2() {
+    let configured_dir = tempfile::tempdir().unwrap();
+    let stored_dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(stored_dir.path().join("secrets")).unwrap();
+    std::fs::write(stored_dir.path().join("secrets/admin_key"), "admin123\n").unwrap();
+    let cases = [
+        (
+            configured_dir.path(),
+            Some("admin123"),
+            "QUEUE_ADMIN_KEY is 8 characters long",
+        ),
+        (
+            stored_dir.path(),
+            None,
+            "secrets/admin_key is 8 characters long",
+        ),
+    ];
+    for (data_dir, key, expected) in cases {
+        // An empty working directory and environment, so no `.env` or stray variable counts.
+        let cwd = tempfile::tempdir().unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_courier"));
+        command
+            .current_dir(cwd.path())
+            .env_clear()
+            .env("PORT", "0")
+            .env("BIND_ADDR", "127.0.0.1")
+            .env("DATA_DIR", data_dir);
+        if let Some(key) = key {
+            command.env("QUEUE_ADMIN_KEY", key);
+        }
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with("courier: error: "), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(stderr.contains("ALLOW_SHORT_ADMIN_KEY=true"), "{stderr}");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            !stderr.contains("admin123") && !stdout.contains("admin123"),
+            "the key is never printed"
+        );
+    }
+}
+
+/// A `Config` built in code is held to the same rule, and `allow_short_admin_key` lets a
+/// short key through, where it then works as any key does.
+#[tokio::test]
+async fn a_short_admin_key_works_only_when_allowed() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = Config::for_tests(data_dir.path().join("data"));
+    config.queue_admin_key = Some("admin123".to_owned());
+    let refused = Server::start(config)
+        .await
+        .err()
+        .expect("a short key is refused");
+    assert!(
+        format!("{refused:#}").contains("QUEUE_ADMIN_KEY is 8 characters long"),
+        "{refused:#}"
+    );
+
+    let server = Harness::start_with(|config| {
+        config.queue_admin_key = Some("admin123".to_owned());
+        config.allow_short_admin_key = true;
+    })
+    .await;
+    let (status, _) = server
+        .call(Method::GET, "/admin/queues/info", Some("admin123"), None)
+        .await;
     assert_eq!(status, 200);
     server.stop().await;
 }
@@ -509,6 +658,17 @@ async fn login_sets_an_http_only_strict_cookie_that_opens_the_dashboard_api() {
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     assert!(cookie.contains("SameSite=Strict"), "{cookie}");
     assert!(cookie.contains("Path=/"), "{cookie}");
+    assert!(cookie.contains("Max-Age=43200"), "{cookie}");
+    // A signed session, not the key: neither as it is nor hex-encoded (what it used to be).
+    let value = session_value(&cookie);
+    assert!(!value.contains(&server.admin_key), "{cookie}");
+    assert!(!value.contains(&hex::encode(&server.admin_key)), "{cookie}");
+    assert_eq!(
+        value.split('.').count(),
+        4,
+        "v1.<expiry>.<nonce>.<mac>: {value}"
+    );
+    assert!(value.starts_with("v1."), "{value}");
     let session: Value = login.json().await.unwrap();
     assert_eq!(session["readOnly"], false);
 
@@ -554,6 +714,64 @@ async fn login_sets_an_http_only_strict_cookie_that_opens_the_dashboard_api() {
         .await
         .unwrap();
     assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+    // A copy of the cookie kept from before signing out no longer works either.
+    assert_eq!(with_cookie(&server, &value).await, StatusCode::UNAUTHORIZED);
+    server.stop().await;
+}
+
+/// The value of a `Set-Cookie: courier_admin=...` header.
+fn session_value(set_cookie: &str) -> String {
+    set_cookie
+        .strip_prefix("courier_admin=")
+        .and_then(|rest| rest.split(';').next())
+        .unwrap()
+        .to_owned()
+}
+
+/// `GET /admin/api/queues` with `value` as the dashboard cookie (and nothing else).
+async fn with_cookie(server: &Harness, value: &str) -> StatusCode {
+    reqwest::Client::new()
+        .get(server.url("/admin/api/queues"))
+        .header("cookie", format!("courier_admin={value}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// A dashboard cookie whose expiry, nonce or signature was changed is refused with 401 and
+/// counts as a failed attempt, as a wrong key does.
+#[tokio::test]
+async fn a_tampered_dashboard_cookie_is_refused_and_counted() {
+    let server = Harness::start_with(|config| config.login_max_failures = 3).await;
+    let login = server.login(&server.admin_key).await;
+    assert_eq!(login.status(), StatusCode::OK);
+    let value = session_value(login.headers()["set-cookie"].to_str().unwrap());
+    assert_eq!(with_cookie(&server, &value).await, StatusCode::OK);
+
+    let parts: Vec<&str> = value.split('.').collect();
+    let expiry: u64 = parts[1].parse().unwrap();
+    let later = format!("v1.{}.{}.{}", expiry + 86_400, parts[2], parts[3]);
+    let other_nonce = format!("v1.{expiry}.{}.{}", "0".repeat(32), parts[3]);
+    let flipped_mac = {
+        let mac = parts[3];
+        let first = if mac.starts_with('0') { '1' } else { '0' };
+        format!("v1.{expiry}.{}.{first}{}", parts[2], &mac[1..])
+    };
+    for tampered in [&later, &other_nonce, &flipped_mac] {
+        assert_eq!(
+            with_cookie(&server, tampered).await,
+            StatusCode::UNAUTHORIZED,
+            "{tampered}"
+        );
+    }
+    // Three failures: the address is locked out, the genuine cookie and the key included.
+    assert_eq!(
+        with_cookie(&server, &value).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let (status, _) = server.admin(Method::GET, "/admin/queues/info", None).await;
+    assert_eq!(status, 429);
     server.stop().await;
 }
 

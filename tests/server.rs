@@ -238,9 +238,12 @@ async fn secrets_are_generated_once_and_reused() {
 
     // Configured values win and are not written to disk.
     let mut configured = unset();
-    configured.queue_admin_key = Some("configured-key".to_owned());
+    configured.queue_admin_key = Some("configured-key-of-at-least-32-characters".to_owned());
     let secrets = config::ensure_secrets(&mut configured).unwrap();
-    assert_eq!(secrets.admin_key, "configured-key");
+    assert_eq!(
+        secrets.admin_key,
+        "configured-key-of-at-least-32-characters"
+    );
     assert_eq!(secrets.admin_key_origin, SecretOrigin::Configured);
     assert_eq!(secrets.jwt_secret, first.jwt_secret);
 

@@ -1,48 +1,46 @@
-//! The admin side: authentication with the admin key, the queue dashboard at `/admin/queues`
-//! (static files embedded from `static/admin/`), `GET /admin/queues/info`, the dashboard's JSON
-//! API under `/admin/api/`, and a server-sent event stream of queue activity.
+//! The admin side: the queue dashboard at `/admin/queues` (static files embedded from
+//! `static/admin/`), `GET /admin/queues/info`, the dashboard's JSON API under `/admin/api/`, and
+//! a server-sent event stream of queue activity.
 //!
-//! The key is accepted from the `X-Admin-Key` header or from the `courier_admin` cookie the
-//! login form sets (http-only, `SameSite=Strict`); either way it is compared in constant time,
-//! and failed attempts are limited per client address. `ADMIN_READ_ONLY` lets the key look but
+//! Who may use it is decided in `key.rs`, by one check that every route taking the admin key
+//! shares (the job status route in `chat.rs` too): the `X-Admin-Key` header, compared in
+//! constant time, or the `courier_admin` cookie the login form sets, which is a signed session
+//! that expires after 12 hours and never holds the key (`cookie.rs`). Failures from one address
+//! count together wherever they happen; past `LOGIN_MAX_FAILURES` in 15 minutes the address gets
+//! 429 with the remaining wait, even with the right key. `ADMIN_READ_ONLY` lets the key look but
 //! refuses every action with 403. Job data is sent as JSON values and rendered by the page as
 //! text only.
 
-use std::collections::{HashMap, HashSet};
+mod cookie;
+mod key;
+
+use std::collections::HashSet;
 use std::convert::Infallible;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
-use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{delete, get, post};
-use axum::{Form, Json, Router};
+use axum::{Json, Router};
 use futures_util::Stream;
-use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use subtle::ConstantTimeEq as _;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
+
+pub(crate) use key::{admin_from_headers, ClientAddress};
+use key::{no_store, session_body};
+pub use key::{Admin, AdminAuth};
 
 use super::monitor::{iso_timestamp, now_millis, round, PercentilesBody, QueueCounts};
 use super::{ApiError, AppState};
 use crate::queue::model::{BackoffKind, Job, JobOptions, JobState, KeepJobs};
 use crate::queue::{Queue, QueueEvent};
 
-/// Name of the cookie that carries the admin key (hex-encoded) for the dashboard.
-pub const ADMIN_COOKIE: &str = "courier_admin";
-/// How long a dashboard login lasts.
-const SESSION_SECS: u64 = 12 * 60 * 60;
-/// The window of the failed-attempt limit (the same 15 minutes as account logins).
-const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
-/// Addresses tracked by the failure limiter before expired entries are swept.
-const FAILURE_TABLE_LIMIT: usize = 10_000;
 /// Most jobs one page of the dashboard's job list returns.
 const MAX_PAGE: u64 = 100;
 /// Most jobs one search reads before it stops and says so.
@@ -55,7 +53,7 @@ const EVENTS_PER_BATCH: usize = 100;
 /// How long the stream gathers events before it sends a batch: bounds its rate under load.
 const BATCH_WINDOW: Duration = Duration::from_millis(300);
 
-/// The admin routes: dashboard, info, login, the dashboard's API and its event stream.
+/// The admin routes: dashboard, info, login and logout, the dashboard's API and its event stream.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/admin", get(|| async { Redirect::to("/admin/queues") }))
@@ -66,9 +64,6 @@ pub fn router() -> Router<AppState> {
         )
         .route("/admin/queues/static/{file}", get(asset))
         .route("/admin/queues/info", get(info))
-        .route("/admin/login", post(login))
-        .route("/admin/logout", post(logout))
-        .route("/admin/api/session", get(session))
         .route("/admin/api/queues", get(list_queues))
         .route("/admin/api/events", get(events))
         .route("/admin/api/queues/{queue}/jobs", get(list_jobs))
@@ -94,278 +89,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/api/queues/{queue}/drain", post(drain))
         .route("/admin/api/queues/{queue}/pause", post(pause))
         .route("/admin/api/queues/{queue}/resume", post(resume))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Authentication
-
-/// Failed admin-key attempts per client address, in fixed 15-minute windows. Past `max`
-/// failures an address gets 429 for every attempt, right or wrong, until its window ends:
-/// otherwise a guesser would still learn when it guessed right.
-pub struct FailedAttempts {
-    max: u32,
-    by_address: Mutex<HashMap<IpAddr, (Instant, u32)>>,
-}
-
-impl FailedAttempts {
-    /// `max` failures per address per 15 minutes; `0` turns the limit off.
-    pub fn new(max: u32) -> FailedAttempts {
-        FailedAttempts {
-            max,
-            by_address: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// `Err(seconds to wait)` while `address` is locked out.
-    fn check(&self, address: IpAddr) -> Result<(), u64> {
-        if self.max == 0 {
-            return Ok(());
-        }
-        let by_address = self.by_address.lock();
-        match by_address.get(&address) {
-            Some((since, failures)) if *failures >= self.max => {
-                let elapsed = since.elapsed();
-                if elapsed < FAILURE_WINDOW {
-                    Err((FAILURE_WINDOW - elapsed).as_secs().max(1))
-                } else {
-                    Ok(())
-                }
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn record_failure(&self, address: IpAddr) {
-        if self.max == 0 {
-            return;
-        }
-        let mut by_address = self.by_address.lock();
-        if by_address.len() >= FAILURE_TABLE_LIMIT {
-            by_address.retain(|_, (since, _)| since.elapsed() < FAILURE_WINDOW);
-        }
-        let entry = by_address
-            .entry(address)
-            .or_insert_with(|| (Instant::now(), 0));
-        if entry.0.elapsed() >= FAILURE_WINDOW {
-            *entry = (Instant::now(), 0);
-        }
-        entry.1 += 1;
-    }
-
-    fn record_success(&self, address: IpAddr) {
-        if self.max > 0 {
-            self.by_address.lock().remove(&address);
-        }
-    }
-}
-
-/// Proof that a request carries the admin key. Extracting it answers 401 (no key or a wrong
-/// one), 429 (too many failures from this address) or 403 (a cookie-authenticated change sent
-/// from another origin).
-#[derive(Debug, Clone, Copy)]
-pub struct Admin {
-    read_only: bool,
-}
-
-impl Admin {
-    /// 403 in read-only mode; call it before any change.
-    pub fn require_write(&self) -> Result<(), ApiError> {
-        if self.read_only {
-            return Err(ApiError::forbidden(
-                "the admin key is read-only on this server (ADMIN_READ_ONLY)",
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Admin, ApiError> {
-        let address = client_address(parts);
-        let (presented, from_cookie) = match header_key(&parts.headers) {
-            Some(key) => (Some(key), false),
-            None => (cookie_key(&parts.headers), true),
-        };
-        let limiter = state.admin_failures();
-        if let Err(retry_after_secs) = limiter.check(address) {
-            return Err(too_many(retry_after_secs));
-        }
-        let Some(presented) = presented else {
-            return Err(ApiError::unauthorized("admin key required"));
-        };
-        if !key_matches(&presented, &state.secrets().admin_key) {
-            limiter.record_failure(address);
-            tracing::warn!(%address, "request with a wrong admin key");
-            return Err(ApiError::unauthorized("invalid admin key"));
-        }
-        // SameSite=Strict keeps the cookie off cross-site requests in current browsers; an
-        // Origin check covers older ones for anything that changes state.
-        if from_cookie && !matches!(parts.method, Method::GET | Method::HEAD) {
-            check_same_origin(&parts.headers)?;
-        }
-        Ok(Admin {
-            read_only: state.config().admin_read_only,
-        })
-    }
-}
-
-fn too_many(retry_after_secs: u64) -> ApiError {
-    ApiError::TooManyRequests {
-        message: "too many failed admin key attempts; try again later".to_owned(),
-        retry_after_secs,
-    }
-}
-
-/// Constant-time comparison: the time taken does not depend on how much of the key matched.
-fn key_matches(presented: &str, expected: &str) -> bool {
-    bool::from(presented.as_bytes().ct_eq(expected.as_bytes()))
-}
-
-fn header_key(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("x-admin-key")
-        .and_then(|value| value.to_str().ok())
-        .map(|value| value.trim().to_owned())
-        .filter(|value| !value.is_empty())
-}
-
-/// The key from the admin cookie. It is stored hex-encoded, since a configured key may hold
-/// characters a cookie cannot.
-fn cookie_key(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == ADMIN_COOKIE)
-        .and_then(|(_, value)| hex::decode(value.trim()).ok())
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-}
-
-fn check_same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return Ok(());
-    };
-    let origin_host = origin
-        .to_str()
-        .ok()
-        .and_then(|origin| origin.split_once("://"))
-        .map(|(_, host)| host.trim_end_matches('/'));
-    let host = headers
-        .get(header::HOST)
-        .and_then(|value| value.to_str().ok());
-    match (origin_host, host) {
-        (Some(origin_host), Some(host)) if origin_host.eq_ignore_ascii_case(host) => Ok(()),
-        _ => Err(ApiError::forbidden("cross-origin admin request refused")),
-    }
-}
-
-/// The peer address; forwarded-for headers are not trusted, since anyone can send them.
-fn client_address(parts: &Parts) -> IpAddr {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(address)| address.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
-}
-
-/// The client address as an extractor that never fails.
-struct ClientAddress(IpAddr);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<ClientAddress, Infallible> {
-        Ok(ClientAddress(client_address(parts)))
-    }
-}
-
-#[derive(Deserialize)]
-struct LoginForm {
-    key: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct SessionBody {
-    read_only: bool,
-    queues: Vec<String>,
-    version: &'static str,
-}
-
-fn session_body(state: &AppState) -> SessionBody {
-    SessionBody {
-        read_only: state.config().admin_read_only,
-        queues: state
-            .queues()
-            .queues()
-            .iter()
-            .map(|queue| queue.name().to_owned())
-            .collect(),
-        version: env!("CARGO_PKG_VERSION"),
-    }
-}
-
-/// `POST /admin/login` with a form field `key`: sets the admin cookie.
-async fn login(
-    State(state): State<AppState>,
-    ClientAddress(address): ClientAddress,
-    headers: HeaderMap,
-    Form(form): Form<LoginForm>,
-) -> Result<Response, ApiError> {
-    let limiter = state.admin_failures();
-    if let Err(retry_after_secs) = limiter.check(address) {
-        return Err(too_many(retry_after_secs));
-    }
-    let key = form.key.trim();
-    if key.is_empty() || !key_matches(key, &state.secrets().admin_key) {
-        limiter.record_failure(address);
-        tracing::warn!(%address, "dashboard login with a wrong admin key");
-        return Err(ApiError::unauthorized("invalid admin key"));
-    }
-    limiter.record_success(address);
-    let cookie = session_cookie(&hex::encode(key), SESSION_SECS, is_https(&headers));
-    let mut response = Json(session_body(&state)).into_response();
-    response.headers_mut().insert(header::SET_COOKIE, cookie?);
-    Ok(response)
-}
-
-/// `POST /admin/logout`: clears the admin cookie.
-async fn logout(headers: HeaderMap) -> Result<Response, ApiError> {
-    let cookie = session_cookie("", 0, is_https(&headers))?;
-    Ok((
-        StatusCode::NO_CONTENT,
-        [(header::SET_COOKIE, cookie), no_store()],
-    )
-        .into_response())
-}
-
-/// Behind a TLS-terminating proxy the cookie is also marked `Secure`.
-fn is_https(headers: &HeaderMap) -> bool {
-    headers
-        .get("x-forwarded-proto")
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|proto| proto.eq_ignore_ascii_case("https"))
-}
-
-fn session_cookie(value: &str, max_age: u64, secure: bool) -> Result<HeaderValue, ApiError> {
-    let secure = if secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!(
-        "{ADMIN_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
-    ))
-    .map_err(|err| ApiError::Internal(anyhow::anyhow!("cannot build the admin cookie: {err}")))
-}
-
-fn no_store() -> (header::HeaderName, HeaderValue) {
-    (header::CACHE_CONTROL, HeaderValue::from_static("no-store"))
-}
-
-async fn session(admin: Admin, State(state): State<AppState>) -> Json<SessionBody> {
-    let _ = admin;
-    Json(session_body(&state))
+        .merge(key::router())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1254,61 +978,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_limiter_locks_an_address_out_after_max_failures() {
-        let limiter = FailedAttempts::new(2);
-        let address = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let other = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
-        assert!(limiter.check(address).is_ok());
-        limiter.record_failure(address);
-        assert!(limiter.check(address).is_ok());
-        limiter.record_failure(address);
-        let wait = limiter.check(address).unwrap_err();
-        assert!(wait > 0 && wait <= FAILURE_WINDOW.as_secs());
-        assert!(limiter.check(other).is_ok());
-        let off = FailedAttempts::new(0);
-        for _ in 0..100 {
-            off.record_failure(address);
-        }
-        assert!(off.check(address).is_ok());
-    }
-
-    #[test]
-    fn the_cookie_carries_the_key_hex_encoded() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::COOKIE,
-            HeaderValue::from_str(&format!(
-                "jwt=abc; {ADMIN_COOKIE}={}",
-                hex::encode("key; with=odd chars")
-            ))
-            .unwrap(),
-        );
-        assert_eq!(cookie_key(&headers).as_deref(), Some("key; with=odd chars"));
-        assert!(key_matches("abc", "abc"));
-        assert!(!key_matches("abd", "abc"));
-        assert!(!key_matches("ab", "abc"));
-    }
-
-    #[test]
     fn previews_cut_on_character_boundaries() {
         assert_eq!(preview("héllo", 2), "hé…");
         assert_eq!(preview("hi", 5), "hi");
-    }
-
-    #[test]
-    fn cross_origin_changes_are_refused() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, HeaderValue::from_static("localhost:5000"));
-        assert!(check_same_origin(&headers).is_ok());
-        headers.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("http://localhost:5000"),
-        );
-        assert!(check_same_origin(&headers).is_ok());
-        headers.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("https://evil.test"),
-        );
-        assert!(check_same_origin(&headers).is_err());
     }
 }

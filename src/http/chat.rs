@@ -15,6 +15,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::admin::{admin_from_headers, ClientAddress};
 use super::session::{authenticate, CurrentUser};
 use super::wire::{iso_time, MessageJson, SidebarUserJson};
 use super::{ApiError, AppState, JsonBody};
@@ -269,25 +270,19 @@ async fn send(
     ))
 }
 
-/// The admin key, compared in constant time.
-fn is_admin(state: &AppState, headers: &HeaderMap) -> bool {
-    use subtle::ConstantTimeEq as _;
-    let Some(given) = headers.get("x-admin-key").map(HeaderValue::as_bytes) else {
-        return false;
-    };
-    given.ct_eq(state.secrets().admin_key.as_bytes()).into()
-}
-
+/// A job's status, for its sender or for the admin key. The key goes through the same check as
+/// every admin route (a wrong one counts toward the lockout, and a locked-out address is refused
+/// even with the right one); without the header the user's session decides.
 async fn status(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     headers: HeaderMap,
     Path(job_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let chat = &state.chat_state()?.chat;
-    let viewer = if is_admin(&state, &headers) {
-        None
-    } else {
-        Some(authenticate(&state, &headers).await?.user.id)
+    let viewer = match admin_from_headers(&state, address, &headers)? {
+        Some(_admin) => None,
+        None => Some(authenticate(&state, &headers).await?.user.id),
     };
     // Someone else's job is indistinguishable from no job.
     let job = chat

@@ -72,8 +72,8 @@ struct Inner {
     chat: std::sync::OnceLock<chat::ChatState>,
     /// Queue health checks (thresholds, recent stalls), shared with the alert monitor.
     health: crate::alerts::HealthMonitor,
-    /// Failed admin-key attempts per client address.
-    admin_failures: admin::FailedAttempts,
+    /// Failed admin-key attempts per client address, and the dashboard's sessions.
+    admin_auth: admin::AdminAuth,
     /// Set once start-up has finished; `/readyz` reports it.
     ready: AtomicBool,
     /// Flips to `true` when shutdown begins; long-lived handlers (WebSockets) watch it so they
@@ -89,7 +89,7 @@ impl AppState {
         let (shutdown, _) = watch::channel(false);
         let health =
             crate::alerts::HealthMonitor::new(config.health.clone(), config.data_dir.clone());
-        let admin_failures = admin::FailedAttempts::new(config.login_max_failures);
+        let admin_auth = admin::AdminAuth::new(config.login_max_failures, &secrets.admin_key);
         AppState {
             inner: Arc::new(Inner {
                 config,
@@ -98,7 +98,7 @@ impl AppState {
                 queues,
                 chat: std::sync::OnceLock::new(),
                 health,
-                admin_failures,
+                admin_auth,
                 ready: AtomicBool::new(false),
                 shutdown,
                 started_at: Instant::now(),
@@ -144,8 +144,8 @@ impl AppState {
         &self.inner.health
     }
 
-    pub(crate) fn admin_failures(&self) -> &admin::FailedAttempts {
-        &self.inner.admin_failures
+    pub(crate) fn admin_auth(&self) -> &admin::AdminAuth {
+        &self.inner.admin_auth
     }
 
     /// The queue engine (the `message`, `notification` and `email` queues).
