@@ -351,6 +351,65 @@ async fn the_chat_client_works_end_to_end_in_a_real_browser() {
     server.stop().await;
 }
 
+/// With `SIGNUP_MODE=invite`, the sign-in page offers no sign-up, the sign-up page explains
+/// that an invitation is needed, and an invitation link signs one person up, once
+/// (tests/browser/signup.mjs). Skipped like the chat browser test.
+#[tokio::test]
+async fn invitation_only_sign_up_works_in_a_real_browser() {
+    use std::io::Write as _;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    if let Err(reason) = browser_prerequisites(root) {
+        let in_ci = std::env::var("CI").is_ok_and(|value| value == "true" || value == "1");
+        assert!(!in_ci, "CI must run the browser test, but {reason}");
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipping the sign-up browser test: {reason}"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir.path(), |config| {
+        config.signup_mode = courier::chat::SignupMode::Invite;
+    })
+    .await;
+    let invitation: serde_json::Value = reqwest::Client::new()
+        .post(server.url("/admin/api/invites"))
+        .header("x-admin-key", &server.admin_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // The link names PUBLIC_URL's default; the browser opens it on this test server instead.
+    let (_, fragment) = invitation["url"]
+        .as_str()
+        .and_then(|url| url.split_once("/signup#"))
+        .expect("an invitation link");
+    let link = format!("{}/signup#{fragment}", server.base);
+    let screenshots = root.join("target/screenshots");
+    let run = tokio::process::Command::new("node")
+        .arg("tests/browser/signup.mjs")
+        .arg(&server.base)
+        .arg(&link)
+        .arg(&screenshots)
+        .current_dir(root)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the browser test finishes within 60 s")
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "browser test failed:\n{report}");
+    println!("{report}");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn the_client_is_sent_gzipped_to_browsers_that_accept_it() {
     let dir = tempfile::tempdir().unwrap();
