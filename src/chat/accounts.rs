@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::error::ChatError;
 use super::ids;
 use super::images::{self, ImageHost, Uploads};
-use super::lockout::LoginThrottle;
+use super::lockout::{whole_seconds, LoginThrottle};
 use super::sessions::{check_new_password, ClientInfo, SessionCache};
 use crate::queue::clock::Clock;
 use crate::store::accounts::{OneTimeToken, TokenPurpose};
@@ -425,15 +425,5 @@ impl Accounts {
             .set_profile_pic(user_id, url, self.clock.now())
             .await?
             .ok_or(ChatError::Unauthorized)
-    }
-}
-
-/// A wait in whole seconds, rounded up, so a client told `Retry-After: n` is not refused again.
-fn whole_seconds(wait: Duration) -> u64 {
-    let secs = wait.as_secs();
-    if wait.subsec_nanos() > 0 {
-        secs + 1
-    } else {
-        secs.max(1)
     }
 }

@@ -26,6 +26,13 @@ const TABLE_LIMIT: usize = 100_000;
 /// Failures per address across accounts, as a multiple of the per-pair allowance.
 const ADDRESS_FACTOR: u32 = 5;
 
+/// A wait in whole seconds, rounded up (at least 1), so a client told `Retry-After: n` and
+/// coming back after `n` seconds is not refused again.
+pub fn whole_seconds(wait: Duration) -> u64 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.max(1)
+}
+
 /// What a failure led to, for the caller's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Failure {
@@ -240,6 +247,14 @@ mod tests {
             again.count, 1,
             "a failure after the window starts a new count"
         );
+    }
+
+    #[test]
+    fn waits_round_up_to_whole_seconds() {
+        assert_eq!(whole_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(whole_seconds(Duration::from_millis(1900)), 2);
+        assert_eq!(whole_seconds(Duration::from_secs(3)), 3);
+        assert_eq!(whole_seconds(Duration::ZERO), 1);
     }
 
     #[test]

@@ -65,7 +65,7 @@ impl ResendTimes {
         if let Some(at) = last.get(user) {
             let elapsed = at.elapsed();
             if elapsed < RESEND_INTERVAL {
-                return Err((RESEND_INTERVAL - elapsed).as_secs().max(1));
+                return Err(super::lockout::whole_seconds(RESEND_INTERVAL - elapsed));
             }
         }
         if last.len() >= RESEND_TABLE_LIMIT {

@@ -50,10 +50,9 @@ fn limited<K: std::hash::Hash + Eq + Clone>(
         .check_key(key)
         .map_err(|not_until| ApiError::TooManyRequests {
             message: message.to_owned(),
-            retry_after_secs: not_until
-                .wait_time_from(DefaultClock::default().now())
-                .as_secs()
-                .max(1),
+            retry_after_secs: crate::chat::lockout::whole_seconds(
+                not_until.wait_time_from(DefaultClock::default().now()),
+            ),
         })
 }
 

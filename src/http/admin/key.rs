@@ -90,7 +90,9 @@ impl FailedAttempts {
             Some((since, failures)) if *failures >= self.max => {
                 let elapsed = since.elapsed();
                 if elapsed < FAILURE_WINDOW {
-                    Err(whole_seconds_up(FAILURE_WINDOW - elapsed))
+                    Err(crate::chat::lockout::whole_seconds(
+                        FAILURE_WINDOW - elapsed,
+                    ))
                 } else {
                     Ok(())
                 }
@@ -123,12 +125,6 @@ impl FailedAttempts {
             self.by_address.lock().remove(&address);
         }
     }
-}
-
-/// Rounded up, and at least 1: a client that waits `Retry-After` seconds must not be refused
-/// again for the fraction of a second that was cut off.
-fn whole_seconds_up(wait: Duration) -> u64 {
-    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// What a request presented to prove it may use the admin routes.
@@ -445,14 +441,6 @@ mod tests {
             off.record_failure(address);
         }
         assert!(off.check(address).is_ok());
-    }
-
-    #[test]
-    fn retry_after_rounds_the_remaining_wait_up() {
-        assert_eq!(whole_seconds_up(Duration::from_millis(899_001)), 900);
-        assert_eq!(whole_seconds_up(Duration::from_secs(900)), 900);
-        assert_eq!(whole_seconds_up(Duration::from_millis(1)), 1);
-        assert_eq!(whole_seconds_up(Duration::ZERO), 1);
     }
 
     #[test]
