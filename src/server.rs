@@ -16,12 +16,12 @@ use futures_util::FutureExt as _;
 use tokio::net::TcpListener;
 
 use crate::chat::{Chat, ChatConfig, Delivery, HashCost};
-use crate::config::{self, Config, QueueBackend, SecretOrigin, Secrets};
+use crate::config::{self, Config, ConfigError, QueueBackend, SecretOrigin, Secrets};
 use crate::http::{self, AppState};
 use crate::jobs;
 use crate::queue::{LocalHub, QueueManager};
 use crate::store::chat::ChatStore;
-use crate::store::{self, JobStore};
+use crate::store::{self, ChatBackend, JobBackend, JobStore, StoreConfig, StoreError};
 use crate::ws::{Hub, HubConfig, HubDelivery};
 
 /// How long alerts still queued at shutdown may take to be delivered.
@@ -279,20 +279,40 @@ async fn serve(
 }
 
 async fn open_stores(config: &Config) -> anyhow::Result<(Arc<dyn JobStore>, Arc<dyn ChatStore>)> {
-    match config.queue_backend {
-        QueueBackend::Sled => {}
-        // `Config` refuses `redis` unless the feature is built; the store has no Redis backend yet.
-        QueueBackend::Redis => {
-            anyhow::bail!("QUEUE_BACKEND=redis is not implemented by the store yet")
-        }
-    }
-    let data_dir = config.data_dir.clone();
-    let cache_bytes = config.store_cache_mb.saturating_mul(1024 * 1024);
+    let store_config = store_config(config);
     // sled's open reads and recovers the log: blocking work, kept off the async workers.
-    tokio::task::spawn_blocking(move || store::open_stores_with_cache(&data_dir, cache_bytes))
+    let opened = tokio::task::spawn_blocking(move || store::open(&store_config))
         .await
-        .context("the task opening the store failed")?
-        .context("cannot open the store")
+        .context("the task opening the store failed")?;
+    match opened {
+        Ok(stores) => Ok((stores.jobs, stores.chat)),
+        // A backend this binary cannot open is a setting to change: exit 2 like any other.
+        Err(StoreError::Unsupported(message)) => Err(ConfigError::Invalid(message).into()),
+        Err(err) => Err(anyhow::Error::new(err).context("cannot open the store")),
+    }
+}
+
+/// What the settings ask of the storage layer.
+fn store_config(config: &Config) -> StoreConfig {
+    StoreConfig {
+        data_dir: config.data_dir.clone(),
+        cache_bytes: config.store_cache_mb.saturating_mul(1024 * 1024),
+        jobs: match config.queue_backend {
+            QueueBackend::Sled => JobBackend::Sled,
+            QueueBackend::Redis => JobBackend::Redis {
+                host: config.redis_host.clone(),
+                port: config.redis_port,
+                password: config.redis_password.clone(),
+            },
+        },
+        chat: match config.chat_backend {
+            config::ChatBackend::Sled => ChatBackend::Sled,
+            // `Config` requires MONGODB_URI here; never fall back to sled on a missing one.
+            config::ChatBackend::Mongodb => ChatBackend::Mongodb {
+                uri: config.mongodb_uri.clone().unwrap_or_default(),
+            },
+        },
+    }
 }
 
 /// Logs where the secrets came from. A generated admin key is printed this once (the operator

@@ -1405,8 +1405,9 @@ async fn webhook() -> (
 async fn health_changes_are_posted_to_the_webhook_once_each_with_retries() {
     let (url, alerts, requests) = webhook().await;
     let data_dir = tempfile::tempdir().unwrap();
-    let store =
-        courier::store::open_job_store(courier::store::JobBackend::Sled, data_dir.path()).unwrap();
+    let store = courier::store::open(&courier::store::StoreConfig::sled(data_dir.path()))
+        .map(|stores| stores.jobs)
+        .unwrap();
     let queues = QueueManager::new(store, Arc::new(courier::queue::LocalHub::default()));
     courier::jobs::register_queues(&queues).await.unwrap();
     let failing = Arc::new(AtomicBool::new(true));

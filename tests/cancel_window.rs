@@ -14,9 +14,7 @@ use courier::queue::model::{
     TakenJob,
 };
 use courier::queue::{JobContext, LocalHub, Queue, QueueConfig, QueueManager};
-use courier::store::{
-    open_job_store, JobBackend, JobStore, RemovedIds, RemovedOutcome, StoreError,
-};
+use courier::store::{self, JobStore, RemovedIds, RemovedOutcome, StoreConfig, StoreError};
 use parking_lot::Mutex;
 use serde_json::json;
 
@@ -232,7 +230,9 @@ impl JobStore for CancelsOnTake {
 async fn a_job_cancelled_between_its_take_and_its_lease_never_runs() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(CancelsOnTake {
-        inner: open_job_store(JobBackend::Sled, dir.path()).unwrap(),
+        inner: store::open(&StoreConfig::sled(dir.path()))
+            .map(|stores| stores.jobs)
+            .unwrap(),
         engine: OnceLock::new(),
     });
     let manager = QueueManager::new(store.clone(), Arc::new(LocalHub::default()));

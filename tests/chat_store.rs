@@ -15,7 +15,7 @@ use courier::queue::model::{JobOptions, Millis, NewJob};
 use courier::store::chat::{
     ChatStore, ConversationSummary, CreateUser, HistoryPage, MessageRecord, NewMessage, UserRecord,
 };
-use courier::store::{open_stores, JobStore, StoreError};
+use courier::store::{self, StoreConfig, StoreError, Stores};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -24,18 +24,13 @@ const START: Millis = 1_700_000_000_000;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-struct Stores {
-    jobs: Arc<dyn JobStore>,
-    chat: Arc<dyn ChatStore>,
-}
-
 /// Opens both stores of `dir`. sled 0.34 releases its file lock from background threads a moment
 /// after the last `Db` handle goes, so a same-process reopen waits out that window (up to ~3 s).
 async fn open(dir: &Path) -> Result<Stores, StoreError> {
     let mut attempts = 0;
     loop {
-        match open_stores(dir) {
-            Ok((jobs, chat)) => return Ok(Stores { jobs, chat }),
+        match store::open(&StoreConfig::sled(dir)) {
+            Ok(stores) => return Ok(stores),
             Err(StoreError::Io(message))
                 if message.contains("could not acquire lock") && attempts < 300 =>
             {

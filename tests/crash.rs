@@ -22,7 +22,7 @@ use courier::queue::model::{Backoff, BackoffKind, JobOptions, JobState, NewJob};
 use courier::queue::{
     JobContext, JobFailure, JobResult, LocalHub, Queue, QueueConfig, QueueManager,
 };
-use courier::store::{open_job_store, JobBackend, JobStore};
+use courier::store::{self, JobStore, StoreConfig};
 use rand::Rng;
 use serde_json::json;
 
@@ -92,7 +92,9 @@ async fn process(job: JobContext) -> JobResult {
 }
 
 async fn start_engine(dir: &Path) -> (QueueManager, Queue) {
-    let store = open_job_store(JobBackend::Sled, dir).expect("open the store");
+    let store = store::open(&StoreConfig::sled(dir))
+        .map(|stores| stores.jobs)
+        .expect("open the store");
     let manager = QueueManager::new(store, Arc::new(LocalHub::default()));
     let queue = manager
         .register(queue_config())
@@ -432,7 +434,9 @@ fn acknowledged_jobs_survive_sigkill_and_all_complete() {
 
         let context = format!("after kill {generation}");
         let found = runtime.block_on(async {
-            let store = open_job_store(JobBackend::Sled, &data_dir).expect("reopen the store");
+            let store = store::open(&StoreConfig::sled(&data_dir))
+                .map(|stores| stores.jobs)
+                .expect("reopen the store");
             check_store(&store, &must_exist, &context).await
         });
         caught_active += found
@@ -475,7 +479,9 @@ fn acknowledged_jobs_survive_sigkill_and_all_complete() {
         drop(queue);
         drop(manager);
         // Reopen after the clean shutdown: completions must have been made durable by it.
-        let store = open_job_store(JobBackend::Sled, &data_dir).expect("reopen the store");
+        let store = store::open(&StoreConfig::sled(&data_dir))
+            .map(|stores| stores.jobs)
+            .expect("reopen the store");
         let found = check_store(&store, &must_exist, "after the final run").await;
         let counts = store.counts(QUEUE).await.expect("counts");
         assert_eq!(

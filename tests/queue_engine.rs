@@ -11,7 +11,7 @@ use courier::queue::{
     EventKind, JobContext, JobFailure, LocalHub, Queue, QueueConfig, QueueError, QueueManager,
     RateLimit,
 };
-use courier::store::{open_job_store, JobBackend, JobStore};
+use courier::store::{self, JobStore, StoreConfig};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -24,7 +24,9 @@ struct Engine {
 
 fn engine() -> Engine {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_job_store(JobBackend::Sled, dir.path()).unwrap();
+    let store = store::open(&StoreConfig::sled(dir.path()))
+        .map(|stores| stores.jobs)
+        .unwrap();
     Engine {
         manager: QueueManager::new(store.clone(), Arc::new(LocalHub::default())),
         store,
@@ -62,7 +64,7 @@ fn recording(queue: &Queue) -> Log {
 /// the tasks holding it end a moment after the last handle is dropped).
 async fn reopen(dir: &std::path::Path) -> Arc<dyn courier::store::JobStore> {
     for _ in 0..200 {
-        match open_job_store(JobBackend::Sled, dir) {
+        match store::open(&StoreConfig::sled(dir)).map(|stores| stores.jobs) {
             Ok(store) => return store,
             Err(err) if err.to_string().contains("could not acquire lock") => {
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -528,7 +530,9 @@ async fn a_paused_queue_keeps_its_jobs_until_resumed() {
 async fn jobs_left_active_by_a_dead_process_are_recovered_as_stalled() {
     let dir = tempfile::tempdir().unwrap();
     let id = {
-        let store = open_job_store(JobBackend::Sled, dir.path()).unwrap();
+        let store = store::open(&StoreConfig::sled(dir.path()))
+            .map(|stores| stores.jobs)
+            .unwrap();
         let manager = QueueManager::new(store.clone(), Arc::new(LocalHub::default()));
         let queue = manager.register(QueueConfig::new("work")).await.unwrap();
         let added = queue
@@ -562,7 +566,9 @@ async fn jobs_left_active_by_a_dead_process_are_recovered_as_stalled() {
 async fn jobs_that_stall_too_often_fail() {
     let dir = tempfile::tempdir().unwrap();
     for round in 0..2 {
-        let store = open_job_store(JobBackend::Sled, dir.path()).unwrap();
+        let store = store::open(&StoreConfig::sled(dir.path()))
+            .map(|stores| stores.jobs)
+            .unwrap();
         let manager = QueueManager::new(store.clone(), Arc::new(LocalHub::default()));
         let queue = manager.register(QueueConfig::new("work")).await.unwrap();
         let counts = queue.counts().await.unwrap();
@@ -580,7 +586,9 @@ async fn jobs_that_stall_too_often_fail() {
         );
         store.flush().await.unwrap();
     }
-    let store = open_job_store(JobBackend::Sled, dir.path()).unwrap();
+    let store = store::open(&StoreConfig::sled(dir.path()))
+        .map(|stores| stores.jobs)
+        .unwrap();
     let manager = QueueManager::new(store, Arc::new(LocalHub::default()));
     let queue = manager.register(QueueConfig::new("work")).await.unwrap();
     let failed = queue.list(JobState::Failed, 0, 10).await.unwrap();

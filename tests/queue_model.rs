@@ -18,7 +18,7 @@ use std::time::Duration;
 use courier::queue::model::{
     Added, FailOutcome, Job, JobOptions, JobState, KeepJobs, Millis, NewJob,
 };
-use courier::store::{open_job_store, JobBackend, JobStore, RemovedOutcome, StoreError};
+use courier::store::{self, JobStore, RemovedOutcome, StoreConfig, StoreError};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
@@ -556,7 +556,9 @@ fn seen_from_model(job: &ModelJob) -> Seen {
 impl Harness {
     fn new() -> Result<Harness, TestCaseError> {
         let dir = tempfile::tempdir().map_err(|err| TestCaseError::fail(err.to_string()))?;
-        let store = open_job_store(JobBackend::Sled, dir.path()).or_fail()?;
+        let store = store::open(&StoreConfig::sled(dir.path()))
+            .map(|stores| stores.jobs)
+            .or_fail()?;
         Ok(Harness {
             dir,
             store: Some(store),
@@ -1355,7 +1357,7 @@ impl Harness {
 async fn open_again(dir: &Path) -> Result<Arc<dyn JobStore>, TestCaseError> {
     let mut attempts = 0;
     loop {
-        match open_job_store(JobBackend::Sled, dir) {
+        match store::open(&StoreConfig::sled(dir)).map(|stores| stores.jobs) {
             Ok(store) => return Ok(store),
             Err(StoreError::Io(message))
                 if message.contains("could not acquire lock") && attempts < 300 =>
@@ -1437,7 +1439,9 @@ fn single_job(delay_ms: u64) -> Vec<NewJob> {
 fn regression_logs_returns_lines_just_logged() {
     runtime().block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let store = open_job_store(JobBackend::Sled, dir.path()).unwrap();
+        let store = store::open(&StoreConfig::sled(dir.path()))
+            .map(|stores| stores.jobs)
+            .unwrap();
         let id = store.add("main", single_job(0), START).await.unwrap()[0]
             .id
             .clone();
@@ -1459,7 +1463,9 @@ fn regression_logs_returns_lines_just_logged() {
 fn regression_clean_delayed_counts_from_when_the_job_was_delayed() {
     runtime().block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let store = open_job_store(JobBackend::Sled, dir.path()).unwrap();
+        let store = store::open(&StoreConfig::sled(dir.path()))
+            .map(|stores| stores.jobs)
+            .unwrap();
         let first = store.add("main", single_job(1_000), START).await.unwrap()[0]
             .id
             .clone();
@@ -1491,7 +1497,9 @@ fn regression_clean_delayed_counts_from_when_the_job_was_delayed() {
 fn regression_age_retention_removes_jobs_exactly_that_old() {
     runtime().block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let store = open_job_store(JobBackend::Sled, dir.path()).unwrap();
+        let store = store::open(&StoreConfig::sled(dir.path()))
+            .map(|stores| stores.jobs)
+            .unwrap();
         store.add("main", single_job(0), START).await.unwrap();
         let taken = store.take("main", START).await.unwrap().unwrap();
         let done = store

@@ -3,13 +3,15 @@ use std::time::Duration;
 
 use courier::queue::model::JobOptions;
 use courier::queue::{LocalHub, QueueConfig, QueueManager};
-use courier::store::{open_job_store, JobBackend};
+use courier::store::{self, StoreConfig};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smoke() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_job_store(JobBackend::Sled, dir.path()).unwrap();
+    let store = store::open(&StoreConfig::sled(dir.path()))
+        .map(|stores| stores.jobs)
+        .unwrap();
     let manager = QueueManager::new(store, Arc::new(LocalHub::default()));
     let mut config = QueueConfig::new("message");
     config.concurrency = 4;

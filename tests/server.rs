@@ -294,6 +294,42 @@ fn unknown_backend_exits_2_with_one_line() {
     assert_one_line_error(&output, "expected one of sled, redis");
 }
 
+/// A backend the binary cannot open stops start-up (exit 2, one line) instead of falling back to
+/// sled: without its cargo feature the line says which feature to build with; with it (`.ci/run`
+/// runs this test with `--all-features` too) it says the backend is not implemented yet.
+#[test]
+fn a_backend_the_binary_cannot_open_exits_2_with_one_line() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let data_dir = data_dir.path().to_str().unwrap();
+    let output = run_binary(&[
+        ("PORT", "0"),
+        ("DATA_DIR", data_dir),
+        ("QUEUE_BACKEND", "redis"),
+    ]);
+    if cfg!(feature = "redis") {
+        assert_one_line_error(&output, "Redis job store is not implemented yet");
+    } else {
+        assert_one_line_error(
+            &output,
+            "needs a courier built with the `redis` cargo feature",
+        );
+    }
+    let output = run_binary(&[
+        ("PORT", "0"),
+        ("DATA_DIR", data_dir),
+        ("CHAT_BACKEND", "mongodb"),
+        ("MONGODB_URI", "mongodb://127.0.0.1:1/chat"),
+    ]);
+    if cfg!(feature = "mongodb") {
+        assert_one_line_error(&output, "MongoDB chat store is not implemented yet");
+    } else {
+        assert_one_line_error(
+            &output,
+            "needs a courier built with the `mongodb` cargo feature",
+        );
+    }
+}
+
 #[test]
 fn unwritable_data_dir_exits_2_with_one_line() {
     let scratch = tempfile::tempdir().unwrap();
@@ -380,8 +416,9 @@ async fn readiness_follows_start_up_and_shutdown() {
     let data_dir = tempfile::tempdir().unwrap();
     let mut config = Config::for_tests(data_dir.path());
     let secrets = config::ensure_secrets(&mut config).unwrap();
-    let job_store =
-        courier::store::open_job_store(courier::store::JobBackend::Sled, data_dir.path()).unwrap();
+    let job_store = courier::store::open(&courier::store::StoreConfig::sled(data_dir.path()))
+        .map(|stores| stores.jobs)
+        .unwrap();
     let queues = courier::queue::QueueManager::new(
         job_store,
         std::sync::Arc::new(courier::queue::LocalHub::default()),

@@ -1219,9 +1219,11 @@ pub async fn fill_store(
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let started = Instant::now();
     let dir = data_dir.to_owned();
-    let (jobs, chat) = tokio::task::spawn_blocking(move || courier::store::open_stores(&dir))
-        .await?
-        .context("cannot open the store (is a server using it?)")?;
+    let courier::store::Stores { jobs, chat } = tokio::task::spawn_blocking(move || {
+        courier::store::open(&courier::store::StoreConfig::sled(&dir))
+    })
+    .await?
+    .context("cannot open the store (is a server using it?)")?;
     let opened_ms = started.elapsed().as_secs_f64() * 1000.0;
     let already = chat.message_count().await?;
     let now = || {
@@ -1338,7 +1340,7 @@ pub fn time_open(data_dir: &Path) -> anyhow::Result<Value> {
     let jobs = SledJobStore::open(&db)?;
     let jobs_ms = jobs_started.elapsed().as_secs_f64() * 1000.0;
     let chat_started = Instant::now();
-    let chat = SledChatStore::open_beside(&db, &jobs)?;
+    let chat = SledChatStore::open(&db)?;
     let chat_ms = chat_started.elapsed().as_secs_f64() * 1000.0;
     let total_ms = started.elapsed().as_secs_f64() * 1000.0;
     let rss_after = own_rss();

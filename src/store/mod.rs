@@ -2,14 +2,18 @@
 //!
 //! Only this module knows a database. `queue/` talks to a [`JobStore`]; each backend implements the
 //! job state machine's transitions as single atomic operations (a sled write batch here; a Lua
-//! script per operation in a Redis backend). Backends are registered in one place, [`open_job_store`].
+//! script per operation in a Redis backend). Backends are chosen in one place, [`open`].
 
 pub mod accounts;
 pub mod chat;
 pub mod codec;
+#[cfg(feature = "mongodb")]
+pub mod mongodb;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod sled;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -32,6 +36,10 @@ pub enum StoreError {
     /// or receiver was removed).
     #[error("the account {0} was deleted")]
     Deleted(String),
+    /// The configuration asks for a backend this binary cannot open (built without its
+    /// feature, or not implemented yet).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl From<::sled::Error> for StoreError {
@@ -269,39 +277,179 @@ pub enum RemovedOutcome {
     Active,
 }
 
-/// Which job store to open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where the job queues live.
+#[derive(Clone, PartialEq, Eq)]
 pub enum JobBackend {
+    /// The embedded database under [`StoreConfig::data_dir`].
     Sled,
+    /// A Redis server (needs the `redis` cargo feature).
+    Redis {
+        host: String,
+        port: u16,
+        password: Option<String>,
+    },
 }
 
-/// Opens the configured job store; the one place backends are chosen.
-pub fn open_job_store(
-    backend: JobBackend,
-    data_dir: &Path,
-) -> Result<Arc<dyn JobStore>, StoreError> {
-    match backend {
-        JobBackend::Sled => {
-            let db = sled::open_db(data_dir)?;
-            Ok(Arc::new(sled::SledJobStore::open(&db)?))
+impl std::fmt::Debug for JobBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobBackend::Sled => f.write_str("Sled"),
+            JobBackend::Redis {
+                host,
+                port,
+                password,
+            } => f
+                .debug_struct("Redis")
+                .field("host", host)
+                .field("port", port)
+                .field("password", &password.as_ref().map(|_| "<redacted>"))
+                .finish(),
+        }
+    }
+}
+
+/// Where users, conversations and messages live.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ChatBackend {
+    /// The embedded database under [`StoreConfig::data_dir`].
+    Sled,
+    /// A MongoDB deployment (needs the `mongodb` cargo feature); the URI may hold credentials.
+    Mongodb { uri: String },
+}
+
+impl std::fmt::Debug for ChatBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChatBackend::Sled => f.write_str("Sled"),
+            ChatBackend::Mongodb { .. } => f.write_str("Mongodb { uri: <redacted> }"),
+        }
+    }
+}
+
+/// What [`open`] opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The folder of the embedded database (used when either store is on sled).
+    pub data_dir: PathBuf,
+    /// sled's page cache.
+    pub cache_bytes: u64,
+    pub jobs: JobBackend,
+    pub chat: ChatBackend,
+}
+
+impl StoreConfig {
+    /// Both stores on sled under `data_dir`, with the default cache.
+    pub fn sled(data_dir: impl AsRef<Path>) -> StoreConfig {
+        StoreConfig {
+            data_dir: data_dir.as_ref().to_path_buf(),
+            cache_bytes: sled::DEFAULT_CACHE_BYTES,
+            jobs: JobBackend::Sled,
+            chat: ChatBackend::Sled,
         }
     }
 }
 
 /// The job store and the chat store of one process.
-pub type Stores = (Arc<dyn JobStore>, Arc<dyn ChatStore>);
-
-/// Opens both stores on one sled database under `data_dir` (sled allows one open `Db` per path,
-/// so the job and chat stores must share it). Use this rather than [`open_job_store`] when the
-/// process needs both.
-pub fn open_stores(data_dir: &Path) -> Result<Stores, StoreError> {
-    open_stores_with_cache(data_dir, sled::DEFAULT_CACHE_BYTES)
+#[derive(Clone)]
+pub struct Stores {
+    pub jobs: Arc<dyn JobStore>,
+    pub chat: Arc<dyn ChatStore>,
 }
 
-/// [`open_stores`] with sled's page cache at `cache_bytes`.
-pub fn open_stores_with_cache(data_dir: &Path, cache_bytes: u64) -> Result<Stores, StoreError> {
-    let db = sled::open_db_with_cache(data_dir, cache_bytes)?;
-    let jobs = sled::SledJobStore::open(&db)?;
-    let chat = sled::SledChatStore::open_beside(&db, &jobs)?;
-    Ok((Arc::new(jobs), Arc::new(chat)))
+/// Opens the configured stores: the one place backends are chosen, used by the server, the
+/// tests and the examples alike. Blocking (a sled open replays its log): call it from
+/// `spawn_blocking` in async code.
+///
+/// A backend this binary was built without, or one that does not exist yet, is
+/// [`StoreError::Unsupported`]: a setting to fix, not a fault to retry.
+pub fn open(config: &StoreConfig) -> Result<Stores, StoreError> {
+    // sled allows one open `Db` per path: both sled stores share it (and its commit thread).
+    let mut database: Option<sled::Database> = None;
+    let mut sled_database = || -> Result<sled::Database, StoreError> {
+        if let Some(open) = &database {
+            return Ok(open.clone());
+        }
+        let open = sled::open_db_with_cache(&config.data_dir, config.cache_bytes)?;
+        database = Some(open.clone());
+        Ok(open)
+    };
+    let jobs: Arc<dyn JobStore> = match &config.jobs {
+        JobBackend::Sled => Arc::new(sled::SledJobStore::open(&sled_database()?)?),
+        JobBackend::Redis { .. } => open_redis(&config.jobs)?,
+    };
+    let chat: Arc<dyn ChatStore> = match &config.chat {
+        ChatBackend::Sled => Arc::new(sled::SledChatStore::open(&sled_database()?)?),
+        ChatBackend::Mongodb { uri } => open_mongodb(uri)?,
+    };
+    Ok(Stores { jobs, chat })
+}
+
+#[cfg(feature = "redis")]
+fn open_redis(backend: &JobBackend) -> Result<Arc<dyn JobStore>, StoreError> {
+    redis::open(backend)
+}
+
+#[cfg(not(feature = "redis"))]
+fn open_redis(_backend: &JobBackend) -> Result<Arc<dyn JobStore>, StoreError> {
+    Err(StoreError::Unsupported(
+        "QUEUE_BACKEND=redis needs a courier built with the `redis` cargo feature \
+         (cargo build --release --features redis)"
+            .to_owned(),
+    ))
+}
+
+#[cfg(feature = "mongodb")]
+fn open_mongodb(uri: &str) -> Result<Arc<dyn ChatStore>, StoreError> {
+    mongodb::open(uri)
+}
+
+#[cfg(not(feature = "mongodb"))]
+fn open_mongodb(_uri: &str) -> Result<Arc<dyn ChatStore>, StoreError> {
+    Err(StoreError::Unsupported(
+        "CHAT_BACKEND=mongodb needs a courier built with the `mongodb` cargo feature \
+         (cargo build --release --features mongodb)"
+            .to_owned(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No fallback: a backend this build cannot open is refused before anything is opened.
+    #[test]
+    fn a_backend_this_build_cannot_open_is_unsupported() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StoreConfig::sled(dir.path());
+        config.jobs = JobBackend::Redis {
+            host: "127.0.0.1".to_owned(),
+            port: 1,
+            password: Some("secret".to_owned()),
+        };
+        let Err(StoreError::Unsupported(message)) = open(&config) else {
+            panic!("a Redis job store opened");
+        };
+        let expected = if cfg!(feature = "redis") {
+            "not implemented yet"
+        } else {
+            "`redis` cargo feature"
+        };
+        assert!(message.contains(expected), "{message}");
+        assert!(!format!("{config:?}").contains("secret"));
+
+        let mut config = StoreConfig::sled(dir.path());
+        config.chat = ChatBackend::Mongodb {
+            uri: "mongodb://user:secret@127.0.0.1:1/chat".to_owned(),
+        };
+        let Err(StoreError::Unsupported(message)) = open(&config) else {
+            panic!("a MongoDB chat store opened");
+        };
+        let expected = if cfg!(feature = "mongodb") {
+            "not implemented yet"
+        } else {
+            "`mongodb` cargo feature"
+        };
+        assert!(message.contains(expected), "{message}");
+        assert!(!format!("{config:?}").contains("secret"));
+    }
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use courier::config::Config;
 use courier::server::Server;
+use courier::store::chat::ChatStore;
+use courier::store::JobStore;
 use futures_util::{SinkExt, StreamExt};
 use reqwest::cookie::CookieStore as _;
 use serde_json::{json, Value};
@@ -317,11 +319,11 @@ pub fn texts(messages: &[Value]) -> Vec<String> {
 
 /// Opens the stores of `dir`, waiting out sled's file lock after a same-process close (its
 /// background threads release it a moment after the last handle goes, up to ~3 s).
-pub async fn open_stores(dir: &Path) -> courier::store::Stores {
+pub async fn open_stores(dir: &Path) -> (Arc<dyn JobStore>, Arc<dyn ChatStore>) {
     let mut attempts = 0;
     loop {
-        match courier::store::open_stores(dir) {
-            Ok(stores) => return stores,
+        match courier::store::open(&courier::store::StoreConfig::sled(dir)) {
+            Ok(stores) => return (stores.jobs, stores.chat),
             Err(courier::store::StoreError::Io(message))
                 if message.contains("could not acquire lock") && attempts < 300 =>
             {

@@ -217,12 +217,10 @@ pub struct SledChatStore {
 }
 
 impl SledChatStore {
-    /// Opens the chat tree of `db`, committing through the job store's commit thread, so both
-    /// stores share each log entry and sync (see `committer.rs`).
-    pub fn open_beside(
-        database: &Database,
-        jobs: &super::SledJobStore,
-    ) -> Result<SledChatStore, StoreError> {
+    /// Opens the chat tree of `database`, committing through the database's one commit thread
+    /// (shared with the job store when both are on sled: one log entry and one sync for both;
+    /// see `committer.rs`).
+    pub fn open(database: &Database) -> Result<SledChatStore, StoreError> {
         let tree = database.db.open_tree("chat")?;
         let message_count = match tree.get(COUNT_KEY)? {
             Some(bytes) => u64::from_be_bytes(
@@ -233,7 +231,8 @@ impl SledChatStore {
             ),
             None => 0,
         };
-        let committer = jobs.share_committer(tree.clone(), COUNT_KEY.to_vec(), message_count);
+        let committer =
+            database.committer(tree.clone(), COUNT_KEY.to_vec(), message_count, false)?;
         Ok(SledChatStore {
             tree,
             user_cache: Mutex::new(UserCache::default()),

@@ -432,16 +432,31 @@ impl Committer {
         Ok(self.target.tree.get(key)?.map(|value| value.to_vec()))
     }
 
+    /// Another handle on the same thread and tree.
+    pub(super) fn handle(&self) -> Committer {
+        Committer {
+            shared: self.shared.clone(),
+            target: self.target.clone(),
+        }
+    }
+
     /// A handle for another tree of the same database, committed by the same thread (and the
-    /// same flushes). `counter_key` and `counter_start` are that tree's, as for [`Committer::start`].
-    pub fn share(&self, tree: sled::Tree, counter_key: Vec<u8>, counter_start: u64) -> Committer {
+    /// same flushes). `counter_key`, `counter_start` and `overlay` are that tree's, as for
+    /// [`Committer::start`].
+    pub fn share(
+        &self,
+        tree: sled::Tree,
+        counter_key: Vec<u8>,
+        counter_start: u64,
+        overlay: bool,
+    ) -> Committer {
         Committer {
             shared: self.shared.clone(),
             target: Arc::new(Target {
                 tree,
                 counter_key,
                 counter_written: Mutex::new(counter_start),
-                overlay: None,
+                overlay: overlay.then(Overlay::default),
             }),
         }
     }
@@ -1187,7 +1202,7 @@ mod tests {
             true,
         )
         .unwrap();
-        let chat = jobs.share(db.open_tree("chat").unwrap(), b"c".to_vec(), 0);
+        let chat = jobs.share(db.open_tree("chat").unwrap(), b"c".to_vec(), 0, false);
         for round in 0..50 {
             // An empty durable commit of one tree queued just before another tree's writes:
             // they usually share a cycle.
@@ -1349,7 +1364,7 @@ mod tests {
                 )
                 .unwrap(),
             );
-            let chat = Arc::new(jobs.share(db.open_tree("chat").unwrap(), b"c".to_vec(), 0));
+            let chat = Arc::new(jobs.share(db.open_tree("chat").unwrap(), b"c".to_vec(), 0, false));
             let mut tasks = Vec::new();
             for writer in 0..4 {
                 let (jobs, chat) = (jobs.clone(), chat.clone());

@@ -16,6 +16,7 @@ use std::time::SystemTime;
 
 use parking_lot::Mutex;
 
+use super::committer::Committer;
 use super::wal::{open_logs, Wal};
 
 use crate::store::StoreError;
@@ -27,6 +28,9 @@ pub struct Database {
     /// The logs (the one to append to, the spare) and the syncer, until the commit thread
     /// takes them.
     log: Arc<Mutex<Option<Logs>>>,
+    /// A handle on the commit thread once one store started it: the next store shares it, so
+    /// every store of the database commits through one log, whichever opens first.
+    pipeline: Arc<Mutex<Option<Committer>>>,
 }
 
 /// What the commit thread takes: the log to append to, the spare log, and the syncer.
@@ -43,7 +47,27 @@ impl Database {
         Ok(Database {
             db,
             log: Arc::new(Mutex::new(Some((opened.log, opened.spare, durable)))),
+            pipeline: Arc::new(Mutex::new(None)),
         })
+    }
+
+    /// A commit handle for `tree` (see [`Committer::start`] for the other arguments): the first
+    /// call starts the database's commit thread, later ones share it. A store opens with this
+    /// alone, so the job store and the chat store open independently of each other.
+    pub(super) fn committer(
+        &self,
+        tree: sled::Tree,
+        counter_key: Vec<u8>,
+        counter_start: u64,
+        overlay: bool,
+    ) -> Result<Committer, StoreError> {
+        let mut pipeline = self.pipeline.lock();
+        if let Some(running) = pipeline.as_ref() {
+            return Ok(running.share(tree, counter_key, counter_start, overlay));
+        }
+        let started = Committer::start(self, tree, counter_key, counter_start, overlay)?;
+        *pipeline = Some(started.handle());
+        Ok(started)
     }
 
     /// The sled handle.

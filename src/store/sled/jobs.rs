@@ -229,8 +229,7 @@ impl SledJobStore {
             let queue = String::from_utf8_lossy(&stored_key[1..]).into_owned();
             queues.entry(queue).or_default().paused = true;
         }
-        let committer =
-            Committer::start(database, tree.clone(), COUNTER_KEY.to_vec(), highest, true)?;
+        let committer = database.committer(tree.clone(), COUNTER_KEY.to_vec(), highest, true)?;
         Ok(SledJobStore {
             db,
             queues: RwLock::new(
@@ -269,16 +268,6 @@ impl SledJobStore {
             Some(bytes) => decode(&bytes),
             None => Err(StoreError::Codec(format!("job {queue}/{id} has no spec"))),
         }
-    }
-
-    /// A commit handle for another tree of this store's database, on this store's commit thread.
-    pub(super) fn share_committer(
-        &self,
-        tree: sled::Tree,
-        counter_key: Vec<u8>,
-        counter_start: u64,
-    ) -> Committer {
-        self.committer.share(tree, counter_key, counter_start)
     }
 
     /// Number of batches committed so far (group commit makes this far below the op count).
