@@ -1172,6 +1172,24 @@ async fn the_dashboard_is_served_from_the_binary_with_a_strict_policy() {
         .await
         .unwrap();
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    // The Users page is a second script, held to the same rule.
+    assert!(html.contains("/admin/queues/static/users.js"));
+    let users_script = client
+        .get(server.url("/admin/queues/static/users.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(users_script.status(), StatusCode::OK);
+    assert!(users_script.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+    let users_text = users_script.text().await.unwrap();
+    assert!(users_text.contains("window.CourierUsers"));
+    assert!(
+        !users_text.contains("innerHTML"),
+        "account data is rendered as text only"
+    );
     let css = client
         .get(server.url("/admin/queues/static/style.css"))
         .send()
@@ -1556,5 +1574,257 @@ async fn the_dashboard_works_in_a_real_browser() {
         started.elapsed().as_secs_f64()
     );
     assert!(screenshots.join("admin-dashboard.png").exists());
+    server.stop().await;
+}
+
+/// A chat account for the Users page's browser test, with the session it signed in with.
+struct ChatAccount {
+    http: reqwest::Client,
+    id: String,
+    email: String,
+}
+
+impl Harness {
+    /// Signs up (`invite` given) or signs in, in a client of its own that keeps the session
+    /// cookie; the status, and the account when it worked.
+    async fn chat_session(
+        &self,
+        name: &str,
+        email: &str,
+        signup: bool,
+        invite: Option<&str>,
+    ) -> (u16, Option<ChatAccount>) {
+        let http = reqwest::Client::builder()
+            .cookie_store(true)
+            .build()
+            .unwrap();
+        let mut body = json!({ "email": email, "password": "secret123" });
+        let path = if signup {
+            body["fullName"] = json!(name);
+            if let Some(invite) = invite {
+                body["invite"] = json!(invite);
+            }
+            "/api/auth/signup"
+        } else {
+            "/api/auth/login"
+        };
+        let response = http.post(self.url(path)).json(&body).send().await.unwrap();
+        let status = response.status().as_u16();
+        if !response.status().is_success() {
+            return (status, None);
+        }
+        let body: Value = response.json().await.unwrap();
+        let id = body["_id"].as_str().unwrap().to_owned();
+        let email = email.to_owned();
+        (status, Some(ChatAccount { http, id, email }))
+    }
+
+    async fn signup(&self, name: &str, email: &str) -> ChatAccount {
+        let (status, account) = self.chat_session(name, email, true, None).await;
+        assert_eq!(status, 201, "sign-up of {email}");
+        account.unwrap()
+    }
+
+    async fn sign_in_status(&self, email: &str) -> u16 {
+        self.chat_session("", email, false, None).await.0
+    }
+}
+
+impl ChatAccount {
+    /// The status of `GET /api/auth/check` with this account's session.
+    async fn session_status(&self, server: &Harness) -> u16 {
+        let response = self.http.get(server.url("/api/auth/check")).send().await;
+        response.unwrap().status().as_u16()
+    }
+
+    async fn send(&self, server: &Harness, to: &ChatAccount, text: &str) {
+        let path = format!("/api/messages/send/{}", to.id);
+        let response = self
+            .http
+            .post(server.url(&path))
+            .json(&json!({ "text": text }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202, "send {text}");
+    }
+
+    async fn history_len(&self, server: &Harness, with: &ChatAccount) -> usize {
+        let path = format!("/api/messages/{}", with.id);
+        let response = self.http.get(server.url(&path)).send().await.unwrap();
+        let body: Value = response.json().await.unwrap();
+        body.as_array().map_or(0, Vec::len)
+    }
+}
+
+/// What the server does after the browser's action `check` (see tests/browser/admin-users.mjs):
+/// `Err` says what is wrong.
+async fn users_page_check(
+    server: &Harness,
+    check: &str,
+    alice: &[ChatAccount],
+    bob: &ChatAccount,
+) -> Result<(), String> {
+    let expect = |what: &str, got: u16, want: u16| {
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("{what}: {got}, expected {want}"))
+        }
+    };
+    let (check, argument) = check.split_once(' ').unwrap_or((check, ""));
+    match check {
+        "sessions-ended" => {
+            for (index, session) in alice.iter().enumerate() {
+                let status = session.session_status(server).await;
+                expect(
+                    &format!("Alice's session {index} after End sessions"),
+                    status,
+                    401,
+                )?;
+            }
+            Ok(())
+        }
+        "disabled" => {
+            let status = server.sign_in_status(&alice[0].email).await;
+            expect("Alice signing in while disabled", status, 403)
+        }
+        "enabled" => {
+            let status = server.sign_in_status(&alice[0].email).await;
+            expect("Alice signing in once enabled", status, 200)
+        }
+        "deleted" => {
+            let (status, found) = server
+                .admin(Method::GET, "/admin/api/users?q=bob", None)
+                .await;
+            expect("the list", status, 200)?;
+            if found["total"] != 0 {
+                return Err(format!("Bob is still listed: {found}"));
+            }
+            expect("Bob's session", bob.session_status(server).await, 401)?;
+            if server.sign_in_status(&bob.email).await == 200 {
+                return Err("Bob can still sign in".to_owned());
+            }
+            let fresh = server.sign_in_status(&alice[0].email).await;
+            expect("Alice signing in after Bob went", fresh, 200)
+        }
+        "invite" => {
+            let secret = argument
+                .split_once("/signup#invite=")
+                .ok_or_else(|| format!("not a sign-up link: {argument}"))?
+                .1;
+            let (wrong, _) = server
+                .chat_session("Eve", "eve@example.com", true, Some(secret))
+                .await;
+            expect("someone else signing up with Dana's link", wrong, 403)?;
+            let (status, _) = server
+                .chat_session("Dana Dale", "dana@example.com", true, Some(secret))
+                .await;
+            expect("Dana signing up with her link", status, 201)
+        }
+        other => Err(format!("unknown check {other}")),
+    }
+}
+
+/// The dashboard's Users page in headless Chromium (tests/browser/admin-users.mjs), against
+/// accounts created here: search, end sessions, disable, enable, delete, invite. After each
+/// action the browser waits while this side checks the server agrees (tokens refused, sign-in
+/// refused, the account gone, the link usable). Skipped like the test above.
+#[tokio::test]
+async fn the_users_page_works_in_a_real_browser() {
+    use std::io::Write as _;
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    if let Err(reason) = browser_prerequisites(root) {
+        let in_ci = std::env::var("CI").is_ok_and(|value| value == "true" || value == "1");
+        assert!(!in_ci, "CI must run the browser test, but {reason}");
+        let _ = writeln!(std::io::stderr(), "skipping the browser test: {reason}");
+        return;
+    }
+    let server = Harness::start().await;
+    // Newest first on the page: apart in time, so the order is certain.
+    let alice = server.signup("Alice Archer", "alice@example.com").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let bob = server.signup("Bob Baker", "bob@example.com").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    server
+        .signup(
+            "Carol <img src=x onerror=\"window.__xss=1\">",
+            "carol@example.com",
+        )
+        .await;
+    let (status, phone) = server
+        .chat_session("", "alice@example.com", false, None)
+        .await;
+    assert_eq!(status, 200);
+    let alice = [alice, phone.unwrap()];
+    // Three messages in Bob's one conversation, to go with his account.
+    bob.send(&server, &alice[0], "hello Alice").await;
+    bob.send(&server, &alice[0], "are you there?").await;
+    alice[0].send(&server, &bob, "yes").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bob.history_len(&server, &alice[0]).await < 3 {
+        assert!(Instant::now() < deadline, "the messages are saved");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let screenshots = root.join("target");
+    std::fs::create_dir_all(&screenshots).unwrap();
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new("node")
+        .arg("tests/browser/admin-users.mjs")
+        .current_dir(root)
+        .env("COURIER_URL", &server.base)
+        .env("COURIER_ADMIN_KEY", &server.admin_key)
+        .env("SCREENSHOT_DIR", &screenshots)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stderr = child.stderr.take().unwrap();
+    let errors = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+    let mut report = String::new();
+    let mut failures = Vec::new();
+    let dialogue = async {
+        while let Some(line) = stdout.next_line().await.unwrap() {
+            report.push_str(&line);
+            report.push('\n');
+            let Some(check) = line.strip_prefix("CHECK ") else {
+                continue;
+            };
+            let answer = match users_page_check(&server, check, &alice, &bob).await {
+                Ok(()) => "ok\n",
+                Err(failure) => {
+                    failures.push(failure);
+                    "fail\n"
+                }
+            };
+            stdin.write_all(answer.as_bytes()).await.unwrap();
+            stdin.flush().await.unwrap();
+        }
+        child.wait().await.unwrap()
+    };
+    let status = tokio::time::timeout(Duration::from_secs(120), dialogue)
+        .await
+        .expect("the browser test finishes within 120 s");
+    let report = format!("{report}{}", errors.await.unwrap());
+    assert!(
+        failures.is_empty(),
+        "the server disagrees with the page: {failures:?}\n{report}"
+    );
+    assert!(status.success(), "browser test failed:\n{report}");
+    println!(
+        "{report}browser test took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(screenshots.join("admin-dashboard-users.png").exists());
     server.stop().await;
 }

@@ -149,6 +149,12 @@
     return data;
   }
 
+  // ---- The Users page (users.js, loaded first) ------------------------------------------------
+
+  const users = window.CourierUsers({
+    h, api, toast, confirmDialog, number, ago, dateTime, isReadOnly: () => view.readOnly,
+  });
+
   const queuePath = (queue) => `/admin/api/queues/${encodeURIComponent(queue)}`;
   const jobPath = (queue, id) => `${queuePath(queue)}/jobs/${encodeURIComponent(id)}`;
 
@@ -254,7 +260,8 @@
     const first = route.queue && view.queues.some((queue) => queue.name === route.queue)
       ? route.queue
       : (view.queues[0] && view.queues[0].name);
-    if (first) selectQueue(first, route.state || view.jobState, route.job);
+    if (route.users) showUsers();
+    else if (first) selectQueue(first, route.state || view.jobState, route.job);
     startLive();
     loadHealth();
     if (!view.healthTimer) view.healthTimer = setInterval(() => loadHealth(), HEALTH_EVERY_MS);
@@ -308,10 +315,11 @@
     banner.hidden = false;
   }
 
-  // ---- Routing (#/queue/state[/job]) --------------------------------------------------------
+  // ---- Routing (#/queue/state[/job], or #/users) ----------------------------------------------
 
   function parseHash() {
     const parts = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
+    if (parts[0] === 'users' && parts.length === 1) return { users: true, queue: null, state: null, job: null };
     return {
       queue: parts[0] || null,
       state: STATES.includes(parts[1]) ? parts[1] : null,
@@ -362,6 +370,8 @@
 
   function selectQueue(name, state, jobId) {
     const changed = view.queue !== name;
+    users.hide();
+    $('nav-users').setAttribute('aria-current', 'false');
     view.queue = name;
     view.jobState = state || 'waiting';
     view.page = 0;
@@ -375,6 +385,18 @@
     loadMetrics(true);
     if (jobId) openDetail(jobId);
     writeHash();
+  }
+
+  // The Users page takes the place of the queue panel; no queue is selected meanwhile.
+  function showUsers() {
+    view.queue = null;
+    closeDetail(false);
+    $('queue-empty').hidden = true;
+    $('queue-panel').hidden = true;
+    $('nav-users').setAttribute('aria-current', 'true');
+    renderQueues();
+    users.show();
+    history.replaceState(null, '', '#/users');
   }
 
   function renderQueueHeader() {
@@ -949,6 +971,7 @@
       login(event).catch((error) => showLogin(error.message));
     });
     $('logout').addEventListener('click', logout);
+    $('nav-users').addEventListener('click', showUsers);
     $('theme-toggle').addEventListener('click', toggleTheme);
     $('detail-close').addEventListener('click', () => closeDetail());
     $('page-prev').addEventListener('click', () => {
