@@ -181,9 +181,14 @@ impl Server {
 /// Runs the server on `listener` until `shutdown` resolves, then shuts down in order.
 pub async fn run(
     listener: TcpListener,
-    config: Config,
+    mut config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Links in e-mails and invitations name the port really bound (PORT=0 picks one).
+    config.port = listener
+        .local_addr()
+        .context("cannot read the listening address")?
+        .port();
     Server::start(config).await?.serve(listener, shutdown).await
 }
 

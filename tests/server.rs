@@ -344,6 +344,15 @@ fn unwritable_data_dir_exits_2_with_one_line() {
 /// returns its exit code and everything it logged.
 #[cfg(unix)]
 fn start_and_terminate(vars: &[(&str, &str)]) -> (Option<i32>, String) {
+    start_use_and_terminate(vars, |_| {})
+}
+
+/// [`start_and_terminate`], calling `during` with the server's base URL before stopping it.
+#[cfg(unix)]
+fn start_use_and_terminate(
+    vars: &[(&str, &str)],
+    during: impl FnOnce(&str),
+) -> (Option<i32>, String) {
     use std::io::{BufRead as _, BufReader, Read as _};
     use std::process::Stdio;
 
@@ -370,6 +379,14 @@ fn start_and_terminate(vars: &[(&str, &str)]) -> (Option<i32>, String) {
         }
     }
     assert!(logged.contains("listening"), "never listened: {logged}");
+    let base = logged
+        .split("courier listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_owned();
+    during(&base);
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -379,6 +396,40 @@ fn start_and_terminate(vars: &[(&str, &str)]) -> (Option<i32>, String) {
     let output = child.wait_with_output().unwrap();
     logged.push_str(&String::from_utf8_lossy(&output.stderr));
     (output.status.code(), logged)
+}
+
+/// With PORT=0 the links the server makes (here an invitation) name the port it really bound.
+#[cfg(unix)]
+#[test]
+fn links_name_the_port_picked_for_port_0() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let key = "k".repeat(32);
+    let vars = [
+        ("DATA_DIR", data_dir.path().to_str().unwrap()),
+        ("QUEUE_ADMIN_KEY", key.as_str()),
+    ];
+    let mut invitation = Value::Null;
+    let (code, log) = start_use_and_terminate(&vars, |base| {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        invitation = runtime.block_on(async {
+            let response = reqwest::Client::new()
+                .post(format!("{base}/admin/api/invites"))
+                .header("X-Admin-Key", &key)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 201);
+            response.json::<Value>().await.unwrap()
+        });
+        let port = base.rsplit(':').next().unwrap();
+        assert_ne!(port, "0", "{base}");
+        let expected = format!("http://localhost:{port}/signup#invite=");
+        let url = invitation["url"].as_str().unwrap();
+        assert!(url.starts_with(&expected), "{url} (server at {base})");
+    });
+    assert_eq!(code, Some(0), "{log}");
+    assert!(invitation["url"].is_string(), "{log}");
 }
 
 #[cfg(unix)]
