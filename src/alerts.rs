@@ -688,7 +688,7 @@ impl AlertBody {
             source: "courier",
             status: report.overall.as_str(),
             previous: previous.as_str(),
-            timestamp: epoch_millis(),
+            timestamp: crate::time::now_millis(),
             issues,
         }
     }
@@ -703,13 +703,6 @@ impl AlertIssue {
             message: issue.message.clone(),
         }
     }
-}
-
-fn epoch_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// The running monitor: stop it with [`AlertTask::shutdown`].

@@ -19,4 +19,5 @@ pub mod queue;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod time;
 pub mod ws;

@@ -17,12 +17,12 @@ use tokio::net::TcpListener;
 
 use crate::chat::{Chat, ChatConfig, Delivery, HashCost};
 use crate::config::{self, Config, ConfigError, QueueBackend, SecretOrigin, Secrets};
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, HubDelivery};
 use crate::jobs;
 use crate::queue::{LocalHub, QueueManager};
 use crate::store::chat::ChatStore;
 use crate::store::{self, ChatBackend, JobBackend, JobStore, StoreConfig, StoreError};
-use crate::ws::{Hub, HubConfig, HubDelivery};
+use crate::ws::{Hub, HubConfig};
 
 /// How long alerts still queued at shutdown may take to be delivered.
 const ALERT_DELIVERY_GRACE: Duration = Duration::from_secs(2);

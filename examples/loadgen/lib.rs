@@ -1226,12 +1226,7 @@ pub async fn fill_store(
     .context("cannot open the store (is a server using it?)")?;
     let opened_ms = started.elapsed().as_secs_f64() * 1000.0;
     let already = chat.message_count().await?;
-    let now = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_millis() as u64)
-            .unwrap_or(0)
-    };
+    let now = courier::time::now_millis;
     let tag = format!("{:08x}", rand::random::<u32>());
     let mut ids = Vec::with_capacity(users);
     for index in 0..users {

@@ -92,13 +92,6 @@ struct VerifiedToken {
 /// Most verified tokens remembered.
 const VERIFIED_TOKENS: usize = 10_000;
 
-fn epoch_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .unwrap_or(0)
-}
-
 /// Trims and lowercases an email; `None` when it cannot be an address.
 pub fn normalise_email(email: &str) -> Option<String> {
     let email = email.trim().to_lowercase();
@@ -318,7 +311,7 @@ impl Accounts {
         let claims = Claims {
             sub: user_id.to_owned(),
             sid: session_id,
-            iat: epoch_secs(),
+            iat: crate::time::now_secs(),
             exp: expires,
         };
         jsonwebtoken::encode(&Header::default(), &claims, &self.encoding)
@@ -332,7 +325,7 @@ impl Accounts {
     /// The user and session a token belongs to, if it is valid, unexpired, its session still
     /// exists and the user exists.
     pub async fn authenticate(&self, token: &str) -> Result<Authenticated, ChatError> {
-        let now = epoch_secs();
+        let now = crate::time::now_secs();
         let known = self
             .verified
             .lock()

@@ -5,7 +5,6 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 fn process_random() -> &'static [u8; 5] {
     static RANDOM: OnceLock<[u8; 5]> = OnceLock::new();
@@ -16,10 +15,7 @@ static COUNTER: OnceLock<AtomicU32> = OnceLock::new();
 
 /// A new 24-hex-digit id.
 pub fn new_id() -> String {
-    let seconds = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs() as u32)
-        .unwrap_or(0);
+    let seconds = crate::time::now_secs() as u32;
     let counter = COUNTER
         .get_or_init(|| AtomicU32::new(rand::random::<u32>()))
         .fetch_add(1, Ordering::Relaxed);

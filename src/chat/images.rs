@@ -274,11 +274,7 @@ impl Cloudinary {
 
     /// Uploads with `public_id = hash` (so a retried upload overwrites, never duplicates).
     async fn upload(&self, hash: &str, bytes: Vec<u8>) -> Result<String, ChatError> {
-        let timestamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_secs())
-            .unwrap_or(0)
-            .to_string();
+        let timestamp = crate::time::now_secs().to_string();
         // Cloudinary signs the sorted parameters followed by the secret (SHA-256 variant).
         let to_sign = format!("public_id={hash}&timestamp={timestamp}{}", self.api_secret);
         let signature = hex::encode(Sha256::digest(to_sign.as_bytes()));

@@ -36,10 +36,11 @@ pub(crate) use key::{admin_from_headers, ClientAddress};
 use key::{no_store, session_body};
 pub use key::{Admin, AdminAuth};
 
-use super::monitor::{iso_timestamp, now_millis, round, PercentilesBody, QueueCounts};
+use super::queue_json::{round, PercentilesBody, QueueCounts};
 use super::{ApiError, AppState};
 use crate::queue::model::{BackoffKind, Job, JobOptions, JobState, KeepJobs};
 use crate::queue::{Queue, QueueEvent};
+use crate::time::{iso_time, now_millis};
 
 /// Most jobs one page of the dashboard's job list returns.
 const MAX_PAGE: u64 = 100;
@@ -267,7 +268,7 @@ async fn list_queues(admin: Admin, State(state): State<AppState>) -> Result<Resp
         Json(QueuesBody {
             queues: summarize_all(&state).await?,
             read_only: admin.read_only,
-            timestamp: iso_timestamp(now_millis()),
+            timestamp: iso_time(now_millis()),
         }),
     )
         .into_response())
@@ -318,9 +319,9 @@ impl JobSummary {
             attempts_made: job.status.attempts_made,
             attempts: job.spec.opts.attempts,
             progress: json_value(&job.status.progress),
-            created_at: iso_timestamp(job.spec.created_at),
-            processed_at: job.status.processed_at.map(iso_timestamp),
-            finished_at: job.status.finished_at.map(iso_timestamp),
+            created_at: iso_time(job.spec.created_at),
+            processed_at: job.status.processed_at.map(iso_time),
+            finished_at: job.status.finished_at.map(iso_time),
             failed_reason: job.status.failed_reason.clone(),
             data_preview: preview(&job.spec.data, 160),
         }
@@ -459,11 +460,11 @@ async fn job_detail(
         return_value: status.return_value.as_deref().map(json_value),
         logs,
         timestamps: JobTimestamps {
-            created_at: iso_timestamp(job.spec.created_at),
-            processed_at: status.processed_at.map(iso_timestamp),
-            finished_at: status.finished_at.map(iso_timestamp),
-            state_since: iso_timestamp(status.entered_at),
-            ready_at: iso_timestamp(status.ready_at),
+            created_at: iso_time(job.spec.created_at),
+            processed_at: status.processed_at.map(iso_time),
+            finished_at: status.finished_at.map(iso_time),
+            state_since: iso_time(status.entered_at),
+            ready_at: iso_time(status.ready_at),
         },
     };
     Ok(([no_store()], Json(detail)).into_response())
@@ -623,7 +624,7 @@ async fn queue_metrics(
             .per_minute
             .iter()
             .map(|minute| MinuteBody {
-                at: iso_timestamp(minute.at),
+                at: iso_time(minute.at),
                 completed: minute.completed,
                 failed: minute.failed,
                 processing_time_ms: (minute.processing_ms.count > 0)

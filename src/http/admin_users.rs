@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::admin::Admin;
-use super::wire::iso_time;
 use super::{ApiError, AppState};
 use crate::chat::{AccountSummary, SignupMode};
+use crate::time::iso_time;
 
 pub fn router() -> Router<AppState> {
     Router::new()

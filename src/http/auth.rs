@@ -15,9 +15,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::session::{cleared_cookie, request_token, session_cookie, CurrentSession, CurrentUser};
-use super::wire::{iso_time, UserJson};
+use super::wire::UserJson;
 use super::{ApiError, AppState, JsonBody};
 use crate::chat::{images, ChatError, ClientInfo, SessionInfo, Signup};
+use crate::time::iso_time;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -17,12 +17,13 @@ use serde_json::json;
 
 use super::admin::{admin_from_headers, ClientAddress};
 use super::session::{authenticate, CurrentUser};
-use super::wire::{iso_time, MessageJson, SidebarUserJson};
+use super::wire::{MessageJson, SidebarUserJson};
 use super::{ApiError, AppState, JsonBody};
 use crate::chat::images::ImageKind;
 use crate::chat::{Chat, ImageInput, SendInput, DEFAULT_PAGE, MAX_PAGE};
 use crate::config::Config;
 use crate::store::chat::HistoryPage;
+use crate::time::iso_time;
 
 /// The chat domain plus the HTTP-level limits in front of it.
 pub struct ChatState {

@@ -14,9 +14,11 @@ mod health;
 pub mod monitor;
 mod origin;
 mod prometheus;
+mod queue_json;
 mod serve;
 mod session;
 mod settings;
+mod socket;
 mod users;
 mod web;
 pub mod wire;
@@ -49,6 +51,7 @@ pub use error::{error_response, ApiError, ErrorBody, JsonBody, INTERNAL_MESSAGE}
 pub use serve::serve_connections;
 pub use session::{authenticate, EXPECTED_USER_HEADER};
 pub use settings::HttpSettings;
+pub use socket::HubDelivery;
 
 /// Largest request body accepted: a 5 MB image as a base64 data URL plus the JSON around it.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -199,7 +202,7 @@ pub fn app(state: AppState) -> Router {
         .merge(account::router())
         .merge(users::router())
         .merge(chat::router())
-        .merge(crate::ws::router())
+        .merge(socket::router())
         .merge(web::router())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), origin::guard))

@@ -6,8 +6,6 @@
 //! Owns the wire shapes of these routes; the numbers come from the queue engine and the health
 //! checks in [`crate::alerts`].
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -19,8 +17,10 @@ use serde::{Deserialize, Serialize, Serializer};
 use super::admin::Admin;
 use super::{ApiError, AppState};
 use crate::alerts::{HealthReport, Issue, QueueHealth, StorageHealth};
-use crate::queue::metrics::{MetricsSnapshot, Percentiles, MINUTES_KEPT};
-use crate::queue::model::Counts;
+use crate::queue::metrics::{MetricsSnapshot, MINUTES_KEPT};
+use crate::time::{iso_time, now_millis};
+
+use super::queue_json::{round, PercentilesBody, QueueCounts};
 
 /// The monitoring routes.
 pub fn router() -> Router<AppState> {
@@ -43,67 +43,6 @@ pub(crate) struct Ordered<T>(pub Vec<(String, T)>);
 impl<T: Serialize> Serialize for Ordered<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_map(self.0.iter().map(|(key, value)| (key, value)))
-    }
-}
-
-/// Milliseconds since the Unix epoch, from the wall clock.
-pub(crate) fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// `2024-05-01T12:00:00.000Z`: the API's timestamp format (UTC, milliseconds).
-pub(crate) fn iso_timestamp(epoch_millis: u64) -> String {
-    let seconds = epoch_millis / 1000;
-    let millis = epoch_millis % 1000;
-    let days = (seconds / 86_400) as i64;
-    let of_day = seconds % 86_400;
-    // Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
-    let shifted = days + 719_468;
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60
-    )
-}
-
-/// Counts of one queue as the MERN app's `stats` had them, `paused` included.
-#[derive(Debug, Serialize)]
-pub(crate) struct QueueCounts {
-    pub waiting: u64,
-    pub active: u64,
-    pub completed: u64,
-    pub failed: u64,
-    pub delayed: u64,
-    pub paused: bool,
-}
-
-impl QueueCounts {
-    pub fn new(counts: Counts, paused: bool) -> QueueCounts {
-        QueueCounts {
-            waiting: counts.waiting,
-            active: counts.active,
-            completed: counts.completed,
-            failed: counts.failed,
-            delayed: counts.delayed,
-            paused,
-        }
     }
 }
 
@@ -141,7 +80,7 @@ async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
         queues: Ordered(queues),
         totals,
         uptime_seconds: state.started_at().elapsed().as_secs(),
-        timestamp: iso_timestamp(now_millis()),
+        timestamp: iso_time(now_millis()),
     }))
 }
 
@@ -231,7 +170,7 @@ impl HealthBody {
                     .collect(),
             ),
             storage: StorageHealthBody::new(&report.storage),
-            timestamp: iso_timestamp(now_millis()),
+            timestamp: iso_time(now_millis()),
         }
     }
 }
@@ -259,23 +198,6 @@ struct MetricsQuery {
 struct Throughput {
     completed_per_minute: f64,
     failed_per_minute: f64,
-}
-
-#[derive(Debug, Serialize)]
-pub(crate) struct PercentilesBody {
-    p50: f64,
-    p95: f64,
-    p99: f64,
-}
-
-impl PercentilesBody {
-    pub fn new(percentiles: &Percentiles) -> PercentilesBody {
-        PercentilesBody {
-            p50: round(percentiles.p50, 3),
-            p95: round(percentiles.p95, 3),
-            p99: round(percentiles.p99, 3),
-        }
-    }
 }
 
 #[derive(Debug, Serialize)]
@@ -338,7 +260,7 @@ async fn metrics(
     Ok(Json(MetricsBody {
         queues: Ordered(queues),
         window_minutes: window,
-        timestamp: iso_timestamp(now_millis()),
+        timestamp: iso_time(now_millis()),
     }))
 }
 
@@ -349,11 +271,6 @@ fn covered_minutes(snapshot: &MetricsSnapshot, window: usize, now: u64, uptime_m
     let full = snapshot.per_minute.len().min(window).saturating_sub(1) as u64 * 60_000;
     let covered = (full + now % 60_000).min(uptime_ms);
     (covered as f64 / 60_000.0).max(1.0)
-}
-
-pub(crate) fn round(value: f64, digits: i32) -> f64 {
-    let scale = 10f64.powi(digits);
-    (value * scale).round() / scale
 }
 
 #[derive(Debug, Serialize)]
@@ -455,14 +372,6 @@ async fn retry(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps_are_iso_8601_utc_with_milliseconds() {
-        assert_eq!(iso_timestamp(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(iso_timestamp(951_782_400_000), "2000-02-29T00:00:00.000Z");
-        assert_eq!(iso_timestamp(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
-        assert_eq!(iso_timestamp(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
-    }
 
     #[test]
     fn ordered_maps_keep_their_order() {

@@ -7,35 +7,7 @@ use serde::Serialize;
 
 use crate::chat::{names, SidebarEntry};
 use crate::store::chat::{MessageRecord, UserRecord};
-
-/// Epoch milliseconds as ISO-8601 UTC with milliseconds (`2026-11-28T08:12:38.123Z`).
-pub fn iso_time(millis: u64) -> String {
-    let seconds = (millis / 1000) as i64;
-    let days = seconds.div_euclid(86_400);
-    let of_day = seconds.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60,
-        millis % 1000
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
+use crate::time::iso_time;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct UserJson {
@@ -155,17 +127,5 @@ impl From<&SidebarEntry> for SidebarUserJson {
             is_blocked: entry.blocked,
             name_tag: entry.name_tag.clone(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_are_iso_8601_utc_with_milliseconds() {
-        assert_eq!(iso_time(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(iso_time(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(iso_time(1_795_853_558_007), "2026-11-28T08:12:38.007Z");
     }
 }

@@ -4,8 +4,6 @@
 //! they are computed as `start + elapsed tokio time`. Under `tokio::time::pause()` a test moves
 //! the clock exactly, and in production it never jumps backwards when the wall clock is stepped.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use tokio::time::Instant;
 
 use super::model::Millis;
@@ -18,10 +16,7 @@ pub struct Clock {
 
 impl Clock {
     pub fn new() -> Clock {
-        let start_millis = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_millis() as Millis)
-            .unwrap_or(0);
+        let start_millis: Millis = crate::time::now_millis();
         Clock {
             start_instant: Instant::now(),
             start_millis,

@@ -4,12 +4,11 @@
 //!
 //! Must not depend on the chat domain or storage: the domain pushes frames through the hub and
 //! receives client frames through [`InboundHandler`]. Only `hub`/`session` own the wire shapes of
-//! socket frames; axum types stay in the route adapter (`route`), which also implements the chat
-//! domain's `Delivery` so the domain never sees a frame.
+//! socket frames; axum types stay in the route adapter (`http::socket`), which also implements
+//! the chat domain's `Delivery` so the domain never sees a frame.
 
 mod heartbeat;
 mod hub;
-mod route;
 mod session;
 
 pub use heartbeat::{Heartbeat, InboundBudget, Liveness};
@@ -17,7 +16,6 @@ pub use hub::{
     bare_frame, frame, frame_error, try_frame, CloseReason, Connection, Frame, Hub, HubConfig,
     HubStats, Outgoing, ONLINE_USERS_KIND,
 };
-pub use route::{router, HubDelivery};
 pub use session::{
     run_session, ClientFrame, CloseFrame, InboundHandler, InboundMessage, OutboundMessage,
     SessionEnd, CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY_VIOLATION, CLOSE_TIMEOUT,

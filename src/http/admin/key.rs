@@ -26,8 +26,8 @@ use subtle::ConstantTimeEq as _;
 use tokio::time::Instant;
 
 use super::cookie::DashboardSessions;
-use crate::http::monitor::now_millis;
 use crate::http::{ApiError, AppState};
+use crate::time::now_millis;
 
 /// Name of the dashboard's session cookie (see `cookie.rs`; it does not hold the key).
 pub const ADMIN_COOKIE: &str = "courier_admin";

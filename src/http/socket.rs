@@ -26,12 +26,13 @@ use ws_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use ws_tungstenite::tungstenite::{Bytes, Message};
 use ws_tungstenite::WebSocketStream;
 
-use super::{
+use super::wire::MessageJson;
+use super::{ApiError, AppState};
+use crate::chat::{Chat, ChatEvent, Delivery};
+use crate::time::iso_time;
+use crate::ws::{
     frame, run_session, CloseFrame, Frame, Hub, InboundHandler, InboundMessage, OutboundMessage,
 };
-use crate::chat::{Chat, ChatEvent, Delivery};
-use crate::http::wire::{iso_time, MessageJson};
-use crate::http::{ApiError, AppState};
 
 /// Longest text frame sent whole; longer ones go out in fragments of this size.
 pub const FRAGMENT_BYTES: usize = 2 * 1024;
@@ -114,9 +115,9 @@ async fn upgrade(
         let expected = expected
             .parse()
             .map_err(|_| ApiError::bad_request("invalid user"))?;
-        headers.insert(crate::http::EXPECTED_USER_HEADER, expected);
+        headers.insert(super::EXPECTED_USER_HEADER, expected);
     }
-    let caller = crate::http::authenticate(&state, &headers).await?;
+    let caller = super::authenticate(&state, &headers).await?;
     let (user, session_id) = (caller.user, caller.session_id);
     let (chat, hub) = state.realtime()?;
     // Before the first presence frame: users who block this one stay hidden from it.
