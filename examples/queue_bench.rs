@@ -36,7 +36,7 @@ use clap::{Parser, ValueEnum};
 use courier::queue::model::{JobOptions, KeepJobs, NewJob};
 use courier::queue::{JobContext, JobResult, LocalHub, Queue, QueueConfig, QueueManager};
 use courier::store::sled::{open_db, SledJobStore};
-use courier::store::JobStore;
+use courier::store::{JobStore, StorageStats};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
@@ -412,7 +412,7 @@ async fn run(args: &Args, mode: Mode, concurrency: usize) -> anyhow::Result<Valu
             }),
         );
     }
-    if let Some(times) = sled_store.activity().commit_times {
+    if let Some(times) = StorageStats::activity(sled_store.as_ref()).commit_times {
         // The disk's share: every add waits for one of these.
         fields.insert(
             "commit_ms".to_owned(),

@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::queue::model::Counts;
 use crate::queue::{Queue, QueueManager};
+use crate::store::CommitTimeLog;
 
 /// The window of the rate-based checks (failure rate, stalls), in minutes.
 pub const WINDOW_MINUTES: usize = 5;
@@ -373,12 +373,12 @@ const COMMIT_WINDOW_MIN: u64 = 10;
 /// since the oldest one kept (since start-up until the first is taken).
 #[derive(Default)]
 struct CommitWindow {
-    snapshots: std::collections::VecDeque<(Instant, Histogram<u64>)>,
+    snapshots: std::collections::VecDeque<(Instant, CommitTimeLog)>,
 }
 
 impl CommitWindow {
     /// Takes the store's times so far; the p99 (ms) and number of the commits in the window.
-    fn observe(&mut self, current: Histogram<u64>, now: Instant) -> Option<(f64, u64)> {
+    fn observe(&mut self, current: CommitTimeLog, now: Instant) -> Option<(f64, u64)> {
         // The oldest kept is the newest that is at least a window old.
         while self
             .snapshots
@@ -387,17 +387,16 @@ impl CommitWindow {
         {
             self.snapshots.pop_front();
         }
-        let mut recent = current.clone();
-        if let Some((_, oldest)) = self.snapshots.front() {
-            recent.subtract(oldest).ok()?;
-        }
+        let recent = match self.snapshots.front() {
+            Some((_, oldest)) => current.since(oldest)?,
+            None => current.clone(),
+        };
         let newest = self.snapshots.back().map(|(at, _)| *at);
         if newest.is_none_or(|at| now.duration_since(at) >= COMMIT_WINDOW / 2) {
             self.snapshots.push_back((now, current));
         }
-        let commits = recent.len();
-        (commits >= COMMIT_WINDOW_MIN)
-            .then(|| (recent.value_at_quantile(0.99) as f64 / 1000.0, commits))
+        let commits = recent.commits();
+        (commits >= COMMIT_WINDOW_MIN).then(|| (recent.p99_ms(), commits))
     }
 }
 
@@ -537,7 +536,10 @@ impl HealthMonitor {
 
     fn check_storage(&self, queues: &QueueManager) -> StorageHealth {
         let mut storage = StorageHealth {
-            size_on_disk: queues.store().size_on_disk(),
+            size_on_disk: queues
+                .store()
+                .stats()
+                .and_then(|stats| stats.size_on_disk()),
             ..StorageHealth::default()
         };
         // statvfs: one quick system call, not worth a blocking-pool hop.
@@ -571,7 +573,8 @@ impl HealthMonitor {
                 });
             }
         }
-        if let Some(failed) = queues.store().activity().errors {
+        let stats = queues.store().stats();
+        if let Some(failed) = stats.and_then(|stats| stats.activity().errors) {
             let issue = self
                 .inner
                 .write_failures
@@ -579,7 +582,7 @@ impl HealthMonitor {
                 .observe(failed, Instant::now());
             storage.issues.extend(issue);
         }
-        if let Some(current) = queues.store().commit_histogram() {
+        if let Some(current) = stats.and_then(|stats| stats.commit_times()) {
             let judged = self
                 .inner
                 .commit_window
@@ -894,20 +897,20 @@ mod tests {
     use super::*;
     use clap::Parser as _;
 
-    /// A cumulative commit-time histogram after `times` (µs) on top of `before`.
-    fn commits(before: &Histogram<u64>, times: &[u64]) -> Histogram<u64> {
-        let mut histogram = before.clone();
+    /// A cumulative commit-time log after `times` (µs) on top of `before`.
+    fn commits(before: &CommitTimeLog, times: &[u64]) -> CommitTimeLog {
+        let mut log = before.clone();
         for time in times {
-            histogram.record(*time).unwrap();
+            log.record(*time);
         }
-        histogram
+        log
     }
 
     #[test]
     fn the_commit_window_judges_the_last_minute_or_so() {
         let start = Instant::now();
         let mut window = CommitWindow::default();
-        let empty = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2).unwrap();
+        let empty = CommitTimeLog::new();
         // Too few commits say nothing.
         let few = commits(&empty, &[900_000; 5]);
         assert_eq!(window.observe(few.clone(), start), None);

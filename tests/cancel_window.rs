@@ -221,8 +221,8 @@ impl JobStore for CancelsOnTake {
         self.inner.flush().await
     }
 
-    fn size_on_disk(&self) -> Option<u64> {
-        self.inner.size_on_disk()
+    fn stats(&self) -> Option<&dyn courier::store::StorageStats> {
+        self.inner.stats()
     }
 }
 

@@ -1302,7 +1302,7 @@ pub async fn fill_store(
     let write_secs = write_started.elapsed().as_secs_f64();
     let total = chat.message_count().await?;
     jobs.flush().await?;
-    let size = jobs.size_on_disk();
+    let size = jobs.stats().and_then(|stats| stats.size_on_disk());
     drop(chat);
     drop(jobs);
     Ok(json!({

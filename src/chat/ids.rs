@@ -1,7 +1,7 @@
 //! ObjectId-style identifiers: 4-byte seconds, 5 random bytes, 3-byte counter, as 24 hex digits.
 //!
 //! They sort by creation time, are unique without coordination, and are valid MongoDB `_id`s, so
-//! data can move between the sled and MongoDB backends unchanged.
+//! data can move between the embedded and MongoDB backends unchanged.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;

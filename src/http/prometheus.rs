@@ -120,7 +120,11 @@ async fn scrape(State(state): State<AppState>) -> Response {
     if let Some(size) = report.storage.size_on_disk {
         gauge!(telemetry::STORAGE_SIZE).set(size as f64);
     }
-    let activity = queues.store().activity();
+    let activity = queues
+        .store()
+        .stats()
+        .map(|stats| stats.activity())
+        .unwrap_or_default();
     for (name, value) in [
         (telemetry::STORAGE_COMMITS, activity.commits),
         (telemetry::STORAGE_CHECKPOINTS, activity.checkpoints),

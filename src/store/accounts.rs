@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::queue::model::Millis;
+use crate::store::job::Millis;
 
 /// What a user has proven and chosen about their e-mail. A user with no stored record has the
 /// [`Default`]: unverified, notifications on (sent once verified).

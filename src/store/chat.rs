@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::accounts::{AccountState, OneTimeToken, SessionRecord, TokenPurpose};
 use super::StoreError;
-use crate::queue::model::Millis;
+use crate::store::job::Millis;
 
 /// A stored account. `email` is normalised (trimmed, lowercased) by the domain before it gets here.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -33,7 +33,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::model::{JobOptions, JobState, JobStatus};
+    use crate::store::job::{JobOptions, JobState, JobStatus};
 
     #[test]
     fn records_round_trip_with_their_tag() {

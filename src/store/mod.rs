@@ -7,11 +7,13 @@
 pub mod accounts;
 pub mod chat;
 pub mod codec;
+pub mod job;
 #[cfg(feature = "mongodb")]
 pub mod mongodb;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod sled;
+pub mod stats;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,7 +21,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use self::chat::ChatStore;
-use crate::queue::model::{
+pub use self::stats::{CommitTimeLog, CommitTimes, StorageStats, StoreActivity};
+use crate::store::job::{
     Added, Counts, FailOutcome, Job, JobPage, JobState, KeepJobs, Millis, NewJob, TakenJob,
 };
 
@@ -223,49 +226,16 @@ pub trait JobStore: Send + Sync + 'static {
     /// Makes every write so far durable.
     async fn flush(&self) -> Result<(), StoreError>;
 
-    /// Bytes the store occupies on disk, when known.
-    fn size_on_disk(&self) -> Option<u64>;
-
     /// Resolves, with why, if the store fails in a way only a restart can mend (by default,
     /// never). Everything acknowledged before is durable; the server shuts down on it.
     async fn failed_for_good(&self) -> String {
         std::future::pending().await
     }
 
-    /// What the store's write path has done since start-up, where the backend counts it.
-    fn activity(&self) -> StoreActivity {
-        StoreActivity::default()
-    }
-
-    /// Every commit's log write and sync time since start-up, in microseconds (`None` where a
-    /// backend does not time its commits); the health monitor takes differences of two.
-    fn commit_histogram(&self) -> Option<hdrhistogram::Histogram<u64>> {
+    /// The backend's statistics and health signals, if it keeps any (see [`StorageStats`]).
+    fn stats(&self) -> Option<&dyn StorageStats> {
         None
     }
-}
-
-/// Counters of a store's write path since start-up (for metrics; `None` where a backend does
-/// not count that).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct StoreActivity {
-    /// Durable commits: each one write of the log and one sync, shared by every operation that
-    /// arrived while the previous one was on its way to disk.
-    pub commits: Option<u64>,
-    /// Checkpoints: the database flushed and synced, a log emptied.
-    pub checkpoints: Option<u64>,
-    /// Commits or checkpoints that failed.
-    pub errors: Option<u64>,
-    /// How long the commits' log writes and syncs took since start-up.
-    pub commit_times: Option<CommitTimes>,
-}
-
-/// Percentiles of the time a commit's log write and sync took: the disk's share of the latency
-/// of every durable operation.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CommitTimes {
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
 }
 
 /// What `remove` found.

@@ -46,13 +46,13 @@ use tokio::sync::oneshot;
 
 use super::committer::{AfterCommit, Committer, Write};
 use super::Database;
-use crate::queue::model::Millis;
 use crate::store::accounts::{AccountState, OneTimeToken, SessionRecord, TokenPurpose};
 use crate::store::chat::{
     AccountChange, ChatStore, ConversationSummary, CreateUser, HistoryPage, MessageRecord,
     NewMessage, UserChange, UserRecord,
 };
 use crate::store::codec::{decode, encode};
+use crate::store::job::Millis;
 use crate::store::StoreError;
 
 const USER: u8 = b'u';

@@ -25,14 +25,13 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
 use super::durable::{Database, Durable};
 use super::prefill::Prefiller;
 use super::wal::{encode_entry, TreeWrites, Wal};
-use crate::store::{CommitTimes, StoreError};
+use crate::store::{CommitTimeLog, StoreError};
 use crate::telemetry;
 
 /// One key write.
@@ -280,20 +279,13 @@ struct Counters {
     checkpoints: AtomicU64,
     /// How long each cycle's log write and sync took, in microseconds: the disk's share of
     /// every durable operation's latency. Only the commit thread records.
-    commit_time: Mutex<Option<Histogram<u64>>>,
+    commit_time: Mutex<CommitTimeLog>,
 }
 
 impl Counters {
     fn record_commit_time(&self, took: Duration) {
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        let mut slot = self.commit_time.lock();
-        if slot.is_none() {
-            // 1 µs to 1 hour at two significant digits: a few kilobytes.
-            *slot = Histogram::new_with_bounds(1, 3_600_000_000, 2).ok();
-        }
-        if let Some(histogram) = slot.as_mut() {
-            histogram.saturating_record(micros.max(1));
-        }
+        self.commit_time.lock().record(micros);
     }
 }
 
@@ -550,23 +542,9 @@ impl Committer {
         self.shared.counters.checkpoints.load(Ordering::Relaxed)
     }
 
-    /// Every commit's log write and sync time since start, in microseconds (`None` before the
-    /// first one).
-    pub fn commit_histogram(&self) -> Option<Histogram<u64>> {
+    /// Every commit's log write and sync time since start.
+    pub fn commit_times(&self) -> CommitTimeLog {
         self.shared.counters.commit_time.lock().clone()
-    }
-
-    /// Percentiles of the time each commit's log write and sync took since start (`None`
-    /// before the first one).
-    pub fn commit_times(&self) -> Option<CommitTimes> {
-        let slot = self.shared.counters.commit_time.lock();
-        let histogram = slot.as_ref().filter(|histogram| !histogram.is_empty())?;
-        let millis = |micros: u64| micros as f64 / 1000.0;
-        Some(CommitTimes {
-            p50_ms: millis(histogram.value_at_quantile(0.5)),
-            p99_ms: millis(histogram.value_at_quantile(0.99)),
-            max_ms: millis(histogram.max()),
-        })
     }
 
     /// Commits everything queued so far and stops the thread, if no other handle shares it; the

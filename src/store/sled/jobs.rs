@@ -19,12 +19,14 @@ use tokio::sync::oneshot;
 
 use super::committer::{AfterCommit, Committer, Write};
 use super::Database;
-use crate::queue::model::{
+use crate::store::codec::{decode, encode};
+use crate::store::job::{
     Added, Counts, FailOutcome, Job, JobPage, JobSpec, JobState, JobStatus, KeepJobs, Millis,
     NewJob, TakenJob,
 };
-use crate::store::codec::{decode, encode};
-use crate::store::{JobStore, RemovedIds, RemovedOutcome, StoreActivity, StoreError};
+use crate::store::{
+    CommitTimeLog, JobStore, RemovedIds, RemovedOutcome, StorageStats, StoreActivity, StoreError,
+};
 
 const SPEC: u8 = b'd';
 const STATUS: u8 = b's';
@@ -1167,12 +1169,19 @@ impl JobStore for SledJobStore {
             .unwrap_or(Err(StoreError::Closed))
     }
 
-    fn size_on_disk(&self) -> Option<u64> {
-        self.db.size_on_disk().ok()
-    }
-
     async fn failed_for_good(&self) -> String {
         self.committer.failed().await
+    }
+
+    fn stats(&self) -> Option<&dyn StorageStats> {
+        Some(self)
+    }
+}
+
+/// The database's figures (shared by both sled stores: one file, one commit thread).
+impl StorageStats for SledJobStore {
+    fn size_on_disk(&self) -> Option<u64> {
+        self.db.size_on_disk().ok()
     }
 
     fn activity(&self) -> StoreActivity {
@@ -1180,12 +1189,12 @@ impl JobStore for SledJobStore {
             commits: Some(self.committer.batch_count()),
             checkpoints: Some(self.committer.checkpoint_count()),
             errors: Some(self.committer.error_count()),
-            commit_times: self.committer.commit_times(),
+            commit_times: self.committer.commit_times().times(),
         }
     }
 
-    fn commit_histogram(&self) -> Option<hdrhistogram::Histogram<u64>> {
-        self.committer.commit_histogram()
+    fn commit_times(&self) -> Option<CommitTimeLog> {
+        Some(self.committer.commit_times())
     }
 }
 

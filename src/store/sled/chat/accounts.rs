@@ -18,10 +18,10 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::{check_id, key, pair_key, wait, SledChatStore};
-use crate::queue::model::Millis;
 use crate::store::accounts::{AccountState, OneTimeToken, TokenPurpose};
 use crate::store::chat::AccountChange;
 use crate::store::codec::{decode, encode};
+use crate::store::job::Millis;
 use crate::store::sled::committer::{AfterCommit, Write};
 use crate::store::StoreError;
 

@@ -13,9 +13,9 @@ use super::{
     check_id, conversation_id, conversation_prefix, key, pair_key, wait, SledChatStore, EMAIL,
     EMAIL_CLAIM, MESSAGE_ID, PARTNER, READ_MARK, USER,
 };
-use crate::queue::model::Millis;
 use crate::store::chat::MessageRecord;
 use crate::store::codec::{decode, encode};
+use crate::store::job::Millis;
 use crate::store::sled::committer::Write;
 use crate::store::StoreError;
 

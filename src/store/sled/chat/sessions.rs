@@ -4,9 +4,9 @@
 
 use super::accounts::Pending;
 use super::{check_id, key, pair_key, wait, SledChatStore};
-use crate::queue::model::Millis;
 use crate::store::accounts::SessionRecord;
 use crate::store::codec::{decode, encode};
+use crate::store::job::Millis;
 use crate::store::sled::committer::Write;
 use crate::store::StoreError;
 

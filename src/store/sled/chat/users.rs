@@ -8,9 +8,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::{key, wait, SledChatStore, USER};
-use crate::queue::model::Millis;
 use crate::store::chat::{UserChange, UserRecord};
 use crate::store::codec::encode;
+use crate::store::job::Millis;
 use crate::store::sled::committer::{AfterCommit, Write};
 use crate::store::StoreError;
 
