@@ -2,8 +2,8 @@
 //! fails the job, but no lease is there yet to stop the processor. The engine must notice that
 //! its attempt no longer owns the job and never start the processor (for a message: never save
 //! or deliver what an admin cancelled). On a multi-threaded runtime that window is a few
-//! microseconds wide; here a store that delegates everything to the real sled store cancels
-//! the job from inside `take`, which puts the cancel in the window every time.
+//! microseconds wide; here a store that delegates everything to a real store cancels the job
+//! from inside `take`, which puts the cancel in the window every time. Run on every backend.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -14,11 +14,16 @@ use courier::queue::model::{
     TakenJob,
 };
 use courier::queue::{JobContext, LocalHub, Queue, QueueConfig, QueueManager};
-use courier::store::{self, JobStore, RemovedIds, RemovedOutcome, StoreConfig, StoreError};
+use courier::store::{JobStore, RemovedIds, RemovedOutcome, StoreError};
 use parking_lot::Mutex;
 use serde_json::json;
 
-/// The real sled store, except that `take` cancels the job it took before returning it.
+#[macro_use]
+mod job_backends;
+
+use job_backends::Backend;
+
+/// A real store, except that `take` cancels the job it took before returning it.
 struct CancelsOnTake {
     inner: Arc<dyn JobStore>,
     engine: OnceLock<Queue>,
@@ -226,13 +231,15 @@ impl JobStore for CancelsOnTake {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_cancelled_between_its_take_and_its_lease_never_runs() {
+on_every_backend! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_cancelled_between_its_take_and_its_lease_never_runs;
+}
+
+async fn a_job_cancelled_between_its_take_and_its_lease_never_runs(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(CancelsOnTake {
-        inner: store::open(&StoreConfig::sled(dir.path()))
-            .map(|stores| stores.jobs)
-            .unwrap(),
+        inner: backend.open(dir.path()).unwrap(),
         engine: OnceLock::new(),
     });
     let manager = QueueManager::new(store.clone(), Arc::new(LocalHub::default()));

@@ -1,4 +1,5 @@
-//! Engine behaviour through the real sled store: each option and transition on its own.
+//! Engine behaviour through the real sled store: each option and transition on its own (and, at
+//! the end, the engine on the memory store).
 //!
 //! Time-based tests run with `tokio::time::pause()`; they assert on the engine's clock (which
 //! follows tokio time), so they do not depend on how fast the machine is.
@@ -11,6 +12,7 @@ use courier::queue::{
     EventKind, JobContext, JobFailure, LocalHub, Queue, QueueConfig, QueueError, QueueManager,
     RateLimit,
 };
+use courier::store::memory::MemoryJobStore;
 use courier::store::{self, JobStore, StoreConfig};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
@@ -940,4 +942,86 @@ async fn a_duplicate_add_is_acknowledged_only_once_the_original_is_durable() {
         first.await.unwrap().unwrap();
     }
     assert_eq!(queue.counts().await.unwrap().waiting, 200);
+}
+
+/// The engine on the memory store, end to end: jobs run, fail, back off, retry and finish (or
+/// run out of attempts) just as they do on sled.
+#[tokio::test(start_paused = true)]
+async fn the_engine_runs_jobs_with_retries_and_backoff_on_the_memory_store() {
+    let store: Arc<dyn JobStore> = Arc::new(MemoryJobStore::new());
+    let manager = QueueManager::new(store, Arc::new(LocalHub::default()));
+    let queue = manager.register(QueueConfig::new("work")).await.unwrap();
+    let attempts: Log = Arc::default();
+    let seen = attempts.clone();
+    let clock = queue.clone();
+    queue.process("*", move |job: JobContext| {
+        let seen = seen.clone();
+        let clock = clock.clone();
+        async move {
+            let data: Value = job.data_as()?;
+            let n = data["n"].as_i64().unwrap_or(-1);
+            seen.lock().push((n, clock.now()));
+            // Job n fails its first n attempts.
+            if i64::from(job.attempts_made) < n {
+                let attempt = job.attempts_made + 1;
+                let cause = std::io::Error::other(format!("attempt {attempt} of job {n}"));
+                return Err(JobFailure::from(cause));
+            }
+            Ok(json!({ "n": n }))
+        }
+    });
+    manager.start();
+    let opts = JobOptions {
+        attempts: 3,
+        backoff: Some(Backoff {
+            kind: BackoffKind::Exponential,
+            delay: 1_000,
+            jitter: 0.0,
+        }),
+        ..JobOptions::default()
+    };
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let added = queue.add("job", &numbered(n), opts.clone()).await.unwrap();
+        ids.push(added.id);
+    }
+    until_counts(&queue, JobState::Completed, 3).await;
+    until_counts(&queue, JobState::Failed, 1).await;
+
+    for (n, id) in (0..).zip(&ids) {
+        let job = queue.get(id).await.unwrap().unwrap();
+        if n < 3 {
+            assert_eq!(job.status.state, JobState::Completed, "job {n}");
+            assert_eq!(job.status.attempts_made, n + 1, "job {n}");
+            let value: Value =
+                serde_json::from_str(job.status.return_value.as_deref().unwrap()).unwrap();
+            assert_eq!(value, json!({ "n": n }));
+        } else {
+            assert_eq!(job.status.state, JobState::Failed, "job {n}");
+            assert_eq!(job.status.attempts_made, 3);
+            assert_eq!(
+                job.status.failed_reason.as_deref(),
+                Some("attempt 3 of job 3")
+            );
+            assert_eq!(job.status.stacktrace.len(), 3);
+        }
+    }
+    // Every retry waited out its backoff: 1 s after the first failure, 2 s after the second.
+    let log = attempts.lock().clone();
+    for n in 0..4 {
+        let times: Vec<u64> = log
+            .iter()
+            .filter(|(job, _)| *job == n)
+            .map(|(_, at)| *at)
+            .collect();
+        assert_eq!(times.len() as i64, (n + 1).min(3), "attempts of job {n}");
+        let gaps: Vec<u64> = times.windows(2).map(|pair| pair[1] - pair[0]).collect();
+        for (gap, expected) in gaps.iter().zip([1_000, 2_000]) {
+            assert!(
+                *gap >= expected && *gap < expected + 500,
+                "job {n}: gaps {gaps:?}"
+            );
+        }
+    }
+    manager.shutdown(Duration::from_secs(1)).await.unwrap();
 }

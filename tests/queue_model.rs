@@ -1,7 +1,14 @@
-//! Model-based property test of the sled [`JobStore`]: random operations, *reopen* included, are
-//! applied both to the real store (in a temp dir) and to a small in-memory model written from the
-//! trait's contract, and after every step the two must agree on every observable: counts, each
-//! job's record, the state lists, what `take` hands out and what every call returns.
+//! Model-based property test of the [`JobStore`] backends, run on each (memory and sled): random
+//! operations, *reopen* included, are applied both to the real store (sled's in a temp dir) and to
+//! a small model written from the trait's contract, and after every step the two must agree on
+//! every observable: counts, each job's record, the state lists, what `take` hands out and what
+//! every call returns.
+//!
+//! A reopen is a restart, which only a durable backend has: on sled the store is closed and opened
+//! again, and the start-up recovery then finds the dead process's active jobs stalled. A memory
+//! store does not outlive its process, so there the restart is skipped and only the recovery
+//! runs, on the live store: the same transitions, with tokens that stay stale rather than dying
+//! with a process.
 //!
 //! The model never predicts automatic ids (it records what `add` returns) nor `order` values (it
 //! keeps its own increasing counter, assigned at the same moments: only relative order matters).
@@ -21,7 +28,12 @@ use courier::queue::model::{
 use courier::store::{self, JobStore, RemovedOutcome, StoreConfig, StoreError};
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::TestCaseError;
+use proptest::test_runner::{TestCaseError, TestRunner};
+
+#[macro_use]
+mod job_backends;
+
+use job_backends::Backend;
 
 const QUEUES: [&str; 2] = ["main", "other"];
 /// Caller-chosen ids: letters, and numbers that collide with automatic ids.
@@ -456,6 +468,7 @@ impl<T> OrFail<T> for Result<T, StoreError> {
 }
 
 struct Harness {
+    backend: Backend,
     dir: tempfile::TempDir,
     store: Option<Arc<dyn JobStore>>,
     model: Model,
@@ -554,12 +567,11 @@ fn seen_from_model(job: &ModelJob) -> Seen {
 }
 
 impl Harness {
-    fn new() -> Result<Harness, TestCaseError> {
+    fn new(backend: Backend) -> Result<Harness, TestCaseError> {
         let dir = tempfile::tempdir().map_err(|err| TestCaseError::fail(err.to_string()))?;
-        let store = store::open(&StoreConfig::sled(dir.path()))
-            .map(|stores| stores.jobs)
-            .or_fail()?;
+        let store = backend.open(dir.path()).or_fail()?;
         Ok(Harness {
+            backend,
             dir,
             store: Some(store),
             model: Model::new(),
@@ -1202,12 +1214,22 @@ impl Harness {
 
     /// Closes the store (everything queued is committed on drop) and opens it again, then
     /// recovers each queue's active jobs as the engine does at start-up.
+    ///
+    /// A backend that is not durable has no restart: it keeps its store, and only the recovery
+    /// runs. Its tokens do not die with a process, so the recovered jobs' tokens stay on the
+    /// stale list (each must stay powerless) and new tokens keep counting up.
     async fn reopen(&mut self, max_stalled: u32) -> Result<(), TestCaseError> {
-        drop(self.store.take());
-        let store = open_again(self.dir.path()).await?;
-        self.store = Some(store.clone());
-        self.model.stale.clear();
-        self.model.last_token = 0;
+        let durable = self.backend.is_durable();
+        let store = if durable {
+            drop(self.store.take());
+            let store = open_again(self.dir.path()).await?;
+            self.store = Some(store.clone());
+            self.model.stale.clear();
+            self.model.last_token = 0;
+            store
+        } else {
+            self.store()
+        };
         let now = self.model.now;
         for (queue, name) in QUEUES.iter().enumerate() {
             let mut recovered = store
@@ -1224,8 +1246,10 @@ impl Harness {
             expected.sort();
             prop_assert_eq!(recovered, expected, "recover_stalled of {}", name);
         }
-        // The dead process's tokens died with it.
-        self.model.stale.clear();
+        if durable {
+            // The dead process's tokens died with it.
+            self.model.stale.clear();
+        }
         Ok(())
     }
 
@@ -1379,8 +1403,8 @@ fn at_step(step: usize, op: &Op, err: TestCaseError) -> TestCaseError {
     }
 }
 
-async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let mut harness = Harness::new()?;
+async fn run(backend: Backend, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut harness = Harness::new(backend)?;
     for (step, op) in ops.iter().enumerate() {
         harness
             .apply(op)
@@ -1408,17 +1432,28 @@ fn cases() -> u32 {
         .unwrap_or(64)
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig {
+on_every_backend! {
+    #[test]
+    fn store_agrees_with_the_model;
+    #[test]
+    fn regression_logs_returns_lines_just_logged;
+    #[test]
+    fn regression_clean_delayed_counts_from_when_the_job_was_delayed;
+    #[test]
+    fn regression_age_retention_removes_jobs_exactly_that_old;
+}
+
+/// The property: `cases()` random sequences of up to 40 operations, on every backend alike.
+fn store_agrees_with_the_model(backend: Backend) {
+    let mut runner = TestRunner::new(ProptestConfig {
         cases: cases(),
         // Failures print their minimal sequence; keep the source tree free of regression files.
         failure_persistence: None,
         ..ProptestConfig::default()
-    })]
-
-    #[test]
-    fn sled_store_agrees_with_the_model(ops in prop::collection::vec(op_strategy(), 1..=40)) {
-        runtime().block_on(run(ops))?;
+    });
+    let ops = prop::collection::vec(op_strategy(), 1..=40);
+    if let Err(failure) = runner.run(&ops, |ops| runtime().block_on(run(backend, ops))) {
+        panic!("{backend:?} store disagrees with the model: {failure}");
     }
 }
 
@@ -1435,13 +1470,10 @@ fn single_job(delay_ms: u64) -> Vec<NewJob> {
 
 /// `log` only queues its write for the commit thread while `logs` reads the tree, so the lines
 /// a caller just appended are missing until the next group commit lands.
-#[test]
-fn regression_logs_returns_lines_just_logged() {
+fn regression_logs_returns_lines_just_logged(backend: Backend) {
     runtime().block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let store = store::open(&StoreConfig::sled(dir.path()))
-            .map(|stores| stores.jobs)
-            .unwrap();
+        let store = backend.open(dir.path()).unwrap();
         let id = store.add("main", single_job(0), START).await.unwrap()[0]
             .id
             .clone();
@@ -1459,13 +1491,10 @@ fn regression_logs_returns_lines_just_logged() {
 /// `clean(Delayed, grace_ms)` measures a delayed job's age from its due time (`ready_at`, in the
 /// future) rather than from when it entered `delayed`, so jobs delayed long ago are never cleaned
 /// while they wait, and `grace_ms = 0` does not clean every delayed job.
-#[test]
-fn regression_clean_delayed_counts_from_when_the_job_was_delayed() {
+fn regression_clean_delayed_counts_from_when_the_job_was_delayed(backend: Backend) {
     runtime().block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let store = store::open(&StoreConfig::sled(dir.path()))
-            .map(|stores| stores.jobs)
-            .unwrap();
+        let store = backend.open(dir.path()).unwrap();
         let first = store.add("main", single_job(1_000), START).await.unwrap()[0]
             .id
             .clone();
@@ -1493,13 +1522,10 @@ fn regression_clean_delayed_counts_from_when_the_job_was_delayed() {
 /// `KeepJobs::age_ms` keeps "only jobs finished less than this many milliseconds ago", but the
 /// trim keeps a job finished exactly `age_ms` ago (it removes `finished_at < now - age` rather than
 /// `<=`; Bull's `removeJobsByMaxAge` is inclusive too).
-#[test]
-fn regression_age_retention_removes_jobs_exactly_that_old() {
+fn regression_age_retention_removes_jobs_exactly_that_old(backend: Backend) {
     runtime().block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let store = store::open(&StoreConfig::sled(dir.path()))
-            .map(|stores| stores.jobs)
-            .unwrap();
+        let store = backend.open(dir.path()).unwrap();
         store.add("main", single_job(0), START).await.unwrap();
         let taken = store.take("main", START).await.unwrap().unwrap();
         let done = store

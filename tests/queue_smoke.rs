@@ -1,17 +1,25 @@
+//! A hundred jobs through the engine, on every job store backend.
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use courier::queue::model::JobOptions;
 use courier::queue::{LocalHub, QueueConfig, QueueManager};
-use courier::store::{self, StoreConfig};
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn smoke() {
+#[macro_use]
+mod job_backends;
+
+use job_backends::Backend;
+
+on_every_backend! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn smoke;
+}
+
+async fn smoke(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let store = store::open(&StoreConfig::sled(dir.path()))
-        .map(|stores| stores.jobs)
-        .unwrap();
+    let store = backend.open(dir.path()).unwrap();
     let manager = QueueManager::new(store, Arc::new(LocalHub::default()));
     let mut config = QueueConfig::new("message");
     config.concurrency = 4;

@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod chat;
 pub mod codec;
 pub mod job;
+pub mod memory;
 #[cfg(feature = "mongodb")]
 pub mod mongodb;
 #[cfg(feature = "redis")]
