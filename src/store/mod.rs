@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod chat;
 pub mod codec;
+pub mod memory;
 #[cfg(feature = "mongodb")]
 pub mod mongodb;
 #[cfg(feature = "redis")]
