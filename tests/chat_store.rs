@@ -1,50 +1,58 @@
-//! The sled [`ChatStore`] against its contract, on a real database in a temp dir: unique e-mails,
-//! idempotent saves, gap-free sequences under concurrency, history pages, read marks, unread
-//! counts, conversation summaries, e-mail claims, profile updates, and everything again after a
-//! reopen. A model-based property test at the end drives random saves, read marks, claims and
-//! reopens against a small in-memory model of the contract.
+//! The [`ChatStore`] contract, checked on every backend (in memory, and sled on a real database
+//! in a temp dir): unique e-mails, idempotent saves, gap-free sequences under concurrency,
+//! history pages, read marks, unread counts, conversation summaries, e-mail claims, profile
+//! updates, and (sled only) everything again after a reopen. A model-based property test at the
+//! end drives random saves, read marks, claims and reopens against a small in-memory model of the
+//! contract, on each backend.
+//!
+//! Each test is written once, as `async fn name(backend: Backend)`; `on_every_backend!` (in
+//! `chat_backends/mod.rs`) runs it as `memory::name` and `sled::name`.
+
+#[macro_use]
+mod chat_backends;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::Barrier;
 
+use chat_backends::{open_sled, Backend};
 use courier::queue::model::{JobOptions, Millis, NewJob};
 use courier::store::chat::{
     ChatStore, ConversationSummary, CreateUser, HistoryPage, MessageRecord, NewMessage, UserRecord,
 };
-use courier::store::{self, StoreConfig, StoreError, Stores};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
 const START: Millis = 1_700_000_000_000;
 
+on_every_backend! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    an_email_is_created_once_even_by_concurrent_signups;
+    #[tokio::test]
+    users_are_found_by_id_and_email_and_listed_oldest_first;
+    #[tokio::test]
+    a_profile_picture_update_is_stored_and_returned;
+    #[tokio::test]
+    ids_that_cannot_be_part_of_a_key_are_refused;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    saving_a_message_id_twice_stores_it_once;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    concurrent_saves_get_every_seq_once_in_each_conversation;
+    #[tokio::test]
+    history_pages_are_oldest_first_and_cover_both_directions_only;
+    #[tokio::test]
+    read_marks_never_move_back_and_stop_at_the_last_message;
+    #[tokio::test]
+    conversations_list_the_last_message_and_unread_count;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    an_email_slot_is_claimed_once_per_window;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    concurrent_read_marks_keep_the_highest;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/// Opens both stores of `dir`. sled 0.34 releases its file lock from background threads a moment
-/// after the last `Db` handle goes, so a same-process reopen waits out that window (up to ~3 s).
-async fn open(dir: &Path) -> Result<Stores, StoreError> {
-    let mut attempts = 0;
-    loop {
-        match store::open(&StoreConfig::sled(dir)) {
-            Ok(stores) => return Ok(stores),
-            Err(StoreError::Io(message))
-                if message.contains("could not acquire lock") && attempts < 300 =>
-            {
-                attempts += 1;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Err(err) => return Err(err),
-        }
-    }
-}
-
-async fn open_chat(dir: &Path) -> Arc<dyn ChatStore> {
-    open(dir).await.expect("open the stores").chat
-}
 
 fn user(id: &str, email: &str, created_at: Millis) -> UserRecord {
     UserRecord {
@@ -97,10 +105,9 @@ const ALL: HistoryPage = HistoryPage::Latest { limit: usize::MAX };
 const ROUNDS: u64 = 20;
 const RACERS: u64 = 16;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_email_is_created_once_even_by_concurrent_signups() {
+async fn an_email_is_created_once_even_by_concurrent_signups(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_chat(dir.path()).await;
+    let store = backend.open(dir.path()).await;
     for round in 0..ROUNDS {
         let email = format!("same{round}@example.com");
         let start = Arc::new(Barrier::new(RACERS as usize));
@@ -147,10 +154,9 @@ async fn an_email_is_created_once_even_by_concurrent_signups() {
     );
 }
 
-#[tokio::test]
-async fn users_are_found_by_id_and_email_and_listed_oldest_first() {
+async fn users_are_found_by_id_and_email_and_listed_oldest_first(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_chat(dir.path()).await;
+    let store = backend.open(dir.path()).await;
     for (id, email, at) in [
         ("c", "c@x.io", START + 5),
         ("a", "a@x.io", START + 9),
@@ -181,10 +187,9 @@ async fn users_are_found_by_id_and_email_and_listed_oldest_first() {
     assert_eq!(store.user_by_email("nobody@x.io").await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn a_profile_picture_update_is_stored_and_returned() {
+async fn a_profile_picture_update_is_stored_and_returned(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_chat(dir.path()).await;
+    let store = backend.open(dir.path()).await;
     store.create_user(user("a", "a@x.io", START)).await.unwrap();
     let updated = store
         .set_profile_pic("a", "/uploads/abc".to_owned(), START + 10)
@@ -205,10 +210,9 @@ async fn a_profile_picture_update_is_stored_and_returned() {
     );
 }
 
-#[tokio::test]
-async fn ids_that_cannot_be_part_of_a_key_are_refused() {
+async fn ids_that_cannot_be_part_of_a_key_are_refused(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_chat(dir.path()).await;
+    let store = backend.open(dir.path()).await;
     assert!(store
         .create_user(user("a:b", "ab@x.io", START))
         .await
@@ -226,10 +230,9 @@ async fn ids_that_cannot_be_part_of_a_key_are_refused() {
 // ---------------------------------------------------------------------------------------------
 // Messages
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn saving_a_message_id_twice_stores_it_once() {
+async fn saving_a_message_id_twice_stores_it_once(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_chat(dir.path()).await;
+    let store = backend.open(dir.path()).await;
     let first = send(&*store, "m1", "a", "b", START).await;
     assert_eq!(first.seq, 1);
     assert_eq!(first.updated_at, first.created_at);
@@ -278,10 +281,9 @@ async fn saving_a_message_id_twice_stores_it_once() {
     assert_eq!(store.message("missing").await.unwrap(), None);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_saves_get_every_seq_once_in_each_conversation() {
+async fn concurrent_saves_get_every_seq_once_in_each_conversation(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_chat(dir.path()).await;
+    let store = backend.open(dir.path()).await;
     const TASKS: usize = 8;
     const EACH: usize = 40;
     let start = Arc::new(Barrier::new(TASKS));
@@ -324,10 +326,9 @@ async fn concurrent_saves_get_every_seq_once_in_each_conversation() {
     assert_eq!(store.message_count().await.unwrap(), (TASKS * EACH) as u64);
 }
 
-#[tokio::test]
-async fn history_pages_are_oldest_first_and_cover_both_directions_only() {
+async fn history_pages_are_oldest_first_and_cover_both_directions_only(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_chat(dir.path()).await;
+    let store = backend.open(dir.path()).await;
     for n in 1..=10u64 {
         let (from, to) = if n % 2 == 0 { ("a", "b") } else { ("b", "a") };
         send(&*store, &format!("ab{n}"), from, to, START + n).await;
@@ -403,10 +404,9 @@ async fn history_pages_are_oldest_first_and_cover_both_directions_only() {
 // ---------------------------------------------------------------------------------------------
 // Read marks, unread counts, conversations
 
-#[tokio::test]
-async fn read_marks_never_move_back_and_stop_at_the_last_message() {
+async fn read_marks_never_move_back_and_stop_at_the_last_message(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_chat(dir.path()).await;
+    let store = backend.open(dir.path()).await;
     assert_eq!(
         store.mark_read("a", "b", 5).await.unwrap(),
         0,
@@ -433,10 +433,9 @@ async fn read_marks_never_move_back_and_stop_at_the_last_message() {
     );
 }
 
-#[tokio::test]
-async fn conversations_list_the_last_message_and_unread_count() {
+async fn conversations_list_the_last_message_and_unread_count(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_chat(dir.path()).await;
+    let store = backend.open(dir.path()).await;
     send(&*store, "1", "b", "a", START + 1).await;
     send(&*store, "2", "a", "b", START + 2).await;
     send(&*store, "3", "b", "a", START + 3).await;
@@ -491,10 +490,9 @@ async fn conversations_list_the_last_message_and_unread_count() {
 // ---------------------------------------------------------------------------------------------
 // E-mail claims
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_email_slot_is_claimed_once_per_window() {
+async fn an_email_slot_is_claimed_once_per_window(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_chat(dir.path()).await;
+    let store = backend.open(dir.path()).await;
     const WINDOW: u64 = 60_000;
     assert!(store
         .claim_email_slot("a", "b", START, WINDOW)
@@ -549,10 +547,9 @@ async fn an_email_slot_is_claimed_once_per_window() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_read_marks_keep_the_highest() {
+async fn concurrent_read_marks_keep_the_highest(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_chat(dir.path()).await;
+    let store = backend.open(dir.path()).await;
     for round in 0..ROUNDS {
         let reader = format!("r{round}");
         for n in 1..=RACERS {
@@ -580,11 +577,18 @@ async fn concurrent_read_marks_keep_the_highest() {
 // ---------------------------------------------------------------------------------------------
 // Reopen
 
-#[tokio::test]
+/// Durability is sled's alone: the memory store keeps nothing across a restart, by design.
+mod sled_only {
+    #[tokio::test]
+    async fn everything_survives_a_reopen() {
+        super::everything_survives_a_reopen().await
+    }
+}
+
 async fn everything_survives_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let stores = open(dir.path()).await.unwrap();
+        let stores = open_sled(dir.path()).await.unwrap();
         let store = &*stores.chat;
         store.create_user(user("a", "a@x.io", START)).await.unwrap();
         store
@@ -620,7 +624,7 @@ async fn everything_survives_a_reopen() {
             .unwrap();
         assert_eq!(added.len(), 1);
     }
-    let stores = open(dir.path()).await.unwrap();
+    let stores = open_sled(dir.path()).await.unwrap();
     let store = &*stores.chat;
     assert_eq!(stores.jobs.counts("message").await.unwrap().waiting, 1);
     assert_eq!(store.message_count().await.unwrap(), 5);
@@ -852,9 +856,11 @@ async fn check_agrees(store: &dyn ChatStore, model: &Model) -> Result<(), TestCa
     Ok(())
 }
 
-async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+/// Runs `ops` on `backend` and on the model, comparing them after every step. A `Reopen` is a
+/// restart on sled and keeps the same store on memory (see [`Backend::reopen`]).
+async fn run(backend: Backend, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().map_err(fail)?;
-    let mut store = Some(open(dir.path()).await.map_err(fail)?.chat);
+    let mut store = Some(backend.open(dir.path()).await);
     let mut model = Model::default();
     let mut now = START;
     for (step, op) in ops.iter().enumerate() {
@@ -904,8 +910,10 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Reopen => {
                 drop(chat);
-                drop(store.take());
-                store = Some(open(dir.path()).await.map_err(fail)?.chat);
+                let Some(old) = store.take() else {
+                    return Err(fail("store missing"));
+                };
+                store = Some(backend.reopen(old, dir.path()).await);
                 continue;
             }
         }
@@ -940,7 +948,12 @@ proptest! {
     })]
 
     #[test]
+    fn memory_chat_store_agrees_with_the_model(ops in prop::collection::vec(op_strategy(), 1..=30)) {
+        runtime().block_on(run(Backend::Memory, ops))?;
+    }
+
+    #[test]
     fn sled_chat_store_agrees_with_the_model(ops in prop::collection::vec(op_strategy(), 1..=30)) {
-        runtime().block_on(run(ops))?;
+        runtime().block_on(run(Backend::Sled, ops))?;
     }
 }

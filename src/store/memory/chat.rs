@@ -1,0 +1,501 @@
+//! The in-memory chat store: users, conversations and messages in plain maps behind one lock.
+//!
+//! Every method takes the lock once, decides and applies its change under it, and returns: each
+//! method is atomic, and a read that starts after a write returned sees it. Nothing is kept
+//! across a restart. The semantics are the sled store's (`store/sled/chat.rs`), which the
+//! conformance suite (`tests/chat_store.rs`, `tests/account_store.rs`) checks on both:
+//!
+//! - ids are the caller's (the store only numbers messages, from 1 in each conversation); user
+//!   ids containing `:` or NUL are refused by writes and give empty reads, as on sled, where they
+//!   would break a key;
+//! - a message id is saved once: a retry gets the stored record with `false`;
+//! - a conversation is listed from its first message on, newest last message first;
+//! - `message_count` counts every message ever stored (deletions do not lower it).
+//!
+//! Account states, tokens, blocks, sessions, disabled marks and deletion are in
+//! `chat/accounts.rs`.
+
+mod accounts;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+
+use crate::store::accounts::{AccountState, OneTimeToken, SessionRecord, TokenPurpose};
+use crate::store::chat::{
+    AccountChange, ChatStore, ConversationSummary, CreateUser, HistoryPage, MessageRecord,
+    NewMessage, UserChange, UserRecord,
+};
+use crate::store::job::Millis;
+use crate::store::StoreError;
+
+/// A conversation: its two user ids, smaller first.
+type ConversationKey = (String, String);
+
+/// Chat data kept in memory (see the module docs). Cheap to create; share it as
+/// `Arc<dyn ChatStore>`.
+pub struct MemoryChatStore {
+    state: Mutex<State>,
+}
+
+impl MemoryChatStore {
+    /// An empty store.
+    pub fn new() -> MemoryChatStore {
+        MemoryChatStore {
+            state: Mutex::new(State::default()),
+        }
+    }
+}
+
+impl Default for MemoryChatStore {
+    fn default() -> MemoryChatStore {
+        MemoryChatStore::new()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    users: HashMap<String, UserRecord>,
+    /// E-mail → user id.
+    emails: HashMap<String, String>,
+    /// Each conversation's messages in `seq` order (only conversations with a message).
+    conversations: HashMap<ConversationKey, Vec<MessageRecord>>,
+    /// Each user's conversation partners (both directions written with the first message).
+    partners: HashMap<String, BTreeSet<String>>,
+    /// Message id → where the message is.
+    message_ids: HashMap<String, (ConversationKey, u64)>,
+    /// Read marks, by conversation and reader.
+    read_marks: HashMap<(ConversationKey, String), u64>,
+    /// Time of the last e-mail claim, by conversation and the user e-mailed.
+    email_claims: HashMap<(ConversationKey, String), Millis>,
+    /// Messages ever stored.
+    message_count: u64,
+    /// Users deleted: a message naming one is refused.
+    deleted_users: HashSet<String>,
+    accounts: accounts::Accounts,
+}
+
+/// Whether a user id could be part of a sled key (the sled store's rule, kept here so that both
+/// backends accept the same ids).
+fn key_safe(id: &str) -> bool {
+    !id.contains([':', '\0'])
+}
+
+fn check_id(id: &str) -> Result<(), StoreError> {
+    if key_safe(id) {
+        Ok(())
+    } else {
+        Err(StoreError::Codec(format!(
+            "user id {id:?} cannot be stored: it contains ':' or NUL"
+        )))
+    }
+}
+
+fn conversation_key(a: &str, b: &str) -> ConversationKey {
+    if a <= b {
+        (a.to_owned(), b.to_owned())
+    } else {
+        (b.to_owned(), a.to_owned())
+    }
+}
+
+/// The part of `messages` (sorted by `seq`) that `page` asks for, oldest first.
+fn page_of(messages: &[MessageRecord], page: HistoryPage) -> &[MessageRecord] {
+    let (start, end) = match page {
+        HistoryPage::Latest { limit } => (messages.len().saturating_sub(limit), messages.len()),
+        HistoryPage::Before { seq, limit } => {
+            let end = messages.partition_point(|message| message.seq < seq);
+            (end.saturating_sub(limit), end)
+        }
+        HistoryPage::After { seq, limit } => {
+            let start = messages.partition_point(|message| message.seq <= seq);
+            (start, start.saturating_add(limit).min(messages.len()))
+        }
+    };
+    messages.get(start..end).unwrap_or_default()
+}
+
+impl State {
+    fn create_user(&mut self, user: UserRecord) -> Result<CreateUser, StoreError> {
+        check_id(&user.id)?;
+        if self.emails.contains_key(&user.email) {
+            return Ok(CreateUser::EmailTaken);
+        }
+        self.emails.insert(user.email.clone(), user.id.clone());
+        self.users.insert(user.id.clone(), user);
+        Ok(CreateUser::Created)
+    }
+
+    fn update_user(&mut self, id: &str, change: UserChange, now: Millis) -> Option<UserRecord> {
+        let user = self.users.get_mut(id)?;
+        change.apply(user);
+        user.updated_at = now;
+        Some(user.clone())
+    }
+
+    fn users(&self) -> Vec<UserRecord> {
+        let mut users: Vec<UserRecord> = self.users.values().cloned().collect();
+        users.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        users
+    }
+
+    fn message(&self, id: &str) -> Option<&MessageRecord> {
+        let (conversation, seq) = self.message_ids.get(id)?;
+        let messages = self.conversations.get(conversation)?;
+        let index = messages.partition_point(|message| message.seq < *seq);
+        messages.get(index).filter(|message| message.seq == *seq)
+    }
+
+    fn save_message(&mut self, message: NewMessage) -> Result<(MessageRecord, bool), StoreError> {
+        check_id(&message.sender_id)?;
+        check_id(&message.receiver_id)?;
+        for user in [&message.sender_id, &message.receiver_id] {
+            if self.deleted_users.contains(user) {
+                return Err(StoreError::Deleted(user.clone()));
+            }
+        }
+        if let Some(stored) = self.message(&message.id) {
+            return Ok((stored.clone(), false));
+        }
+        let conversation = conversation_key(&message.sender_id, &message.receiver_id);
+        let messages = self.conversations.entry(conversation.clone()).or_default();
+        let seq = messages.last().map_or(0, |last| last.seq) + 1;
+        let record = MessageRecord {
+            id: message.id,
+            sender_id: message.sender_id,
+            receiver_id: message.receiver_id,
+            text: message.text,
+            image: message.image,
+            seq,
+            created_at: message.created_at,
+            updated_at: message.created_at,
+        };
+        messages.push(record.clone());
+        let (first, second) = &conversation;
+        for (user, other) in [(first, second), (second, first)] {
+            self.partners
+                .entry(user.clone())
+                .or_default()
+                .insert(other.clone());
+        }
+        self.message_ids
+            .insert(record.id.clone(), (conversation, seq));
+        self.message_count += 1;
+        Ok((record, true))
+    }
+
+    fn history(&self, a: &str, b: &str, page: HistoryPage) -> Vec<MessageRecord> {
+        if !key_safe(a) || !key_safe(b) {
+            return Vec::new();
+        }
+        match self.conversations.get(&conversation_key(a, b)) {
+            Some(messages) => page_of(messages, page).to_vec(),
+            None => Vec::new(),
+        }
+    }
+
+    fn last_seq(&self, conversation: &ConversationKey) -> u64 {
+        self.conversations
+            .get(conversation)
+            .and_then(|messages| messages.last())
+            .map_or(0, |last| last.seq)
+    }
+
+    fn read_mark(&self, conversation: &ConversationKey, reader: &str) -> u64 {
+        self.read_marks
+            .get(&(conversation.clone(), reader.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn mark_read(&mut self, reader: &str, other: &str, seq: u64) -> Result<u64, StoreError> {
+        check_id(reader)?;
+        check_id(other)?;
+        let conversation = conversation_key(reader, other);
+        let wanted = seq.min(self.last_seq(&conversation));
+        let mark = self
+            .read_marks
+            .entry((conversation, reader.to_owned()))
+            .or_insert(0);
+        *mark = (*mark).max(wanted);
+        Ok(*mark)
+    }
+
+    fn conversations(&self, user: &str) -> Vec<ConversationSummary> {
+        if !key_safe(user) {
+            return Vec::new();
+        }
+        let Some(partners) = self.partners.get(user) else {
+            return Vec::new();
+        };
+        let mut summaries: Vec<ConversationSummary> = partners
+            .iter()
+            .map(|other_id| {
+                let conversation = conversation_key(user, other_id);
+                let messages = self
+                    .conversations
+                    .get(&conversation)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                let mark = self.read_mark(&conversation, user);
+                let after_mark = messages.partition_point(|message| message.seq <= mark);
+                let unread = messages
+                    .get(after_mark..)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|message| message.sender_id == *other_id && message.sender_id != user)
+                    .count() as u64;
+                ConversationSummary {
+                    other_id: other_id.clone(),
+                    last_message: messages.last().cloned(),
+                    unread,
+                    read_by_other: self.read_mark(&conversation, other_id),
+                }
+            })
+            .collect();
+        // Most recent conversation first, as a sidebar lists them.
+        summaries.sort_by(|a, b| {
+            let a_time = a.last_message.as_ref().map(|m| m.created_at);
+            let b_time = b.last_message.as_ref().map(|m| m.created_at);
+            b_time
+                .cmp(&a_time)
+                .then_with(|| a.other_id.cmp(&b.other_id))
+        });
+        summaries
+    }
+
+    fn claim_email_slot(
+        &mut self,
+        user: &str,
+        other: &str,
+        now: Millis,
+        window_ms: u64,
+    ) -> Result<bool, StoreError> {
+        check_id(user)?;
+        check_id(other)?;
+        let claim = (conversation_key(user, other), user.to_owned());
+        if let Some(last) = self.email_claims.get(&claim) {
+            if now.saturating_sub(*last) < window_ms {
+                return Ok(false);
+            }
+        }
+        self.email_claims.insert(claim, now);
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl ChatStore for MemoryChatStore {
+    async fn create_user(&self, user: UserRecord) -> Result<CreateUser, StoreError> {
+        self.state.lock().create_user(user)
+    }
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
+        Ok(self.state.lock().users.get(id).cloned())
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
+        let state = self.state.lock();
+        Ok(state
+            .emails
+            .get(email)
+            .and_then(|id| state.users.get(id))
+            .cloned())
+    }
+
+    async fn update_user(
+        &self,
+        id: &str,
+        change: UserChange,
+        now: Millis,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        Ok(self.state.lock().update_user(id, change, now))
+    }
+
+    async fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        Ok(self.state.lock().users())
+    }
+
+    async fn save_message(&self, message: NewMessage) -> Result<(MessageRecord, bool), StoreError> {
+        self.state.lock().save_message(message)
+    }
+
+    async fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
+        Ok(self.state.lock().message(id).cloned())
+    }
+
+    async fn history(
+        &self,
+        a: &str,
+        b: &str,
+        page: HistoryPage,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        Ok(self.state.lock().history(a, b, page))
+    }
+
+    async fn mark_read(&self, reader: &str, other: &str, seq: u64) -> Result<u64, StoreError> {
+        self.state.lock().mark_read(reader, other, seq)
+    }
+
+    async fn conversations(&self, user: &str) -> Result<Vec<ConversationSummary>, StoreError> {
+        Ok(self.state.lock().conversations(user))
+    }
+
+    async fn claim_email_slot(
+        &self,
+        user: &str,
+        other: &str,
+        now: Millis,
+        window_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.state
+            .lock()
+            .claim_email_slot(user, other, now, window_ms)
+    }
+
+    async fn message_count(&self) -> Result<u64, StoreError> {
+        Ok(self.state.lock().message_count)
+    }
+
+    async fn account_state(&self, user: &str) -> Result<AccountState, StoreError> {
+        self.state.lock().account_state(user)
+    }
+
+    async fn update_account_state(
+        &self,
+        user: &str,
+        change: AccountChange,
+    ) -> Result<AccountState, StoreError> {
+        self.state.lock().update_account_state(user, change)
+    }
+
+    async fn put_token(
+        &self,
+        hash: &str,
+        token: OneTimeToken,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        self.state.lock().put_token(hash, token, now)
+    }
+
+    async fn take_token(
+        &self,
+        hash: &str,
+        purpose: TokenPurpose,
+        now: Millis,
+    ) -> Result<Option<OneTimeToken>, StoreError> {
+        self.state.lock().take_token(hash, purpose, now)
+    }
+
+    async fn set_blocked(
+        &self,
+        blocker: &str,
+        blocked: &str,
+        is_blocked: bool,
+    ) -> Result<bool, StoreError> {
+        self.state.lock().set_blocked(blocker, blocked, is_blocked)
+    }
+
+    async fn is_blocked(&self, blocker: &str, blocked: &str) -> Result<bool, StoreError> {
+        self.state.lock().is_blocked(blocker, blocked)
+    }
+
+    async fn blocked_users(&self, blocker: &str) -> Result<Vec<String>, StoreError> {
+        self.state.lock().blocked_users(blocker)
+    }
+
+    async fn blockers_of(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        self.state.lock().blockers_of(user)
+    }
+
+    async fn put_session(
+        &self,
+        id: &str,
+        session: SessionRecord,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        self.state.lock().put_session(id, session, now)
+    }
+
+    async fn touch_session(&self, id: &str, last_seen_at: Millis) -> Result<bool, StoreError> {
+        self.state.lock().touch_session(id, last_seen_at)
+    }
+
+    async fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.state.lock().session(id)
+    }
+
+    async fn sessions_of(&self, user: &str) -> Result<Vec<(String, SessionRecord)>, StoreError> {
+        self.state.lock().sessions_of(user)
+    }
+
+    async fn set_disabled(&self, user: &str, at: Option<Millis>) -> Result<(), StoreError> {
+        self.state.lock().set_disabled(user, at)
+    }
+
+    async fn disabled_at(&self, user: &str) -> Result<Option<Millis>, StoreError> {
+        self.state.lock().disabled_at(user)
+    }
+
+    async fn delete_user(&self, user: &str) -> Result<Option<u64>, StoreError> {
+        self.state.lock().delete_user(user)
+    }
+
+    async fn delete_sessions(&self, user: &str, ids: &[String]) -> Result<usize, StoreError> {
+        self.state.lock().delete_sessions(user, ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn it_is_shared_across_threads_as_a_chat_store() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<MemoryChatStore>();
+        let store: Arc<dyn ChatStore> = Arc::new(MemoryChatStore::default());
+        drop(store);
+    }
+
+    fn message(seq: u64) -> MessageRecord {
+        MessageRecord {
+            id: format!("m{seq}"),
+            sender_id: "a".to_owned(),
+            receiver_id: "b".to_owned(),
+            text: String::new(),
+            image: String::new(),
+            seq,
+            created_at: seq,
+            updated_at: seq,
+        }
+    }
+
+    /// Pages are cut by `seq`, not by position: they stay right if a conversation has gaps.
+    #[test]
+    fn pages_are_cut_by_seq() {
+        let messages: Vec<MessageRecord> = [1, 2, 5, 6, 9].into_iter().map(message).collect();
+        let seqs = |page| -> Vec<u64> {
+            page_of(&messages, page)
+                .iter()
+                .map(|message| message.seq)
+                .collect()
+        };
+        assert_eq!(seqs(HistoryPage::Before { seq: 6, limit: 2 }), [2, 5]);
+        assert_eq!(seqs(HistoryPage::After { seq: 2, limit: 2 }), [5, 6]);
+        assert_eq!(seqs(HistoryPage::After { seq: 3, limit: 9 }), [5, 6, 9]);
+        assert_eq!(seqs(HistoryPage::Latest { limit: 9 }), [1, 2, 5, 6, 9]);
+        assert!(seqs(HistoryPage::After {
+            seq: u64::MAX,
+            limit: usize::MAX
+        })
+        .is_empty());
+    }
+}
