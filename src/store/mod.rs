@@ -253,6 +253,8 @@ pub enum RemovedOutcome {
 pub enum JobBackend {
     /// The embedded database under [`StoreConfig::data_dir`].
     Sled,
+    /// Process memory: nothing is written, everything is gone when the process ends.
+    Memory,
     /// A Redis server (needs the `redis` cargo feature).
     Redis {
         host: String,
@@ -265,6 +267,7 @@ impl std::fmt::Debug for JobBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             JobBackend::Sled => f.write_str("Sled"),
+            JobBackend::Memory => f.write_str("Memory"),
             JobBackend::Redis {
                 host,
                 port,
@@ -284,6 +287,8 @@ impl std::fmt::Debug for JobBackend {
 pub enum ChatBackend {
     /// The embedded database under [`StoreConfig::data_dir`].
     Sled,
+    /// Process memory: nothing is written, everything is gone when the process ends.
+    Memory,
     /// A MongoDB deployment (needs the `mongodb` cargo feature); the URI may hold credentials.
     Mongodb { uri: String },
 }
@@ -292,6 +297,7 @@ impl std::fmt::Debug for ChatBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ChatBackend::Sled => f.write_str("Sled"),
+            ChatBackend::Memory => f.write_str("Memory"),
             ChatBackend::Mongodb { .. } => f.write_str("Mongodb { uri: <redacted> }"),
         }
     }
@@ -309,6 +315,16 @@ pub struct StoreConfig {
 }
 
 impl StoreConfig {
+    /// Both stores in memory: nothing touches `data_dir`.
+    pub fn memory() -> StoreConfig {
+        StoreConfig {
+            data_dir: PathBuf::new(),
+            cache_bytes: 0,
+            jobs: JobBackend::Memory,
+            chat: ChatBackend::Memory,
+        }
+    }
+
     /// Both stores on sled under `data_dir`, with the default cache.
     pub fn sled(data_dir: impl AsRef<Path>) -> StoreConfig {
         StoreConfig {
@@ -346,10 +362,12 @@ pub fn open(config: &StoreConfig) -> Result<Stores, StoreError> {
     };
     let jobs: Arc<dyn JobStore> = match &config.jobs {
         JobBackend::Sled => Arc::new(sled::SledJobStore::open(&sled_database()?)?),
+        JobBackend::Memory => Arc::new(memory::MemoryJobStore::new()),
         JobBackend::Redis { .. } => open_redis(&config.jobs)?,
     };
     let chat: Arc<dyn ChatStore> = match &config.chat {
         ChatBackend::Sled => Arc::new(sled::SledChatStore::open(&sled_database()?)?),
+        ChatBackend::Memory => Arc::new(memory::MemoryChatStore::new()),
         ChatBackend::Mongodb { uri } => open_mongodb(uri)?,
     };
     Ok(Stores { jobs, chat })
@@ -386,6 +404,16 @@ fn open_mongodb(_uri: &str) -> Result<Arc<dyn ChatStore>, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Memory stores open with no database and no folder.
+    #[tokio::test]
+    async fn memory_stores_touch_no_disk() {
+        let stores = open(&StoreConfig::memory()).unwrap();
+        assert!(stores.jobs.stats().is_none());
+        assert_eq!(stores.chat.message_count().await.unwrap(), 0);
+        assert!(stores.jobs.counts("q").await.is_ok());
+        assert!(!std::path::Path::new("db").exists());
+    }
 
     /// No fallback: a backend this build cannot open is refused before anything is opened.
     #[test]
