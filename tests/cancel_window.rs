@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use courier::queue::model::{
-    Added, Counts, FailOutcome, Job, JobOptions, JobPage, JobState, KeepJobs, Millis, NewJob,
-    TakenJob,
+    Added, Complete, Counts, Fail, FailOutcome, Job, JobOptions, JobPage, JobState, KeepJobs,
+    Millis, NewJob, TakenJob,
 };
 use courier::queue::{JobContext, LocalHub, Queue, QueueConfig, QueueManager};
 use courier::store::{JobStore, RemovedIds, RemovedOutcome, StoreError};
@@ -60,31 +60,19 @@ impl JobStore for CancelsOnTake {
     async fn complete(
         &self,
         queue: &str,
-        id: &str,
-        token: u64,
-        return_value: String,
-        keep: KeepJobs,
+        request: Complete,
         now: Millis,
     ) -> Result<bool, StoreError> {
-        self.inner
-            .complete(queue, id, token, return_value, keep, now)
-            .await
+        self.inner.complete(queue, request, now).await
     }
 
     async fn fail(
         &self,
         queue: &str,
-        id: &str,
-        token: u64,
-        reason: String,
-        stack: String,
-        retry_at: Option<Millis>,
-        keep: KeepJobs,
+        request: Fail,
         now: Millis,
     ) -> Result<FailOutcome, StoreError> {
-        self.inner
-            .fail(queue, id, token, reason, stack, retry_at, keep, now)
-            .await
+        self.inner.fail(queue, request, now).await
     }
 
     async fn stall(

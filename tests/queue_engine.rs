@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use courier::queue::model::{Backoff, BackoffKind, JobOptions, JobState, KeepJobs};
+use courier::queue::model::{Backoff, BackoffKind, Complete, JobOptions, JobState, KeepJobs};
 use courier::queue::{
     EventKind, JobContext, JobFailure, LocalHub, Queue, QueueConfig, QueueError, QueueManager,
     RateLimit,
@@ -439,10 +439,12 @@ async fn trimming_by_age_keeps_young_jobs_and_frees_old_ones() {
         assert!(store
             .complete(
                 "work",
-                &taken.id,
-                taken.token,
-                "null".into(),
-                KeepJobs::ALL,
+                Complete {
+                    id: taken.id.clone(),
+                    token: taken.token,
+                    return_value: "null".into(),
+                    keep: KeepJobs::ALL
+                },
                 finished_at
             )
             .await

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use courier::queue::model::{
-    Added, FailOutcome, Job, JobOptions, JobState, KeepJobs, Millis, NewJob,
+    Added, Complete, Fail, FailOutcome, Job, JobOptions, JobState, KeepJobs, Millis, NewJob,
 };
 use courier::store::{self, JobStore, RemovedOutcome, StoreConfig, StoreError};
 use proptest::prelude::*;
@@ -625,7 +625,16 @@ impl Harness {
                 let active = self.active_or_take(*queue).await?;
                 if active.is_empty() {
                     let done = store
-                        .complete(name, "missing", 1, "null".into(), *keep, now)
+                        .complete(
+                            name,
+                            Complete {
+                                id: "missing".to_owned(),
+                                token: 1,
+                                return_value: "null".into(),
+                                keep: *keep,
+                            },
+                            now,
+                        )
                         .await
                         .or_fail()?;
                     prop_assert!(!done, "completing a job that does not exist");
@@ -634,7 +643,16 @@ impl Harness {
                 let (id, token) = active[pick.index(active.len())].clone();
                 let return_value = format!("\"{id} done at {now}\"");
                 let done = store
-                    .complete(name, &id, token, return_value.clone(), *keep, now)
+                    .complete(
+                        name,
+                        Complete {
+                            id: id.clone(),
+                            token: token,
+                            return_value: return_value.clone(),
+                            keep: *keep,
+                        },
+                        now,
+                    )
                     .await
                     .or_fail()?;
                 prop_assert!(done, "complete of active job {} with its token", id);
@@ -675,12 +693,14 @@ impl Harness {
                     let outcome = store
                         .fail(
                             name,
-                            "missing",
-                            1,
-                            "boom".into(),
-                            "trace".into(),
-                            retry_at,
-                            *keep,
+                            Fail {
+                                id: "missing".to_owned(),
+                                token: 1,
+                                reason: "boom".into(),
+                                stack: "trace".into(),
+                                retry_at: retry_at,
+                                keep: *keep,
+                            },
                             now,
                         )
                         .await
@@ -693,12 +713,14 @@ impl Harness {
                 let outcome = store
                     .fail(
                         name,
-                        &id,
-                        token,
-                        reason.clone(),
-                        "trace".into(),
-                        retry_at,
-                        *keep,
+                        Fail {
+                            id: id.clone(),
+                            token: token,
+                            reason: reason.clone(),
+                            stack: "trace".into(),
+                            retry_at: retry_at,
+                            keep: *keep,
+                        },
                         now,
                     )
                     .await
@@ -822,19 +844,30 @@ impl Harness {
                 let name = QUEUES[queue];
                 let changed = match call {
                     StaleCall::Complete => store
-                        .complete(name, &id, token, "null".into(), KeepJobs::ALL, now)
+                        .complete(
+                            name,
+                            Complete {
+                                id: id.clone(),
+                                token: token,
+                                return_value: "null".into(),
+                                keep: KeepJobs::ALL,
+                            },
+                            now,
+                        )
                         .await
                         .or_fail()?,
                     StaleCall::Fail => {
                         let outcome = store
                             .fail(
                                 name,
-                                &id,
-                                token,
-                                "late".into(),
-                                "late".into(),
-                                None,
-                                KeepJobs::ALL,
+                                Fail {
+                                    id: id.clone(),
+                                    token: token,
+                                    reason: "late".into(),
+                                    stack: "late".into(),
+                                    retry_at: None,
+                                    keep: KeepJobs::ALL,
+                                },
                                 now,
                             )
                             .await
@@ -1531,10 +1564,12 @@ fn regression_age_retention_removes_jobs_exactly_that_old(backend: Backend) {
         let done = store
             .complete(
                 "main",
-                &taken.id,
-                taken.token,
-                "null".into(),
-                KeepJobs::ALL,
+                Complete {
+                    id: taken.id.clone(),
+                    token: taken.token,
+                    return_value: "null".into(),
+                    keep: KeepJobs::ALL,
+                },
                 START,
             )
             .await

@@ -31,8 +31,8 @@ use super::error::QueueError;
 use super::events::{EventHub, EventKind, QueueEvent};
 use super::metrics::{MetricsSnapshot, QueueMetrics};
 use super::model::{
-    Added, Counts, FailOutcome, Job, JobOptions, JobPage, JobState, KeepJobs, Millis, NewJob,
-    TakenJob,
+    Added, Complete, Counts, Fail, FailOutcome, Job, JobOptions, JobPage, JobState, KeepJobs,
+    Millis, NewJob, TakenJob,
 };
 use super::options;
 use crate::store::{JobStore, RemovedOutcome};
@@ -888,7 +888,16 @@ async fn run_job(queue: &Arc<QueueShared>, job: TakenJob) {
             let text = value.to_string();
             match queue
                 .store
-                .complete(&queue.name, &id, job.token, text.clone(), keep, now)
+                .complete(
+                    &queue.name,
+                    Complete {
+                        id: id.to_string(),
+                        token: job.token,
+                        return_value: text.clone(),
+                        keep,
+                    },
+                    now,
+                )
                 .await
             {
                 Ok(true) => {
@@ -931,12 +940,14 @@ async fn record_failure(
         .store
         .fail(
             &queue.name,
-            id,
-            job.token,
-            failure.message.clone(),
-            failure.stack(),
-            retry_at,
-            keep,
+            Fail {
+                id: id.to_owned(),
+                token: job.token,
+                reason: failure.message.clone(),
+                stack: failure.stack(),
+                retry_at,
+                keep,
+            },
             now,
         )
         .await?;

@@ -249,6 +249,30 @@ pub struct TakenJob {
     pub more_waiting: bool,
 }
 
+/// `JobStore::complete`: the attempt holding `token` finished `id` with `return_value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Complete {
+    pub id: String,
+    pub token: u64,
+    /// The processor's result, as JSON text.
+    pub return_value: String,
+    /// How many completed jobs the queue keeps (the job itself is removed when it keeps none).
+    pub keep: KeepJobs,
+}
+
+/// `JobStore::fail`: the attempt holding `token` of `id` failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fail {
+    pub id: String,
+    pub token: u64,
+    pub reason: String,
+    pub stack: String,
+    /// When to try again; `None` when the job has no attempts left.
+    pub retry_at: Option<Millis>,
+    /// How many failed jobs the queue keeps.
+    pub keep: KeepJobs,
+}
+
 /// What a failed attempt leads to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailOutcome {

@@ -24,10 +24,18 @@ use async_trait::async_trait;
 use self::chat::ChatStore;
 pub use self::stats::{CommitTimeLog, CommitTimes, StorageStats, StoreActivity};
 use crate::store::job::{
-    Added, Counts, FailOutcome, Job, JobPage, JobState, KeepJobs, Millis, NewJob, TakenJob,
+    Added, Complete, Counts, Fail, FailOutcome, Job, JobPage, JobState, KeepJobs, Millis, NewJob,
+    TakenJob,
 };
 
+/// The underlying error a [`StoreError`] keeps as its source (shared, so the error stays `Clone`).
+pub type ErrorSource = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Errors of the storage layer.
+///
+/// Two kinds matter to callers: [`StoreError::Unavailable`] (and [`StoreError::Io`], a disk that
+/// may recover) are "try again later" (HTTP 503 with Retry-After); the others are faults
+/// (HTTP 500) or answers.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("storage i/o failed: {0}")]
@@ -44,6 +52,53 @@ pub enum StoreError {
     /// feature, or not implemented yet).
     #[error("{0}")]
     Unsupported(String),
+    /// The backend cannot be reached right now (connection lost, failover, timeout): nothing was
+    /// decided, the same call may succeed later.
+    #[error("storage is unavailable: {message}")]
+    Unavailable {
+        message: String,
+        #[source]
+        source: Option<ErrorSource>,
+    },
+    /// The backend failed in a way retrying does not mend; `source` is what it reported.
+    #[error("storage failed: {message}")]
+    Fault {
+        message: String,
+        #[source]
+        source: ErrorSource,
+    },
+}
+
+impl StoreError {
+    /// The backend is out of reach for now (see [`StoreError::Unavailable`]).
+    pub fn unavailable(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> StoreError {
+        StoreError::Unavailable {
+            message: message.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// A fault of the backend, keeping what it reported as the source.
+    pub fn fault(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> StoreError {
+        StoreError::Fault {
+            message: message.into(),
+            source: Arc::new(source),
+        }
+    }
+
+    /// Whether the same call may succeed later (answered 503 with Retry-After over HTTP).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Io(_) | StoreError::Closed | StoreError::Unavailable { .. }
+        )
+    }
 }
 
 impl From<::sled::Error> for StoreError {
@@ -92,25 +147,16 @@ pub trait JobStore: Send + Sync + 'static {
     async fn complete(
         &self,
         queue: &str,
-        id: &str,
-        token: u64,
-        return_value: String,
-        keep: KeepJobs,
+        request: Complete,
         now: Millis,
     ) -> Result<bool, StoreError>;
 
     /// Records a failed attempt of an active job: to `delayed` at `retry_at` (or straight to
     /// `waiting` when `retry_at <= now`) when given, else to `failed`, trimmed to `keep`.
-    #[allow(clippy::too_many_arguments)]
     async fn fail(
         &self,
         queue: &str,
-        id: &str,
-        token: u64,
-        reason: String,
-        stack: String,
-        retry_at: Option<Millis>,
-        keep: KeepJobs,
+        request: Fail,
         now: Millis,
     ) -> Result<FailOutcome, StoreError>;
 

@@ -17,7 +17,8 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use crate::store::job::{
-    Added, Counts, FailOutcome, Job, JobPage, JobState, KeepJobs, Millis, NewJob, TakenJob,
+    Added, Complete, Counts, Fail, FailOutcome, Job, JobPage, JobState, KeepJobs, Millis, NewJob,
+    TakenJob,
 };
 use crate::store::{JobStore, RemovedIds, RemovedOutcome, StoreError};
 
@@ -139,12 +140,16 @@ impl JobStore for MemoryJobStore {
     async fn complete(
         &self,
         queue: &str,
-        id: &str,
-        token: u64,
-        return_value: String,
-        keep: KeepJobs,
+        request: Complete,
         now: Millis,
     ) -> Result<bool, StoreError> {
+        let Complete {
+            id,
+            token,
+            return_value,
+            keep,
+        } = request;
+        let id = id.as_str();
         Ok(self.write(queue, |queue, _| {
             if !queue.owned_by(id, token) {
                 return false;
@@ -169,14 +174,18 @@ impl JobStore for MemoryJobStore {
     async fn fail(
         &self,
         queue: &str,
-        id: &str,
-        token: u64,
-        reason: String,
-        stack: String,
-        retry_at: Option<Millis>,
-        keep: KeepJobs,
+        request: Fail,
         now: Millis,
     ) -> Result<FailOutcome, StoreError> {
+        let Fail {
+            id,
+            token,
+            reason,
+            stack,
+            retry_at,
+            keep,
+        } = request;
+        let id = id.as_str();
         Ok(self.write(queue, |queue, counters| {
             if !queue.owned_by(id, token) {
                 return FailOutcome::Stale;

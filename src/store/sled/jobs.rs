@@ -21,8 +21,8 @@ use super::committer::{AfterCommit, Committer, Write};
 use super::Database;
 use crate::store::codec::{decode, encode};
 use crate::store::job::{
-    Added, Counts, FailOutcome, Job, JobPage, JobSpec, JobState, JobStatus, KeepJobs, Millis,
-    NewJob, TakenJob,
+    Added, Complete, Counts, Fail, FailOutcome, Job, JobPage, JobSpec, JobState, JobStatus,
+    KeepJobs, Millis, NewJob, TakenJob,
 };
 use crate::store::{
     CommitTimeLog, JobStore, RemovedIds, RemovedOutcome, StorageStats, StoreActivity, StoreError,
@@ -590,12 +590,16 @@ impl JobStore for SledJobStore {
     async fn complete(
         &self,
         queue: &str,
-        id: &str,
-        token: u64,
-        return_value: String,
-        keep: KeepJobs,
+        request: Complete,
         now: Millis,
     ) -> Result<bool, StoreError> {
+        let Complete {
+            id,
+            token,
+            return_value,
+            keep,
+        } = request;
+        let id = id.as_str();
         let index = self.queue(queue);
         let mut guard = index.lock();
         let owned = guard.owns(id, token);
@@ -635,14 +639,18 @@ impl JobStore for SledJobStore {
     async fn fail(
         &self,
         queue: &str,
-        id: &str,
-        token: u64,
-        reason: String,
-        stack: String,
-        retry_at: Option<Millis>,
-        keep: KeepJobs,
+        request: Fail,
         now: Millis,
     ) -> Result<FailOutcome, StoreError> {
+        let Fail {
+            id,
+            token,
+            reason,
+            stack,
+            retry_at,
+            keep,
+        } = request;
+        let id = id.as_str();
         let index = self.queue(queue);
         let mut guard = index.lock();
         let owned = guard.owns(id, token);
