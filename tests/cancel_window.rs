@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use courier::queue::model::{
-    Added, Complete, Counts, Fail, FailOutcome, Job, JobOptions, JobPage, JobState, KeepJobs,
-    Millis, NewJob, TakenJob,
+    Added, Complete, Counts, Expired, Fail, FailOutcome, Job, JobOptions, JobPage, JobState,
+    KeepJobs, Millis, NewJob, TakeRequest, TakenJob,
 };
 use courier::queue::{JobContext, LocalHub, Queue, QueueConfig, QueueManager};
 use courier::store::{JobStore, RemovedIds, RemovedOutcome, StoreError};
@@ -41,8 +41,13 @@ impl JobStore for CancelsOnTake {
     }
 
     /// The real take; then, before the engine can register the attempt's lease, the cancel.
-    async fn take(&self, queue: &str, now: Millis) -> Result<Option<TakenJob>, StoreError> {
-        let taken = self.inner.take(queue, now).await?;
+    async fn take(
+        &self,
+        queue: &str,
+        request: TakeRequest,
+        now: Millis,
+    ) -> Result<Option<TakenJob>, StoreError> {
+        let taken = self.inner.take(queue, request, now).await?;
         if let (Some(job), Some(engine)) = (&taken, self.engine.get()) {
             engine.cancel(&job.id, "cancelled at once").await.unwrap();
         }
@@ -201,13 +206,27 @@ impl JobStore for CancelsOnTake {
         self.inner.oldest_waiting(queue).await
     }
 
-    async fn recover_stalled(
+    async fn renew(
         &self,
         queue: &str,
-        max_stalled: u32,
+        id: &str,
+        token: u64,
+        until: Millis,
+    ) -> Result<bool, StoreError> {
+        self.inner.renew(queue, id, token, until).await
+    }
+
+    async fn expire_leases(
+        &self,
+        queue: &str,
         now: Millis,
-    ) -> Result<Vec<String>, StoreError> {
-        self.inner.recover_stalled(queue, max_stalled, now).await
+        max_stalled: u32,
+    ) -> Result<Vec<Expired>, StoreError> {
+        self.inner.expire_leases(queue, now, max_stalled).await
+    }
+
+    async fn next_lease_expiry(&self, queue: &str) -> Result<Option<Millis>, StoreError> {
+        self.inner.next_lease_expiry(queue).await
     }
 
     async fn flush(&self) -> Result<(), StoreError> {

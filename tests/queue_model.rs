@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use courier::queue::model::{
     Added, Complete, Fail, FailOutcome, Job, JobOptions, JobState, KeepJobs, Millis, NewJob,
+    TakeRequest,
 };
 use courier::store::{self, JobStore, RemovedOutcome, StoreConfig, StoreError};
 use proptest::prelude::*;
@@ -34,6 +35,10 @@ use proptest::test_runner::{TestCaseError, TestRunner};
 mod job_backends;
 
 use job_backends::Backend;
+
+/// The lease every take in the model asks for.
+const LEASE_MS: u64 = 5_000;
+const TAKE: TakeRequest = TakeRequest { lease_ms: LEASE_MS };
 
 const QUEUES: [&str; 2] = ["main", "other"];
 /// Caller-chosen ids: letters, and numbers that collide with automatic ids.
@@ -277,6 +282,8 @@ struct ModelJob {
     stalled_count: u32,
     /// The current attempt's token while active.
     token: Option<u64>,
+    /// While active: when the current attempt's lease lapses.
+    lease_until: Option<Millis>,
     return_value: Option<String>,
     failed_reason: Option<String>,
     logs: Vec<String>,
@@ -1198,6 +1205,7 @@ impl Harness {
                     attempts_made: 0,
                     stalled_count: 0,
                     token: None,
+                    lease_until: None,
                     return_value: None,
                     failed_reason: None,
                     logs: Vec::new(),
@@ -1209,7 +1217,11 @@ impl Harness {
 
     async fn take(&mut self, queue: usize) -> Result<(), TestCaseError> {
         let now = self.model.now;
-        let taken = self.store().take(QUEUES[queue], now).await.or_fail()?;
+        let taken = self
+            .store()
+            .take(QUEUES[queue], TAKE, now)
+            .await
+            .or_fail()?;
         let expected = self.model.queues[queue].next_to_take();
         prop_assert_eq!(
             taken.as_ref().map(|job| job.id.clone()),
@@ -1237,6 +1249,7 @@ impl Harness {
         job.processed_at = Some(now);
         job.entered_at = now;
         job.token = Some(taken.token);
+        job.lease_until = Some(now + LEASE_MS);
         let more_waiting = model_queue
             .jobs
             .values()
@@ -1265,19 +1278,35 @@ impl Harness {
         };
         let now = self.model.now;
         for (queue, name) in QUEUES.iter().enumerate() {
-            let mut recovered = store
-                .recover_stalled(name, max_stalled, now)
+            let mut recovered: Vec<String> = store
+                .expire_leases(name, now, max_stalled)
                 .await
-                .or_fail()?;
-            let mut expected = self.model.queues[queue].sorted_by(JobState::Active, |job| {
-                (job.processed_at.unwrap_or(0), job.order)
-            });
+                .or_fail()?
+                .into_iter()
+                .map(|expired| expired.id)
+                .collect();
+            // A process that ended held no lease: all its active jobs lapsed. A live store keeps
+            // the leases it granted, and only the lapsed ones expire.
+            let queue_model = &self.model.queues[queue];
+            let mut expected: Vec<String> = queue_model
+                .sorted_by(JobState::Active, |job| {
+                    (job.processed_at.unwrap_or(0), job.order)
+                })
+                .into_iter()
+                .filter(|id| {
+                    durable
+                        || queue_model
+                            .jobs
+                            .get(id)
+                            .is_some_and(|job| job.lease_until.unwrap_or(0) <= now)
+                })
+                .collect();
             for id in &expected {
                 self.model.stall(queue, id, max_stalled);
             }
             recovered.sort();
             expected.sort();
-            prop_assert_eq!(recovered, expected, "recover_stalled of {}", name);
+            prop_assert_eq!(recovered, expected, "expire_leases of {}", name);
         }
         if durable {
             // The dead process's tokens died with it.
@@ -1560,7 +1589,7 @@ fn regression_age_retention_removes_jobs_exactly_that_old(backend: Backend) {
         let dir = tempfile::tempdir().unwrap();
         let store = backend.open(dir.path()).unwrap();
         store.add("main", single_job(0), START).await.unwrap();
-        let taken = store.take("main", START).await.unwrap().unwrap();
+        let taken = store.take("main", TAKE, START).await.unwrap().unwrap();
         let done = store
             .complete(
                 "main",

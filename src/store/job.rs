@@ -249,6 +249,21 @@ pub struct TakenJob {
     pub more_waiting: bool,
 }
 
+/// `JobStore::take`: what the worker asks for along with the next job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TakeRequest {
+    /// How long the lease the worker gets lasts before it must renew it.
+    pub lease_ms: u64,
+}
+
+/// A job `JobStore::expire_leases` took away from a worker whose lease lapsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    pub id: String,
+    /// `Waiting` (to run again) or `Failed` (stalled more than allowed).
+    pub state: JobState,
+}
+
 /// `JobStore::complete`: the attempt holding `token` finished `id` with `return_value`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Complete {

@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod chat;
 pub mod codec;
 pub mod job;
+pub(crate) mod leases;
 pub mod memory;
 #[cfg(feature = "mongodb")]
 pub mod mongodb;
@@ -24,8 +25,8 @@ use async_trait::async_trait;
 use self::chat::ChatStore;
 pub use self::stats::{CommitTimeLog, CommitTimes, StorageStats, StoreActivity};
 use crate::store::job::{
-    Added, Complete, Counts, Fail, FailOutcome, Job, JobPage, JobState, KeepJobs, Millis, NewJob,
-    TakenJob,
+    Added, Complete, Counts, Expired, Fail, FailOutcome, Job, JobPage, JobState, KeepJobs, Millis,
+    NewJob, TakeRequest, TakenJob,
 };
 
 /// The underlying error a [`StoreError`] keeps as its source (shared, so the error stays `Clone`).
@@ -132,9 +133,40 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> Result<Vec<Added>, StoreError>;
 
     /// Moves the first waiting job (by priority, then FIFO/LIFO order) to `active` with a new
-    /// token, unless the queue is paused. Not durable: after a crash the job is found active
-    /// and recovered as stalled.
-    async fn take(&self, queue: &str, now: Millis) -> Result<Option<TakenJob>, StoreError>;
+    /// token and a lease until `now + request.lease_ms`, unless the queue is paused. Not
+    /// durable: after a crash the job is found active with no live lease, and the first
+    /// [`JobStore::expire_leases`] recovers it as stalled.
+    async fn take(
+        &self,
+        queue: &str,
+        request: TakeRequest,
+        now: Millis,
+    ) -> Result<Option<TakenJob>, StoreError>;
+
+    /// Extends the lease of the attempt holding `token` to `until`. `false` (and nothing
+    /// changes) when that attempt no longer owns the job (stalled, cancelled, finished).
+    async fn renew(
+        &self,
+        queue: &str,
+        id: &str,
+        token: u64,
+        until: Millis,
+    ) -> Result<bool, StoreError>;
+
+    /// Takes every active job whose lease lapsed at `now` away from its worker: back to
+    /// `waiting` with its stall counted, or to `failed` once it has stalled more than
+    /// `max_stalled` times (durable). Active jobs with no live lease (left by a process that
+    /// ended) count as lapsed. Returns what happened to each.
+    async fn expire_leases(
+        &self,
+        queue: &str,
+        now: Millis,
+        max_stalled: u32,
+    ) -> Result<Vec<Expired>, StoreError>;
+
+    /// When the earliest lease of an active job lapses (a time in the past when one already
+    /// has); `None` when no job is active.
+    async fn next_lease_expiry(&self, queue: &str) -> Result<Option<Millis>, StoreError>;
 
     /// Moves delayed jobs that are due at `now` to `waiting`; returns their ids.
     async fn promote_due(&self, queue: &str, now: Millis) -> Result<Vec<String>, StoreError>;
@@ -260,15 +292,6 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// When the longest-waiting job entered `waiting`.
     async fn oldest_waiting(&self, queue: &str) -> Result<Option<Millis>, StoreError>;
-
-    /// At start-up: every job found active belonged to a dead process. Each goes back to
-    /// `waiting` with a stall counted (or to `failed` past `max_stalled`); returns their ids.
-    async fn recover_stalled(
-        &self,
-        queue: &str,
-        max_stalled: u32,
-        now: Millis,
-    ) -> Result<Vec<String>, StoreError>;
 
     /// Makes every write so far durable.
     async fn flush(&self) -> Result<(), StoreError>;

@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use crate::store::job::{
-    Added, Complete, Counts, Fail, FailOutcome, Job, JobPage, JobState, KeepJobs, Millis, NewJob,
-    TakenJob,
+    Added, Complete, Counts, Expired, Fail, FailOutcome, Job, JobPage, JobState, KeepJobs, Millis,
+    NewJob, TakeRequest, TakenJob,
 };
 use crate::store::{JobStore, RemovedIds, RemovedOutcome, StoreError};
 
@@ -82,7 +82,12 @@ impl JobStore for MemoryJobStore {
         }))
     }
 
-    async fn take(&self, queue: &str, now: Millis) -> Result<Option<TakenJob>, StoreError> {
+    async fn take(
+        &self,
+        queue: &str,
+        request: TakeRequest,
+        now: Millis,
+    ) -> Result<Option<TakenJob>, StoreError> {
         Ok(self.write(queue, |queue, counters| {
             if queue.paused {
                 return None;
@@ -95,11 +100,13 @@ impl JobStore for MemoryJobStore {
                 status.token = token;
                 status.processed_at = Some(now);
             })?;
+            let lease_until = now.saturating_add(request.lease_ms);
             let (spec, attempts_made, ready_at) = (
                 job.spec.clone(),
                 job.status.attempts_made,
                 job.status.ready_at,
             );
+            queue.leases.grant(id.clone(), token, lease_until);
             Some(TakenJob {
                 id: id.to_string(),
                 spec,
@@ -242,6 +249,61 @@ impl JobStore for MemoryJobStore {
             }
             let order = counters.next_order();
             queue.stall(id, max_stalled, order, now)
+        }))
+    }
+
+    async fn renew(
+        &self,
+        queue: &str,
+        id: &str,
+        token: u64,
+        until: Millis,
+    ) -> Result<bool, StoreError> {
+        Ok(self.write(queue, |queue, _| {
+            if !queue.owned_by(id, token) {
+                return false;
+            }
+            queue.leases.grant(Arc::from(id), token, until);
+            true
+        }))
+    }
+
+    async fn expire_leases(
+        &self,
+        queue: &str,
+        now: Millis,
+        max_stalled: u32,
+    ) -> Result<Vec<Expired>, StoreError> {
+        Ok(self.write(queue, |queue, counters| {
+            let mut expired = Vec::new();
+            for (id, token) in queue.active() {
+                if !queue.leases.lapsed(&id, token, now) {
+                    continue;
+                }
+                queue.leases.end(&id);
+                let order = counters.next_order();
+                if let Some(state) = queue.stall(&id, max_stalled, order, now) {
+                    expired.push(Expired {
+                        id: id.to_string(),
+                        state,
+                    });
+                }
+            }
+            let active: HashMap<Arc<str>, u64> = queue.active().into_iter().collect();
+            queue
+                .leases
+                .retain(|id, token| active.get(id) == Some(&token));
+            expired
+        }))
+    }
+
+    async fn next_lease_expiry(&self, queue: &str) -> Result<Option<Millis>, StoreError> {
+        Ok(self.write(queue, |queue, _| {
+            queue
+                .active()
+                .iter()
+                .map(|(id, token)| queue.leases.until(id, *token))
+                .min()
         }))
     }
 
@@ -459,22 +521,6 @@ impl JobStore for MemoryJobStore {
                 .filter_map(|place| queue.status(&place.id))
                 .map(|status| status.ready_at)
                 .min()
-        }))
-    }
-
-    async fn recover_stalled(
-        &self,
-        queue: &str,
-        max_stalled: u32,
-        now: Millis,
-    ) -> Result<Vec<String>, StoreError> {
-        Ok(self.write(queue, |queue, counters| {
-            let active = queue.ids_in(JobState::Active);
-            for id in &active {
-                let order = counters.next_order();
-                queue.stall(id, max_stalled, order, now);
-            }
-            strings(active)
         }))
     }
 

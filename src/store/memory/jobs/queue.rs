@@ -3,6 +3,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use crate::store::leases::Leases;
+
 use crate::store::job::{
     Added, Counts, Job, JobSpec, JobState, JobStatus, KeepJobs, Millis, NewJob,
 };
@@ -91,6 +93,8 @@ pub(super) struct Queue {
     jobs: HashMap<Arc<str>, StoredJob>,
     lines: [Line; 5],
     pub(super) paused: bool,
+    /// Lease deadlines of the active jobs' attempts.
+    pub(super) leases: Leases,
 }
 
 fn line_of(state: JobState) -> usize {
@@ -303,6 +307,17 @@ impl Queue {
             }
         })?;
         Some(job.status.state)
+    }
+
+    /// The active jobs with the token of the attempt that holds each.
+    pub(super) fn active(&self) -> Vec<(Arc<str>, u64)> {
+        self.line(JobState::Active)
+            .iter()
+            .filter_map(|place| {
+                let job = self.jobs.get(&place.id)?;
+                Some((place.id.clone(), job.status.token))
+            })
+            .collect()
     }
 
     pub(super) fn counts(&self) -> Counts {
