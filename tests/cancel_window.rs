@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use courier::queue::model::{
     Added, Complete, Counts, Expired, Fail, FailOutcome, Job, JobOptions, JobPage, JobState,
-    KeepJobs, Millis, NewJob, TakeRequest, TakenJob,
+    KeepJobs, Millis, NewJob, Take, TakeRequest,
 };
 use courier::queue::{JobContext, LocalHub, Queue, QueueConfig, QueueManager};
 use courier::store::{JobStore, RemovedIds, RemovedOutcome, StoreError};
@@ -46,9 +46,9 @@ impl JobStore for CancelsOnTake {
         queue: &str,
         request: TakeRequest,
         now: Millis,
-    ) -> Result<Option<TakenJob>, StoreError> {
+    ) -> Result<Take, StoreError> {
         let taken = self.inner.take(queue, request, now).await?;
-        if let (Some(job), Some(engine)) = (&taken, self.engine.get()) {
+        if let (Take::Job(job), Some(engine)) = (&taken, self.engine.get()) {
             engine.cancel(&job.id, "cancelled at once").await.unwrap();
         }
         Ok(taken)

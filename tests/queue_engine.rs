@@ -11,7 +11,10 @@ use courier::queue::model::{
     Backoff, BackoffKind, Complete, JobOptions, JobState, KeepJobs, TakeRequest,
 };
 /// A lease longer than any test: the job stays with the test that took it.
-const TAKE: TakeRequest = TakeRequest { lease_ms: 600_000 };
+const TAKE: TakeRequest = TakeRequest {
+    lease_ms: 600_000,
+    limit: None,
+};
 
 use courier::queue::{
     EventKind, JobContext, JobFailure, LocalHub, Queue, QueueConfig, QueueError, QueueManager,
@@ -444,6 +447,7 @@ async fn trimming_by_age_keeps_young_jobs_and_frees_old_ones() {
             .take("work", TAKE, finished_at)
             .await
             .unwrap()
+            .job()
             .unwrap();
         assert!(store
             .complete(
@@ -557,6 +561,7 @@ async fn jobs_left_active_by_a_dead_process_are_recovered_as_stalled() {
             .take("work", TAKE, queue.now())
             .await
             .unwrap()
+            .job()
             .unwrap();
         assert_eq!(taken.id, added.id);
         store.flush().await.unwrap();
@@ -595,7 +600,7 @@ async fn jobs_that_stall_too_often_fail() {
                 .await
                 .unwrap();
         }
-        let taken = store.take("work", TAKE, queue.now()).await.unwrap();
+        let taken = store.take("work", TAKE, queue.now()).await.unwrap().job();
         assert!(
             taken.is_some(),
             "round {round}: nothing to take; counts before {counts:?}, now {:?}",

@@ -1,11 +1,13 @@
 //! Leases held by the job store: `take` grants one, `renew` extends it, `expire_leases` takes
 //! lapsed jobs away (counting a stall, failing past the limit), `next_lease_expiry` plans the
-//! timer. Run on every backend; time is passed in, so nothing here sleeps.
+//! timer; and the per-queue rate limit `take` counts. Run on every backend; time is passed in,
+//! so nothing here sleeps.
 
 use std::sync::Arc;
 
 use courier::queue::model::{
-    Complete, Expired, JobOptions, JobState, KeepJobs, Millis, NewJob, TakeRequest, TakenJob,
+    Complete, Expired, JobOptions, JobState, KeepJobs, Millis, NewJob, RateLimit, Take,
+    TakeRequest, TakenJob,
 };
 use courier::store::{JobStore, StoreError};
 
@@ -14,7 +16,10 @@ mod job_backends;
 use job_backends::Backend;
 
 const LEASE_MS: u64 = 1_000;
-const TAKE: TakeRequest = TakeRequest { lease_ms: LEASE_MS };
+const TAKE: TakeRequest = TakeRequest {
+    lease_ms: LEASE_MS,
+    limit: None,
+};
 
 fn one_job() -> Vec<NewJob> {
     vec![NewJob {
@@ -29,6 +34,7 @@ async fn take_at(store: &Arc<dyn JobStore>, now: Millis) -> TakenJob {
         .take("main", TAKE, now)
         .await
         .unwrap()
+        .job()
         .expect("a waiting job to take")
 }
 
@@ -195,7 +201,7 @@ async fn leases_are_per_queue(backend: Backend) {
     store.add("main", one_job(), 0).await.unwrap();
     store.add("other", one_job(), 0).await.unwrap();
     let main = take_at(&store, 0).await;
-    let other = store.take("other", TAKE, 500).await.unwrap().unwrap();
+    let other = store.take("other", TAKE, 500).await.unwrap().job().unwrap();
     assert_eq!(
         store.next_lease_expiry("main").await.unwrap(),
         Some(LEASE_MS)
@@ -214,7 +220,80 @@ async fn leases_are_per_queue(backend: Backend) {
         .unwrap());
 }
 
+fn limited(max: u32, duration_ms: u64) -> TakeRequest {
+    TakeRequest {
+        lease_ms: LEASE_MS,
+        limit: Some(RateLimit { max, duration_ms }),
+    }
+}
+
+fn jobs(n: usize) -> Vec<NewJob> {
+    (0..n).flat_map(|_| one_job()).collect()
+}
+
+async fn the_rate_limit_window_admits_max_starts_then_says_when_it_reopens(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = backend.open(dir.path()).unwrap();
+    store.add("main", jobs(4), 0).await.unwrap();
+    let limit = limited(2, 1_000);
+    assert!(matches!(
+        store.take("main", limit, 0).await.unwrap(),
+        Take::Job(_)
+    ));
+    assert!(matches!(
+        store.take("main", limit, 10).await.unwrap(),
+        Take::Job(_)
+    ));
+    for now in [20, 999] {
+        match store.take("main", limit, now).await.unwrap() {
+            Take::RateLimited { until } => assert_eq!(until, 1_000, "at {now}"),
+            other => panic!("at {now}: expected the window to be used up, got {other:?}"),
+        }
+    }
+    // A refused take took nothing.
+    assert_eq!(store.counts("main").await.unwrap().waiting, 2);
+    assert!(matches!(
+        store.take("main", limit, 1_000).await.unwrap(),
+        Take::Job(_)
+    ));
+    // Without a limit the same queue is not held back.
+    assert!(matches!(
+        store.take("main", TAKE, 1_001).await.unwrap(),
+        Take::Job(_)
+    ));
+}
+
+async fn a_take_that_finds_nothing_uses_no_slot_of_the_window(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = backend.open(dir.path()).unwrap();
+    let limit = limited(1, 1_000);
+    assert!(matches!(
+        store.take("main", limit, 0).await.unwrap(),
+        Take::Empty
+    ));
+    store.add("main", jobs(2), 5).await.unwrap();
+    assert!(matches!(
+        store.take("main", limit, 5).await.unwrap(),
+        Take::Job(_)
+    ));
+    // The window opened with the first start (at 5), not with the empty take (at 0).
+    match store.take("main", limit, 1_004).await.unwrap() {
+        Take::RateLimited { until } => assert_eq!(until, 1_005),
+        other => panic!("expected the window to be used up, got {other:?}"),
+    }
+    // Windows are per queue.
+    store.add("other", jobs(1), 5).await.unwrap();
+    assert!(matches!(
+        store.take("other", limit, 10).await.unwrap(),
+        Take::Job(_)
+    ));
+}
+
 on_every_backend! {
+    #[tokio::test]
+    async fn the_rate_limit_window_admits_max_starts_then_says_when_it_reopens;
+    #[tokio::test]
+    async fn a_take_that_finds_nothing_uses_no_slot_of_the_window;
     #[tokio::test]
     async fn a_lapsed_lease_requeues_with_a_stall_then_fails_past_max_stalled;
     #[tokio::test]
@@ -232,9 +311,17 @@ async fn sled_jobs_left_active_by_an_ended_process_have_lapsed_at_reopen() {
         let store = Backend::Sled.open(dir.path()).unwrap();
         store.add("main", one_job(), 0).await.unwrap();
         let taken = store
-            .take("main", TakeRequest { lease_ms: 60_000 }, 0)
+            .take(
+                "main",
+                TakeRequest {
+                    lease_ms: 60_000,
+                    limit: None,
+                },
+                0,
+            )
             .await
             .unwrap()
+            .job()
             .unwrap();
         store.flush().await.unwrap();
         taken.id

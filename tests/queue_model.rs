@@ -38,7 +38,10 @@ use job_backends::Backend;
 
 /// The lease every take in the model asks for.
 const LEASE_MS: u64 = 5_000;
-const TAKE: TakeRequest = TakeRequest { lease_ms: LEASE_MS };
+const TAKE: TakeRequest = TakeRequest {
+    lease_ms: LEASE_MS,
+    limit: None,
+};
 
 const QUEUES: [&str; 2] = ["main", "other"];
 /// Caller-chosen ids: letters, and numbers that collide with automatic ids.
@@ -1221,7 +1224,8 @@ impl Harness {
             .store()
             .take(QUEUES[queue], TAKE, now)
             .await
-            .or_fail()?;
+            .or_fail()?
+            .job();
         let expected = self.model.queues[queue].next_to_take();
         prop_assert_eq!(
             taken.as_ref().map(|job| job.id.clone()),
@@ -1589,7 +1593,12 @@ fn regression_age_retention_removes_jobs_exactly_that_old(backend: Backend) {
         let dir = tempfile::tempdir().unwrap();
         let store = backend.open(dir.path()).unwrap();
         store.add("main", single_job(0), START).await.unwrap();
-        let taken = store.take("main", TAKE, START).await.unwrap().unwrap();
+        let taken = store
+            .take("main", TAKE, START)
+            .await
+            .unwrap()
+            .job()
+            .unwrap();
         let done = store
             .complete(
                 "main",

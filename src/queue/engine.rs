@@ -32,7 +32,7 @@ use super::events::{EventHub, EventKind, QueueEvent};
 use super::metrics::{MetricsSnapshot, QueueMetrics};
 use super::model::{
     Added, Complete, Counts, Expired, Fail, FailOutcome, Job, JobOptions, JobPage, JobState,
-    KeepJobs, Millis, NewJob, TakeRequest, TakenJob,
+    KeepJobs, Millis, NewJob, Take, TakeRequest, TakenJob,
 };
 use super::options;
 use crate::store::{JobStore, RemovedOutcome};
@@ -44,12 +44,7 @@ pub const DEFAULT_MAX_DATA_BYTES: usize = 1024 * 1024;
 /// Processor key that handles job names without a processor of their own.
 pub const ANY_NAME: &str = "*";
 
-/// At most `max` jobs start per `duration_ms` (Bull's limiter).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    pub max: u32,
-    pub duration_ms: u64,
-}
+pub use super::model::RateLimit;
 
 /// How one queue runs.
 #[derive(Debug, Clone)]
@@ -194,12 +189,6 @@ struct Running {
     cancel: Arc<Notify>,
 }
 
-/// Fixed-window limiter: `used` starts in the window beginning at `window_start`.
-struct Limiter {
-    window_start: Millis,
-    used: u32,
-}
-
 struct QueueShared {
     name: Arc<str>,
     config: QueueConfig,
@@ -213,7 +202,6 @@ struct QueueShared {
     /// Wakes the timer when a new delayed job may be due earlier than it planned.
     timer_wake: Notify,
     running: Mutex<HashMap<Arc<str>, Running>>,
-    limiter: Mutex<Limiter>,
     /// Stop taking new jobs.
     stop: CancellationToken,
     /// Abandon running jobs (after the shutdown grace period).
@@ -274,30 +262,6 @@ impl QueueShared {
             job_id: job_id.map(Arc::from),
             detail,
         });
-    }
-
-    /// Reserves a start in the rate-limit window, or says when the window reopens.
-    fn reserve(&self, now: Millis) -> Result<(), Millis> {
-        let Some(limit) = self.config.rate_limit else {
-            return Ok(());
-        };
-        let mut limiter = self.limiter.lock();
-        if now >= limiter.window_start.saturating_add(limit.duration_ms) {
-            limiter.window_start = now;
-            limiter.used = 0;
-        }
-        if limiter.used >= limit.max {
-            return Err(limiter.window_start.saturating_add(limit.duration_ms));
-        }
-        limiter.used += 1;
-        Ok(())
-    }
-
-    fn unreserve(&self) {
-        if self.config.rate_limit.is_some() {
-            let mut limiter = self.limiter.lock();
-            limiter.used = limiter.used.saturating_sub(1);
-        }
     }
 
     fn processor_for(&self, name: &str) -> Option<Arc<dyn Processor>> {
@@ -678,10 +642,6 @@ impl QueueManager {
             work_ready: Notify::new(),
             timer_wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
-            limiter: Mutex::new(Limiter {
-                window_start: 0,
-                used: 0,
-            }),
             stop: CancellationToken::new(),
             abandon: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -781,26 +741,25 @@ async fn worker(queue: Arc<QueueShared>) {
             return;
         }
         let now = queue.clock.now();
-        if let Err(reopens) = queue.reserve(now) {
-            tokio::select! {
-                _ = tokio::time::sleep_until(queue.clock.instant_at(reopens)) => continue,
-                _ = queue.stop.cancelled() => return,
-            }
-        }
         let request = TakeRequest {
             lease_ms: queue.lease_ms(),
+            limit: queue.config.rate_limit,
         };
         let taken = match queue.store.take(&queue.name, request, now).await {
-            Ok(Some(job)) => job,
-            Ok(None) => {
-                queue.unreserve();
+            Ok(Take::Job(job)) => job,
+            Ok(Take::Empty) => {
                 tokio::select! {
                     _ = queue.work_ready.notified() => continue,
                     _ = queue.stop.cancelled() => return,
                 }
             }
+            Ok(Take::RateLimited { until }) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(queue.clock.instant_at(until)) => continue,
+                    _ = queue.stop.cancelled() => return,
+                }
+            }
             Err(err) => {
-                queue.unreserve();
                 tracing::error!(queue = %queue.name, error = %err, "cannot take a job");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,

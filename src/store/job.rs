@@ -249,11 +249,42 @@ pub struct TakenJob {
     pub more_waiting: bool,
 }
 
+/// At most `max` jobs start per `duration_ms` (Bull's limiter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub max: u32,
+    pub duration_ms: u64,
+}
+
 /// `JobStore::take`: what the worker asks for along with the next job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TakeRequest {
     /// How long the lease the worker gets lasts before it must renew it.
     pub lease_ms: u64,
+    /// The queue's limit on job starts, counted by the store (so it holds across instances).
+    pub limit: Option<RateLimit>,
+}
+
+/// What `JobStore::take` found.
+#[derive(Debug, Clone)]
+pub enum Take {
+    Job(TakenJob),
+    /// Nothing to take: no job waits, or the queue is paused.
+    Empty,
+    /// Jobs wait, but the rate limit's window is used up until `until`.
+    RateLimited {
+        until: Millis,
+    },
+}
+
+impl Take {
+    /// The job taken, if any.
+    pub fn job(self) -> Option<TakenJob> {
+        match self {
+            Take::Job(job) => Some(job),
+            Take::Empty | Take::RateLimited { .. } => None,
+        }
+    }
 }
 
 /// A job `JobStore::expire_leases` took away from a worker whose lease lapsed.

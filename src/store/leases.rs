@@ -8,7 +8,36 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::store::job::Millis;
+use crate::store::job::{Millis, RateLimit};
+
+/// A queue's fixed rate-limit window: `used` starts in the window opened at `start` (by the
+/// first start after the previous window closed).
+#[derive(Debug, Default)]
+pub(crate) struct RateWindow {
+    start: Option<Millis>,
+    used: u32,
+}
+
+impl RateWindow {
+    /// Counts a job start at `now` under `limit`, or says when the next slot opens.
+    pub(crate) fn admit(&mut self, limit: Option<RateLimit>, now: Millis) -> Result<(), Millis> {
+        let Some(limit) = limit else {
+            return Ok(());
+        };
+        let start = match self.start {
+            Some(start) if now < start.saturating_add(limit.duration_ms) => start,
+            _ => {
+                self.used = 0;
+                *self.start.insert(now)
+            }
+        };
+        if self.used >= limit.max {
+            return Err(start.saturating_add(limit.duration_ms));
+        }
+        self.used += 1;
+        Ok(())
+    }
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct Leases {

@@ -26,7 +26,7 @@ use self::chat::ChatStore;
 pub use self::stats::{CommitTimeLog, CommitTimes, StorageStats, StoreActivity};
 use crate::store::job::{
     Added, Complete, Counts, Expired, Fail, FailOutcome, Job, JobPage, JobState, KeepJobs, Millis,
-    NewJob, TakeRequest, TakenJob,
+    NewJob, Take, TakeRequest,
 };
 
 /// The underlying error a [`StoreError`] keeps as its source (shared, so the error stays `Clone`).
@@ -133,7 +133,9 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> Result<Vec<Added>, StoreError>;
 
     /// Moves the first waiting job (by priority, then FIFO/LIFO order) to `active` with a new
-    /// token and a lease until `now + request.lease_ms`, unless the queue is paused. Not
+    /// token and a lease until `now + request.lease_ms`, unless the queue is paused or the
+    /// request's rate limit allows no more starts in its window ([`Take::RateLimited`]; a take
+    /// that finds no job uses no slot). Not
     /// durable: after a crash the job is found active with no live lease, and the first
     /// [`JobStore::expire_leases`] recovers it as stalled.
     async fn take(
@@ -141,7 +143,7 @@ pub trait JobStore: Send + Sync + 'static {
         queue: &str,
         request: TakeRequest,
         now: Millis,
-    ) -> Result<Option<TakenJob>, StoreError>;
+    ) -> Result<Take, StoreError>;
 
     /// Extends the lease of the attempt holding `token` to `until`. `false` (and nothing
     /// changes) when that attempt no longer owns the job (stalled, cancelled, finished).

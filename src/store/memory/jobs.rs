@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 
 use crate::store::job::{
     Added, Complete, Counts, Expired, Fail, FailOutcome, Job, JobPage, JobState, KeepJobs, Millis,
-    NewJob, TakeRequest, TakenJob,
+    NewJob, Take, TakeRequest, TakenJob,
 };
 use crate::store::{JobStore, RemovedIds, RemovedOutcome, StoreError};
 
@@ -87,19 +87,27 @@ impl JobStore for MemoryJobStore {
         queue: &str,
         request: TakeRequest,
         now: Millis,
-    ) -> Result<Option<TakenJob>, StoreError> {
+    ) -> Result<Take, StoreError> {
         Ok(self.write(queue, |queue, counters| {
             if queue.paused {
-                return None;
+                return Take::Empty;
             }
-            let id = queue.line(JobState::Waiting).first()?.id.clone();
+            let Some(first) = queue.line(JobState::Waiting).first() else {
+                return Take::Empty;
+            };
+            let id = first.id.clone();
+            if let Err(until) = queue.rate.admit(request.limit, now) {
+                return Take::RateLimited { until };
+            }
             let token = counters.next_token();
-            let job = queue.change(&id, |status| {
+            let Some(job) = queue.change(&id, |status| {
                 status.state = JobState::Active;
                 status.entered_at = now;
                 status.token = token;
                 status.processed_at = Some(now);
-            })?;
+            }) else {
+                return Take::Empty;
+            };
             let lease_until = now.saturating_add(request.lease_ms);
             let (spec, attempts_made, ready_at) = (
                 job.spec.clone(),
@@ -107,7 +115,7 @@ impl JobStore for MemoryJobStore {
                 job.status.ready_at,
             );
             queue.leases.grant(id.clone(), token, lease_until);
-            Some(TakenJob {
+            Take::Job(TakenJob {
                 id: id.to_string(),
                 spec,
                 attempts_made,

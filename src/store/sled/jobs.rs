@@ -22,9 +22,9 @@ use super::Database;
 use crate::store::codec::{decode, encode};
 use crate::store::job::{
     Added, Complete, Counts, Expired, Fail, FailOutcome, Job, JobPage, JobSpec, JobState,
-    JobStatus, KeepJobs, Millis, NewJob, TakeRequest, TakenJob,
+    JobStatus, KeepJobs, Millis, NewJob, Take, TakeRequest, TakenJob,
 };
-use crate::store::leases::Leases;
+use crate::store::leases::{Leases, RateWindow};
 use crate::store::{
     CommitTimeLog, JobStore, RemovedIds, RemovedOutcome, StorageStats, StoreActivity, StoreError,
 };
@@ -116,6 +116,8 @@ struct QueueIndex {
     /// lease is the only one using the database, so none survives a restart, and active jobs
     /// found at open are recovered by the first expiry pass.
     leases: Leases,
+    /// The rate limit's current window (in memory, like the leases).
+    rate: RateWindow,
 }
 
 fn slot(state: JobState) -> usize {
@@ -532,15 +534,18 @@ impl JobStore for SledJobStore {
         queue: &str,
         request: TakeRequest,
         now: Millis,
-    ) -> Result<Option<TakenJob>, StoreError> {
+    ) -> Result<Take, StoreError> {
         let index = self.queue(queue);
         let mut guard = index.lock();
         if guard.paused {
-            return Ok(None);
+            return Ok(Take::Empty);
         }
         let Some((_, _, id)) = guard.set(JobState::Waiting).first().cloned() else {
-            return Ok(None);
+            return Ok(Take::Empty);
         };
+        if let Err(until) = guard.rate.admit(request.limit, now) {
+            return Ok(Take::RateLimited { until });
+        }
         let kept = guard
             .jobs
             .get_mut(&id)
@@ -560,14 +565,14 @@ impl JobStore for SledJobStore {
             })
             .cloned();
         let Some(status) = status else {
-            return Ok(None);
+            return Ok(Take::Empty);
         };
         put_status(&mut writes, queue, &id, &status)?;
         self.committer.submit(writes, 0);
         guard
             .leases
             .grant(id.clone(), token, now.saturating_add(request.lease_ms));
-        Ok(Some(TakenJob {
+        Ok(Take::Job(TakenJob {
             id: id.to_string(),
             spec,
             attempts_made: status.attempts_made,

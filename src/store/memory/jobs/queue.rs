@@ -3,7 +3,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::store::leases::Leases;
+use crate::store::leases::{Leases, RateWindow};
 
 use crate::store::job::{
     Added, Counts, Job, JobSpec, JobState, JobStatus, KeepJobs, Millis, NewJob,
@@ -95,6 +95,8 @@ pub(super) struct Queue {
     pub(super) paused: bool,
     /// Lease deadlines of the active jobs' attempts.
     pub(super) leases: Leases,
+    /// The rate limit's current window.
+    pub(super) rate: RateWindow,
 }
 
 fn line_of(state: JobState) -> usize {
