@@ -657,7 +657,7 @@ impl Harness {
                         name,
                         Complete {
                             id: id.clone(),
-                            token: token,
+                            token,
                             return_value: return_value.clone(),
                             keep: *keep,
                         },
@@ -708,7 +708,7 @@ impl Harness {
                                 token: 1,
                                 reason: "boom".into(),
                                 stack: "trace".into(),
-                                retry_at: retry_at,
+                                retry_at,
                                 keep: *keep,
                             },
                             now,
@@ -725,10 +725,10 @@ impl Harness {
                         name,
                         Fail {
                             id: id.clone(),
-                            token: token,
+                            token,
                             reason: reason.clone(),
                             stack: "trace".into(),
-                            retry_at: retry_at,
+                            retry_at,
                             keep: *keep,
                         },
                         now,
@@ -858,7 +858,7 @@ impl Harness {
                             name,
                             Complete {
                                 id: id.clone(),
-                                token: token,
+                                token,
                                 return_value: "null".into(),
                                 keep: KeepJobs::ALL,
                             },
@@ -872,7 +872,7 @@ impl Harness {
                                 name,
                                 Fail {
                                     id: id.clone(),
-                                    token: token,
+                                    token,
                                     reason: "late".into(),
                                     stack: "late".into(),
                                     retry_at: None,

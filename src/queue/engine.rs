@@ -746,7 +746,7 @@ async fn worker(queue: Arc<QueueShared>) {
             limit: queue.config.rate_limit,
         };
         let taken = match queue.store.take(&queue.name, request, now).await {
-            Ok(Take::Job(job)) => job,
+            Ok(Take::Job(job)) => *job,
             Ok(Take::Empty) => {
                 tokio::select! {
                     _ = queue.work_ready.notified() => continue,

@@ -268,20 +268,19 @@ pub struct TakeRequest {
 /// What `JobStore::take` found.
 #[derive(Debug, Clone)]
 pub enum Take {
-    Job(TakenJob),
+    /// The job taken (boxed: the other answers are a word).
+    Job(Box<TakenJob>),
     /// Nothing to take: no job waits, or the queue is paused.
     Empty,
     /// Jobs wait, but the rate limit's window is used up until `until`.
-    RateLimited {
-        until: Millis,
-    },
+    RateLimited { until: Millis },
 }
 
 impl Take {
     /// The job taken, if any.
     pub fn job(self) -> Option<TakenJob> {
         match self {
-            Take::Job(job) => Some(job),
+            Take::Job(job) => Some(*job),
             Take::Empty | Take::RateLimited { .. } => None,
         }
     }

@@ -115,14 +115,14 @@ impl JobStore for MemoryJobStore {
                 job.status.ready_at,
             );
             queue.leases.grant(id.clone(), token, lease_until);
-            Take::Job(TakenJob {
+            Take::Job(Box::new(TakenJob {
                 id: id.to_string(),
                 spec,
                 attempts_made,
                 token,
                 ready_at,
                 more_waiting: !queue.line(JobState::Waiting).is_empty(),
-            })
+            }))
         }))
     }
 

@@ -572,14 +572,14 @@ impl JobStore for SledJobStore {
         guard
             .leases
             .grant(id.clone(), token, now.saturating_add(request.lease_ms));
-        Ok(Take::Job(TakenJob {
+        Ok(Take::Job(Box::new(TakenJob {
             id: id.to_string(),
             spec,
             attempts_made: status.attempts_made,
             token,
             ready_at: status.ready_at,
             more_waiting: !guard.set(JobState::Waiting).is_empty(),
-        }))
+        })))
     }
 
     async fn promote_due(&self, queue: &str, now: Millis) -> Result<Vec<String>, StoreError> {
