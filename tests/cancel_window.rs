@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use courier::queue::model::{
-    Added, Counts, FailOutcome, Job, JobOptions, JobPage, JobState, KeepJobs, Millis, NewJob,
-    TakenJob,
+    Added, Complete, Counts, Expired, Fail, FailOutcome, Job, JobOptions, JobPage, JobState,
+    KeepJobs, Millis, NewJob, Take, TakeRequest,
 };
 use courier::queue::{JobContext, LocalHub, Queue, QueueConfig, QueueManager};
 use courier::store::{JobStore, RemovedIds, RemovedOutcome, StoreError};
@@ -41,9 +41,14 @@ impl JobStore for CancelsOnTake {
     }
 
     /// The real take; then, before the engine can register the attempt's lease, the cancel.
-    async fn take(&self, queue: &str, now: Millis) -> Result<Option<TakenJob>, StoreError> {
-        let taken = self.inner.take(queue, now).await?;
-        if let (Some(job), Some(engine)) = (&taken, self.engine.get()) {
+    async fn take(
+        &self,
+        queue: &str,
+        request: TakeRequest,
+        now: Millis,
+    ) -> Result<Take, StoreError> {
+        let taken = self.inner.take(queue, request, now).await?;
+        if let (Take::Job(job), Some(engine)) = (&taken, self.engine.get()) {
             engine.cancel(&job.id, "cancelled at once").await.unwrap();
         }
         Ok(taken)
@@ -60,31 +65,19 @@ impl JobStore for CancelsOnTake {
     async fn complete(
         &self,
         queue: &str,
-        id: &str,
-        token: u64,
-        return_value: String,
-        keep: KeepJobs,
+        request: Complete,
         now: Millis,
     ) -> Result<bool, StoreError> {
-        self.inner
-            .complete(queue, id, token, return_value, keep, now)
-            .await
+        self.inner.complete(queue, request, now).await
     }
 
     async fn fail(
         &self,
         queue: &str,
-        id: &str,
-        token: u64,
-        reason: String,
-        stack: String,
-        retry_at: Option<Millis>,
-        keep: KeepJobs,
+        request: Fail,
         now: Millis,
     ) -> Result<FailOutcome, StoreError> {
-        self.inner
-            .fail(queue, id, token, reason, stack, retry_at, keep, now)
-            .await
+        self.inner.fail(queue, request, now).await
     }
 
     async fn stall(
@@ -213,13 +206,27 @@ impl JobStore for CancelsOnTake {
         self.inner.oldest_waiting(queue).await
     }
 
-    async fn recover_stalled(
+    async fn renew(
         &self,
         queue: &str,
-        max_stalled: u32,
+        id: &str,
+        token: u64,
+        until: Millis,
+    ) -> Result<bool, StoreError> {
+        self.inner.renew(queue, id, token, until).await
+    }
+
+    async fn expire_leases(
+        &self,
+        queue: &str,
         now: Millis,
-    ) -> Result<Vec<String>, StoreError> {
-        self.inner.recover_stalled(queue, max_stalled, now).await
+        max_stalled: u32,
+    ) -> Result<Vec<Expired>, StoreError> {
+        self.inner.expire_leases(queue, now, max_stalled).await
+    }
+
+    async fn next_lease_expiry(&self, queue: &str) -> Result<Option<Millis>, StoreError> {
+        self.inner.next_lease_expiry(queue).await
     }
 
     async fn flush(&self) -> Result<(), StoreError> {

@@ -7,7 +7,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use courier::queue::model::{Backoff, BackoffKind, JobOptions, JobState, KeepJobs};
+use courier::queue::model::{
+    Backoff, BackoffKind, Complete, JobOptions, JobState, KeepJobs, TakeRequest,
+};
+/// A lease longer than any test: the job stays with the test that took it.
+const TAKE: TakeRequest = TakeRequest {
+    lease_ms: 600_000,
+    limit: None,
+};
+
 use courier::queue::{
     EventKind, JobContext, JobFailure, LocalHub, Queue, QueueConfig, QueueError, QueueManager,
     RateLimit,
@@ -435,14 +443,21 @@ async fn trimming_by_age_keeps_young_jobs_and_frees_old_ones() {
     store.add("work", jobs, 0).await.unwrap();
     // The first job finishes at t=1s, the second at t=5s.
     for finished_at in [1_000, 5_000] {
-        let taken = store.take("work", finished_at).await.unwrap().unwrap();
+        let taken = store
+            .take("work", TAKE, finished_at)
+            .await
+            .unwrap()
+            .job()
+            .unwrap();
         assert!(store
             .complete(
                 "work",
-                &taken.id,
-                taken.token,
-                "null".into(),
-                KeepJobs::ALL,
+                Complete {
+                    id: taken.id.clone(),
+                    token: taken.token,
+                    return_value: "null".into(),
+                    keep: KeepJobs::ALL
+                },
                 finished_at
             )
             .await
@@ -542,7 +557,12 @@ async fn jobs_left_active_by_a_dead_process_are_recovered_as_stalled() {
             .await
             .unwrap();
         // A worker takes it, then the process "dies" before it finishes.
-        let taken = store.take("work", queue.now()).await.unwrap().unwrap();
+        let taken = store
+            .take("work", TAKE, queue.now())
+            .await
+            .unwrap()
+            .job()
+            .unwrap();
         assert_eq!(taken.id, added.id);
         store.flush().await.unwrap();
         added.id
@@ -580,7 +600,7 @@ async fn jobs_that_stall_too_often_fail() {
                 .await
                 .unwrap();
         }
-        let taken = store.take("work", queue.now()).await.unwrap();
+        let taken = store.take("work", TAKE, queue.now()).await.unwrap().job();
         assert!(
             taken.is_some(),
             "round {round}: nothing to take; counts before {counts:?}, now {:?}",

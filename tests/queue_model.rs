@@ -23,7 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use courier::queue::model::{
-    Added, FailOutcome, Job, JobOptions, JobState, KeepJobs, Millis, NewJob,
+    Added, Complete, Fail, FailOutcome, Job, JobOptions, JobState, KeepJobs, Millis, NewJob,
+    TakeRequest,
 };
 use courier::store::{self, JobStore, RemovedOutcome, StoreConfig, StoreError};
 use proptest::prelude::*;
@@ -34,6 +35,13 @@ use proptest::test_runner::{TestCaseError, TestRunner};
 mod job_backends;
 
 use job_backends::Backend;
+
+/// The lease every take in the model asks for.
+const LEASE_MS: u64 = 5_000;
+const TAKE: TakeRequest = TakeRequest {
+    lease_ms: LEASE_MS,
+    limit: None,
+};
 
 const QUEUES: [&str; 2] = ["main", "other"];
 /// Caller-chosen ids: letters, and numbers that collide with automatic ids.
@@ -277,6 +285,8 @@ struct ModelJob {
     stalled_count: u32,
     /// The current attempt's token while active.
     token: Option<u64>,
+    /// While active: when the current attempt's lease lapses.
+    lease_until: Option<Millis>,
     return_value: Option<String>,
     failed_reason: Option<String>,
     logs: Vec<String>,
@@ -625,7 +635,16 @@ impl Harness {
                 let active = self.active_or_take(*queue).await?;
                 if active.is_empty() {
                     let done = store
-                        .complete(name, "missing", 1, "null".into(), *keep, now)
+                        .complete(
+                            name,
+                            Complete {
+                                id: "missing".to_owned(),
+                                token: 1,
+                                return_value: "null".into(),
+                                keep: *keep,
+                            },
+                            now,
+                        )
                         .await
                         .or_fail()?;
                     prop_assert!(!done, "completing a job that does not exist");
@@ -634,7 +653,16 @@ impl Harness {
                 let (id, token) = active[pick.index(active.len())].clone();
                 let return_value = format!("\"{id} done at {now}\"");
                 let done = store
-                    .complete(name, &id, token, return_value.clone(), *keep, now)
+                    .complete(
+                        name,
+                        Complete {
+                            id: id.clone(),
+                            token,
+                            return_value: return_value.clone(),
+                            keep: *keep,
+                        },
+                        now,
+                    )
                     .await
                     .or_fail()?;
                 prop_assert!(done, "complete of active job {} with its token", id);
@@ -675,12 +703,14 @@ impl Harness {
                     let outcome = store
                         .fail(
                             name,
-                            "missing",
-                            1,
-                            "boom".into(),
-                            "trace".into(),
-                            retry_at,
-                            *keep,
+                            Fail {
+                                id: "missing".to_owned(),
+                                token: 1,
+                                reason: "boom".into(),
+                                stack: "trace".into(),
+                                retry_at,
+                                keep: *keep,
+                            },
                             now,
                         )
                         .await
@@ -693,12 +723,14 @@ impl Harness {
                 let outcome = store
                     .fail(
                         name,
-                        &id,
-                        token,
-                        reason.clone(),
-                        "trace".into(),
-                        retry_at,
-                        *keep,
+                        Fail {
+                            id: id.clone(),
+                            token,
+                            reason: reason.clone(),
+                            stack: "trace".into(),
+                            retry_at,
+                            keep: *keep,
+                        },
                         now,
                     )
                     .await
@@ -822,19 +854,30 @@ impl Harness {
                 let name = QUEUES[queue];
                 let changed = match call {
                     StaleCall::Complete => store
-                        .complete(name, &id, token, "null".into(), KeepJobs::ALL, now)
+                        .complete(
+                            name,
+                            Complete {
+                                id: id.clone(),
+                                token,
+                                return_value: "null".into(),
+                                keep: KeepJobs::ALL,
+                            },
+                            now,
+                        )
                         .await
                         .or_fail()?,
                     StaleCall::Fail => {
                         let outcome = store
                             .fail(
                                 name,
-                                &id,
-                                token,
-                                "late".into(),
-                                "late".into(),
-                                None,
-                                KeepJobs::ALL,
+                                Fail {
+                                    id: id.clone(),
+                                    token,
+                                    reason: "late".into(),
+                                    stack: "late".into(),
+                                    retry_at: None,
+                                    keep: KeepJobs::ALL,
+                                },
                                 now,
                             )
                             .await
@@ -1165,6 +1208,7 @@ impl Harness {
                     attempts_made: 0,
                     stalled_count: 0,
                     token: None,
+                    lease_until: None,
                     return_value: None,
                     failed_reason: None,
                     logs: Vec::new(),
@@ -1176,7 +1220,12 @@ impl Harness {
 
     async fn take(&mut self, queue: usize) -> Result<(), TestCaseError> {
         let now = self.model.now;
-        let taken = self.store().take(QUEUES[queue], now).await.or_fail()?;
+        let taken = self
+            .store()
+            .take(QUEUES[queue], TAKE, now)
+            .await
+            .or_fail()?
+            .job();
         let expected = self.model.queues[queue].next_to_take();
         prop_assert_eq!(
             taken.as_ref().map(|job| job.id.clone()),
@@ -1204,6 +1253,7 @@ impl Harness {
         job.processed_at = Some(now);
         job.entered_at = now;
         job.token = Some(taken.token);
+        job.lease_until = Some(now + LEASE_MS);
         let more_waiting = model_queue
             .jobs
             .values()
@@ -1232,19 +1282,35 @@ impl Harness {
         };
         let now = self.model.now;
         for (queue, name) in QUEUES.iter().enumerate() {
-            let mut recovered = store
-                .recover_stalled(name, max_stalled, now)
+            let mut recovered: Vec<String> = store
+                .expire_leases(name, now, max_stalled)
                 .await
-                .or_fail()?;
-            let mut expected = self.model.queues[queue].sorted_by(JobState::Active, |job| {
-                (job.processed_at.unwrap_or(0), job.order)
-            });
+                .or_fail()?
+                .into_iter()
+                .map(|expired| expired.id)
+                .collect();
+            // A process that ended held no lease: all its active jobs lapsed. A live store keeps
+            // the leases it granted, and only the lapsed ones expire.
+            let queue_model = &self.model.queues[queue];
+            let mut expected: Vec<String> = queue_model
+                .sorted_by(JobState::Active, |job| {
+                    (job.processed_at.unwrap_or(0), job.order)
+                })
+                .into_iter()
+                .filter(|id| {
+                    durable
+                        || queue_model
+                            .jobs
+                            .get(id)
+                            .is_some_and(|job| job.lease_until.unwrap_or(0) <= now)
+                })
+                .collect();
             for id in &expected {
                 self.model.stall(queue, id, max_stalled);
             }
             recovered.sort();
             expected.sort();
-            prop_assert_eq!(recovered, expected, "recover_stalled of {}", name);
+            prop_assert_eq!(recovered, expected, "expire_leases of {}", name);
         }
         if durable {
             // The dead process's tokens died with it.
@@ -1527,14 +1593,21 @@ fn regression_age_retention_removes_jobs_exactly_that_old(backend: Backend) {
         let dir = tempfile::tempdir().unwrap();
         let store = backend.open(dir.path()).unwrap();
         store.add("main", single_job(0), START).await.unwrap();
-        let taken = store.take("main", START).await.unwrap().unwrap();
+        let taken = store
+            .take("main", TAKE, START)
+            .await
+            .unwrap()
+            .job()
+            .unwrap();
         let done = store
             .complete(
                 "main",
-                &taken.id,
-                taken.token,
-                "null".into(),
-                KeepJobs::ALL,
+                Complete {
+                    id: taken.id.clone(),
+                    token: taken.token,
+                    return_value: "null".into(),
+                    keep: KeepJobs::ALL,
+                },
                 START,
             )
             .await

@@ -19,6 +19,8 @@ pub const INTERNAL_MESSAGE: &str = "internal server error";
 pub const STORAGE_MESSAGE: &str =
     "storage is unavailable (the server cannot read or write its disk); try again later";
 /// Seconds a client is asked to wait after a storage failure.
+/// What a client is told when the storage backend is out of reach (the cause goes to the log).
+pub const UNAVAILABLE_MESSAGE: &str = "storage is temporarily unavailable, try again shortly";
 const STORAGE_RETRY_AFTER_SECS: u64 = 5;
 
 /// Every way a request can fail. Messages are lowercase, without a trailing period (except
@@ -103,9 +105,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Store(StoreError::Closed | StoreError::Io(_)) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Store(
+                StoreError::Closed | StoreError::Io(_) | StoreError::Unavailable { .. },
+            ) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(StoreError::Deleted(_)) => StatusCode::NOT_FOUND,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Queue(err) => match err {
@@ -115,9 +117,9 @@ impl ApiError {
                 }
                 QueueError::WrongState { .. } | QueueError::JobActive(_) => StatusCode::CONFLICT,
                 QueueError::ShuttingDown
-                | QueueError::Store(StoreError::Closed | StoreError::Io(_)) => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                | QueueError::Store(
+                    StoreError::Closed | StoreError::Io(_) | StoreError::Unavailable { .. },
+                ) => StatusCode::SERVICE_UNAVAILABLE,
                 QueueError::AlreadyRegistered(_) | QueueError::Store(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
@@ -134,12 +136,24 @@ impl ApiError {
         )
     }
 
+    /// The storage backend cannot be reached for now (a lost connection): retry later.
+    fn is_store_unavailable(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Store(StoreError::Unavailable { .. })
+                | ApiError::Queue(QueueError::Store(StoreError::Unavailable { .. }))
+        )
+    }
+
     /// The text sent to the client: the message for client-facing cases, a generic one for causes.
     fn client_message(&self) -> String {
         if self.is_disk_failure() {
             // It may pass (the log repairs itself once it can write again, and a restart
             // replays it). The cause goes to the log, not the client.
             return STORAGE_MESSAGE.to_owned();
+        }
+        if self.is_store_unavailable() {
+            return UNAVAILABLE_MESSAGE.to_owned();
         }
         match self {
             ApiError::Store(StoreError::Closed)
@@ -186,7 +200,7 @@ impl IntoResponse for ApiError {
                 header::RETRY_AFTER,
                 HeaderValue::from(retry_after_secs.max(1)),
             );
-        } else if self.is_disk_failure() {
+        } else if self.is_disk_failure() || self.is_store_unavailable() {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(STORAGE_RETRY_AFTER_SECS),
@@ -284,5 +298,33 @@ mod tests {
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(response.headers().get(header::RETRY_AFTER).is_none());
         assert_eq!(body_message(response).await, INTERNAL_MESSAGE);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_is_a_503_to_retry_and_a_fault_is_a_500() {
+        let lost = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset");
+        let unavailable = StoreError::unavailable("redis connection lost", lost);
+        assert!(std::error::Error::source(&unavailable).is_some());
+        for error in [
+            ApiError::Store(unavailable.clone()),
+            ApiError::Queue(QueueError::Store(unavailable)),
+        ] {
+            let response = error.into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+            assert_eq!(body_message(response).await, UNAVAILABLE_MESSAGE);
+        }
+        let broken = std::io::Error::other("script returned garbage");
+        let fault = StoreError::fault("take failed", broken);
+        assert!(std::error::Error::source(&fault).is_some());
+        for error in [
+            ApiError::Store(fault.clone()),
+            ApiError::Queue(QueueError::Store(fault)),
+        ] {
+            let response = error.into_response();
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            assert!(response.headers().get(header::RETRY_AFTER).is_none());
+            assert_eq!(body_message(response).await, INTERNAL_MESSAGE);
+        }
     }
 }

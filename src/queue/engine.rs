@@ -31,8 +31,8 @@ use super::error::QueueError;
 use super::events::{EventHub, EventKind, QueueEvent};
 use super::metrics::{MetricsSnapshot, QueueMetrics};
 use super::model::{
-    Added, Counts, FailOutcome, Job, JobOptions, JobPage, JobState, KeepJobs, Millis, NewJob,
-    TakenJob,
+    Added, Complete, Counts, Expired, Fail, FailOutcome, Job, JobOptions, JobPage, JobState,
+    KeepJobs, Millis, NewJob, Take, TakeRequest, TakenJob,
 };
 use super::options;
 use crate::store::{JobStore, RemovedOutcome};
@@ -44,12 +44,7 @@ pub const DEFAULT_MAX_DATA_BYTES: usize = 1024 * 1024;
 /// Processor key that handles job names without a processor of their own.
 pub const ANY_NAME: &str = "*";
 
-/// At most `max` jobs start per `duration_ms` (Bull's limiter).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    pub max: u32,
-    pub duration_ms: u64,
-}
+pub use super::model::RateLimit;
 
 /// How one queue runs.
 #[derive(Debug, Clone)]
@@ -187,16 +182,11 @@ impl JobContext {
 }
 
 /// A running job's lease, as the timer sees it.
-struct Lease {
+/// An attempt running in this process: how to stop it when the store takes the job away.
+/// (Its lease deadline lives in the store, so any instance's timer can expire it.)
+struct Running {
     token: u64,
-    until: Millis,
     cancel: Arc<Notify>,
-}
-
-/// Fixed-window limiter: `used` starts in the window beginning at `window_start`.
-struct Limiter {
-    window_start: Millis,
-    used: u32,
 }
 
 struct QueueShared {
@@ -211,8 +201,7 @@ struct QueueShared {
     work_ready: Notify,
     /// Wakes the timer when a new delayed job may be due earlier than it planned.
     timer_wake: Notify,
-    leases: Mutex<HashMap<Arc<str>, Lease>>,
-    limiter: Mutex<Limiter>,
+    running: Mutex<HashMap<Arc<str>, Running>>,
     /// Stop taking new jobs.
     stop: CancellationToken,
     /// Abandon running jobs (after the shutdown grace period).
@@ -222,12 +211,48 @@ struct QueueShared {
 }
 
 impl QueueShared {
-    /// Removes the lease of the attempt holding `token` (a later attempt's lease stays).
-    fn end_lease(&self, id: &str, token: u64) {
-        let mut leases = self.leases.lock();
-        if leases.get(id).is_some_and(|lease| lease.token == token) {
-            leases.remove(id);
+    /// Forgets the attempt holding `token` (a later attempt of the same job stays).
+    fn end_running(&self, id: &str, token: u64) {
+        let mut running = self.running.lock();
+        if running
+            .get(id)
+            .is_some_and(|attempt| attempt.token == token)
+        {
+            running.remove(id);
         }
+    }
+
+    /// Stops the attempt of `id` running here, if any (cancelled, or its lease expired).
+    fn stop_running(&self, id: &str) {
+        if let Some(attempt) = self.running.lock().remove(id) {
+            attempt.cancel.notify_one();
+        }
+    }
+
+    /// Reports jobs whose lease lapsed, which the store moved on, and stops any running here.
+    fn expired(&self, expired: &[Expired], now: Millis) {
+        for job in expired {
+            self.stop_running(&job.id);
+            tracing::warn!(queue = %self.name, job = %job.id, "job stalled: its worker stopped renewing the lease");
+            self.metrics.record_stalled(now);
+            self.publish(EventKind::Stalled, Some(&job.id), None);
+            if job.state == JobState::Failed {
+                self.metrics.record_failed(now, 0, true);
+                self.publish(
+                    EventKind::Failed,
+                    Some(&job.id),
+                    Some("job stalled more than allowable limit".to_owned()),
+                );
+            }
+        }
+        if expired.iter().any(|job| job.state == JobState::Waiting) {
+            self.work_ready.notify_one();
+        }
+    }
+
+    /// How long a lease lasts before its worker must renew it.
+    fn lease_ms(&self) -> u64 {
+        self.config.lease_ms.max(2)
     }
 
     fn publish(&self, kind: EventKind, job_id: Option<&str>, detail: Option<String>) {
@@ -237,30 +262,6 @@ impl QueueShared {
             job_id: job_id.map(Arc::from),
             detail,
         });
-    }
-
-    /// Reserves a start in the rate-limit window, or says when the window reopens.
-    fn reserve(&self, now: Millis) -> Result<(), Millis> {
-        let Some(limit) = self.config.rate_limit else {
-            return Ok(());
-        };
-        let mut limiter = self.limiter.lock();
-        if now >= limiter.window_start.saturating_add(limit.duration_ms) {
-            limiter.window_start = now;
-            limiter.used = 0;
-        }
-        if limiter.used >= limit.max {
-            return Err(limiter.window_start.saturating_add(limit.duration_ms));
-        }
-        limiter.used += 1;
-        Ok(())
-    }
-
-    fn unreserve(&self) {
-        if self.config.rate_limit.is_some() {
-            let mut limiter = self.limiter.lock();
-            limiter.used = limiter.used.saturating_sub(1);
-        }
     }
 
     fn processor_for(&self, name: &str) -> Option<Arc<dyn Processor>> {
@@ -553,9 +554,7 @@ impl Queue {
         {
             return Err(self.explain_miss(id, "active").await);
         }
-        if let Some(lease) = self.shared.leases.lock().remove(id) {
-            lease.cancel.notify_one();
-        }
+        self.shared.stop_running(id);
         self.shared.metrics.record_failed(now, 0, true);
         self.shared
             .publish(EventKind::Failed, Some(id), Some(reason.to_owned()));
@@ -642,27 +641,26 @@ impl QueueManager {
             processors: RwLock::new(HashMap::new()),
             work_ready: Notify::new(),
             timer_wake: Notify::new(),
-            leases: Mutex::new(HashMap::new()),
-            limiter: Mutex::new(Limiter {
-                window_start: 0,
-                used: 0,
-            }),
+            running: Mutex::new(HashMap::new()),
             stop: CancellationToken::new(),
             abandon: CancellationToken::new(),
             tasks: TaskTracker::new(),
             started: Mutex::new(false),
             config,
         });
+        // Jobs left active by a process that ended hold no live lease: expire them now, so a
+        // restart requeues them before the first worker runs.
+        let now = self.clock.now();
         let stalled = shared
             .store
-            .recover_stalled(&name, shared.config.max_stalled_count, self.clock.now())
+            .expire_leases(&name, now, shared.config.max_stalled_count)
             .await?;
         if !stalled.is_empty() {
             tracing::warn!(queue = %name, count = stalled.len(), "recovered jobs left active by a previous run");
         }
-        for id in &stalled {
-            shared.metrics.record_stalled(self.clock.now());
-            shared.publish(EventKind::Stalled, Some(id), None);
+        for job in &stalled {
+            shared.metrics.record_stalled(now);
+            shared.publish(EventKind::Stalled, Some(&job.id), None);
         }
         let queue = Queue { shared };
         self.queues.write().push(queue.clone());
@@ -743,23 +741,25 @@ async fn worker(queue: Arc<QueueShared>) {
             return;
         }
         let now = queue.clock.now();
-        if let Err(reopens) = queue.reserve(now) {
-            tokio::select! {
-                _ = tokio::time::sleep_until(queue.clock.instant_at(reopens)) => continue,
-                _ = queue.stop.cancelled() => return,
-            }
-        }
-        let taken = match queue.store.take(&queue.name, now).await {
-            Ok(Some(job)) => job,
-            Ok(None) => {
-                queue.unreserve();
+        let request = TakeRequest {
+            lease_ms: queue.lease_ms(),
+            limit: queue.config.rate_limit,
+        };
+        let taken = match queue.store.take(&queue.name, request, now).await {
+            Ok(Take::Job(job)) => *job,
+            Ok(Take::Empty) => {
                 tokio::select! {
                     _ = queue.work_ready.notified() => continue,
                     _ = queue.stop.cancelled() => return,
                 }
             }
+            Ok(Take::RateLimited { until }) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(queue.clock.instant_at(until)) => continue,
+                    _ = queue.stop.cancelled() => return,
+                }
+            }
             Err(err) => {
-                queue.unreserve();
                 tracing::error!(queue = %queue.name, error = %err, "cannot take a job");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
@@ -798,18 +798,17 @@ async fn run_job(queue: &Arc<QueueShared>, job: TakenJob) {
     let started_at = Instant::now();
     let id: Arc<str> = Arc::from(job.id.as_str());
     let cancel = Arc::new(Notify::new());
-    let lease_ms = queue.config.lease_ms.max(2);
+    let lease_ms = queue.lease_ms();
     let first_lease = {
-        let mut leases = queue.leases.lock();
-        leases.insert(
+        let mut running = queue.running.lock();
+        running.insert(
             id.clone(),
-            Lease {
+            Running {
                 token: job.token,
-                until: started + lease_ms,
                 cancel: cancel.clone(),
             },
         );
-        leases.len() == 1
+        running.len() == 1
     };
     // The timer plans its sleep around the earliest lease; only a first lease can be earlier
     // than every lease it already knows.
@@ -817,7 +816,7 @@ async fn run_job(queue: &Arc<QueueShared>, job: TakenJob) {
     // found no lease to stop: the attempt no longer owns the job, so it must not run. (A cancel
     // after this check finds the lease.)
     if let Ok(false) = queue.store.owns(&queue.name, &id, job.token).await {
-        queue.end_lease(&id, job.token);
+        queue.end_running(&id, job.token);
         return;
     }
     if first_lease {
@@ -860,10 +859,9 @@ async fn run_job(queue: &Arc<QueueShared>, job: TakenJob) {
     let renew = async {
         loop {
             tokio::time::sleep(Duration::from_millis(lease_ms / 2)).await;
-            if let Some(lease) = queue.leases.lock().get_mut(&id) {
-                if lease.token == job.token {
-                    lease.until = queue.clock.now() + lease_ms;
-                }
+            let until = queue.clock.now() + lease_ms;
+            if let Err(err) = queue.store.renew(&queue.name, &id, job.token, until).await {
+                tracing::error!(queue = %queue.name, job = %id, error = %err, "cannot renew a lease");
             }
         }
     };
@@ -873,7 +871,7 @@ async fn run_job(queue: &Arc<QueueShared>, job: TakenJob) {
         _ = cancel.notified() => Outcome::Cancelled,
         _ = queue.abandon.cancelled() => Outcome::Abandoned,
     };
-    queue.end_lease(&id, job.token);
+    queue.end_running(&id, job.token);
     let now = queue.clock.now();
     let elapsed_us = started_at.elapsed().as_micros() as u64;
     let result = match outcome {
@@ -888,7 +886,16 @@ async fn run_job(queue: &Arc<QueueShared>, job: TakenJob) {
             let text = value.to_string();
             match queue
                 .store
-                .complete(&queue.name, &id, job.token, text.clone(), keep, now)
+                .complete(
+                    &queue.name,
+                    Complete {
+                        id: id.to_string(),
+                        token: job.token,
+                        return_value: text.clone(),
+                        keep,
+                    },
+                    now,
+                )
                 .await
             {
                 Ok(true) => {
@@ -931,12 +938,14 @@ async fn record_failure(
         .store
         .fail(
             &queue.name,
-            id,
-            job.token,
-            failure.message.clone(),
-            failure.stack(),
-            retry_at,
-            keep,
+            Fail {
+                id: id.to_owned(),
+                token: job.token,
+                reason: failure.message.clone(),
+                stack: failure.stack(),
+                retry_at,
+                keep,
+            },
             now,
         )
         .await?;
@@ -978,45 +987,22 @@ async fn timer(queue: Arc<QueueShared>) {
                 tracing::error!(queue = %queue.name, error = %err, "cannot promote delayed jobs")
             }
         }
-        let expired: Vec<(Arc<str>, u64)> = queue
-            .leases
-            .lock()
-            .iter()
-            .filter(|(_, lease)| lease.until <= now)
-            .map(|(id, lease)| (id.clone(), lease.token))
-            .collect();
-        for (id, token) in expired {
-            if let Some(lease) = queue.leases.lock().remove(&id) {
-                lease.cancel.notify_one();
-            }
-            match queue
-                .store
-                .stall(&queue.name, &id, token, queue.config.max_stalled_count, now)
-                .await
-            {
-                Ok(Some(state)) => {
-                    tracing::warn!(queue = %queue.name, job = %id, "job stalled: its worker stopped renewing the lease");
-                    queue.metrics.record_stalled(now);
-                    queue.publish(EventKind::Stalled, Some(&id), None);
-                    if state == JobState::Failed {
-                        queue.metrics.record_failed(now, 0, true);
-                        queue.publish(
-                            EventKind::Failed,
-                            Some(&id),
-                            Some("job stalled more than allowable limit".to_owned()),
-                        );
-                    } else {
-                        queue.work_ready.notify_one();
-                    }
-                }
-                Ok(None) => {}
-                Err(err) => {
-                    tracing::error!(queue = %queue.name, job = %id, error = %err, "cannot requeue a stalled job")
-                }
+        match queue
+            .store
+            .expire_leases(&queue.name, now, queue.config.max_stalled_count)
+            .await
+        {
+            Ok(expired) => queue.expired(&expired, now),
+            Err(err) => {
+                tracing::error!(queue = %queue.name, error = %err, "cannot requeue stalled jobs")
             }
         }
         let next_due = queue.store.next_due(&queue.name).await.unwrap_or(None);
-        let next_lease = queue.leases.lock().values().map(|lease| lease.until).min();
+        let next_lease = queue
+            .store
+            .next_lease_expiry(&queue.name)
+            .await
+            .unwrap_or(None);
         let wake_at = match (next_due, next_lease) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

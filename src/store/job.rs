@@ -249,6 +249,75 @@ pub struct TakenJob {
     pub more_waiting: bool,
 }
 
+/// At most `max` jobs start per `duration_ms` (Bull's limiter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub max: u32,
+    pub duration_ms: u64,
+}
+
+/// `JobStore::take`: what the worker asks for along with the next job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TakeRequest {
+    /// How long the lease the worker gets lasts before it must renew it.
+    pub lease_ms: u64,
+    /// The queue's limit on job starts, counted by the store (so it holds across instances).
+    pub limit: Option<RateLimit>,
+}
+
+/// What `JobStore::take` found.
+#[derive(Debug, Clone)]
+pub enum Take {
+    /// The job taken (boxed: the other answers are a word).
+    Job(Box<TakenJob>),
+    /// Nothing to take: no job waits, or the queue is paused.
+    Empty,
+    /// Jobs wait, but the rate limit's window is used up until `until`.
+    RateLimited { until: Millis },
+}
+
+impl Take {
+    /// The job taken, if any.
+    pub fn job(self) -> Option<TakenJob> {
+        match self {
+            Take::Job(job) => Some(*job),
+            Take::Empty | Take::RateLimited { .. } => None,
+        }
+    }
+}
+
+/// A job `JobStore::expire_leases` took away from a worker whose lease lapsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    pub id: String,
+    /// `Waiting` (to run again) or `Failed` (stalled more than allowed).
+    pub state: JobState,
+}
+
+/// `JobStore::complete`: the attempt holding `token` finished `id` with `return_value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Complete {
+    pub id: String,
+    pub token: u64,
+    /// The processor's result, as JSON text.
+    pub return_value: String,
+    /// How many completed jobs the queue keeps (the job itself is removed when it keeps none).
+    pub keep: KeepJobs,
+}
+
+/// `JobStore::fail`: the attempt holding `token` of `id` failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fail {
+    pub id: String,
+    pub token: u64,
+    pub reason: String,
+    pub stack: String,
+    /// When to try again; `None` when the job has no attempts left.
+    pub retry_at: Option<Millis>,
+    /// How many failed jobs the queue keeps.
+    pub keep: KeepJobs,
+}
+
 /// What a failed attempt leads to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailOutcome {

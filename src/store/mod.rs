@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod chat;
 pub mod codec;
 pub mod job;
+pub(crate) mod leases;
 pub mod memory;
 #[cfg(feature = "mongodb")]
 pub mod mongodb;
@@ -24,10 +25,18 @@ use async_trait::async_trait;
 use self::chat::ChatStore;
 pub use self::stats::{CommitTimeLog, CommitTimes, StorageStats, StoreActivity};
 use crate::store::job::{
-    Added, Counts, FailOutcome, Job, JobPage, JobState, KeepJobs, Millis, NewJob, TakenJob,
+    Added, Complete, Counts, Expired, Fail, FailOutcome, Job, JobPage, JobState, KeepJobs, Millis,
+    NewJob, Take, TakeRequest,
 };
 
+/// The underlying error a [`StoreError`] keeps as its source (shared, so the error stays `Clone`).
+pub type ErrorSource = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Errors of the storage layer.
+///
+/// Two kinds matter to callers: [`StoreError::Unavailable`] (and [`StoreError::Io`], a disk that
+/// may recover) are "try again later" (HTTP 503 with Retry-After); the others are faults
+/// (HTTP 500) or answers.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("storage i/o failed: {0}")]
@@ -44,6 +53,53 @@ pub enum StoreError {
     /// feature, or not implemented yet).
     #[error("{0}")]
     Unsupported(String),
+    /// The backend cannot be reached right now (connection lost, failover, timeout): nothing was
+    /// decided, the same call may succeed later.
+    #[error("storage is unavailable: {message}")]
+    Unavailable {
+        message: String,
+        #[source]
+        source: Option<ErrorSource>,
+    },
+    /// The backend failed in a way retrying does not mend; `source` is what it reported.
+    #[error("storage failed: {message}")]
+    Fault {
+        message: String,
+        #[source]
+        source: ErrorSource,
+    },
+}
+
+impl StoreError {
+    /// The backend is out of reach for now (see [`StoreError::Unavailable`]).
+    pub fn unavailable(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> StoreError {
+        StoreError::Unavailable {
+            message: message.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// A fault of the backend, keeping what it reported as the source.
+    pub fn fault(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> StoreError {
+        StoreError::Fault {
+            message: message.into(),
+            source: Arc::new(source),
+        }
+    }
+
+    /// Whether the same call may succeed later (answered 503 with Retry-After over HTTP).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Io(_) | StoreError::Closed | StoreError::Unavailable { .. }
+        )
+    }
 }
 
 impl From<::sled::Error> for StoreError {
@@ -77,9 +133,42 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> Result<Vec<Added>, StoreError>;
 
     /// Moves the first waiting job (by priority, then FIFO/LIFO order) to `active` with a new
-    /// token, unless the queue is paused. Not durable: after a crash the job is found active
-    /// and recovered as stalled.
-    async fn take(&self, queue: &str, now: Millis) -> Result<Option<TakenJob>, StoreError>;
+    /// token and a lease until `now + request.lease_ms`, unless the queue is paused or the
+    /// request's rate limit allows no more starts in its window ([`Take::RateLimited`]; a take
+    /// that finds no job uses no slot). Not
+    /// durable: after a crash the job is found active with no live lease, and the first
+    /// [`JobStore::expire_leases`] recovers it as stalled.
+    async fn take(
+        &self,
+        queue: &str,
+        request: TakeRequest,
+        now: Millis,
+    ) -> Result<Take, StoreError>;
+
+    /// Extends the lease of the attempt holding `token` to `until`. `false` (and nothing
+    /// changes) when that attempt no longer owns the job (stalled, cancelled, finished).
+    async fn renew(
+        &self,
+        queue: &str,
+        id: &str,
+        token: u64,
+        until: Millis,
+    ) -> Result<bool, StoreError>;
+
+    /// Takes every active job whose lease lapsed at `now` away from its worker: back to
+    /// `waiting` with its stall counted, or to `failed` once it has stalled more than
+    /// `max_stalled` times (durable). Active jobs with no live lease (left by a process that
+    /// ended) count as lapsed. Returns what happened to each.
+    async fn expire_leases(
+        &self,
+        queue: &str,
+        now: Millis,
+        max_stalled: u32,
+    ) -> Result<Vec<Expired>, StoreError>;
+
+    /// When the earliest lease of an active job lapses (a time in the past when one already
+    /// has); `None` when no job is active.
+    async fn next_lease_expiry(&self, queue: &str) -> Result<Option<Millis>, StoreError>;
 
     /// Moves delayed jobs that are due at `now` to `waiting`; returns their ids.
     async fn promote_due(&self, queue: &str, now: Millis) -> Result<Vec<String>, StoreError>;
@@ -92,25 +181,16 @@ pub trait JobStore: Send + Sync + 'static {
     async fn complete(
         &self,
         queue: &str,
-        id: &str,
-        token: u64,
-        return_value: String,
-        keep: KeepJobs,
+        request: Complete,
         now: Millis,
     ) -> Result<bool, StoreError>;
 
     /// Records a failed attempt of an active job: to `delayed` at `retry_at` (or straight to
     /// `waiting` when `retry_at <= now`) when given, else to `failed`, trimmed to `keep`.
-    #[allow(clippy::too_many_arguments)]
     async fn fail(
         &self,
         queue: &str,
-        id: &str,
-        token: u64,
-        reason: String,
-        stack: String,
-        retry_at: Option<Millis>,
-        keep: KeepJobs,
+        request: Fail,
         now: Millis,
     ) -> Result<FailOutcome, StoreError>;
 
@@ -214,15 +294,6 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// When the longest-waiting job entered `waiting`.
     async fn oldest_waiting(&self, queue: &str) -> Result<Option<Millis>, StoreError>;
-
-    /// At start-up: every job found active belonged to a dead process. Each goes back to
-    /// `waiting` with a stall counted (or to `failed` past `max_stalled`); returns their ids.
-    async fn recover_stalled(
-        &self,
-        queue: &str,
-        max_stalled: u32,
-        now: Millis,
-    ) -> Result<Vec<String>, StoreError>;
 
     /// Makes every write so far durable.
     async fn flush(&self) -> Result<(), StoreError>;

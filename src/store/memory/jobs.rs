@@ -17,7 +17,8 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use crate::store::job::{
-    Added, Counts, FailOutcome, Job, JobPage, JobState, KeepJobs, Millis, NewJob, TakenJob,
+    Added, Complete, Counts, Expired, Fail, FailOutcome, Job, JobPage, JobState, KeepJobs, Millis,
+    NewJob, Take, TakeRequest, TakenJob,
 };
 use crate::store::{JobStore, RemovedIds, RemovedOutcome, StoreError};
 
@@ -81,32 +82,47 @@ impl JobStore for MemoryJobStore {
         }))
     }
 
-    async fn take(&self, queue: &str, now: Millis) -> Result<Option<TakenJob>, StoreError> {
+    async fn take(
+        &self,
+        queue: &str,
+        request: TakeRequest,
+        now: Millis,
+    ) -> Result<Take, StoreError> {
         Ok(self.write(queue, |queue, counters| {
             if queue.paused {
-                return None;
+                return Take::Empty;
             }
-            let id = queue.line(JobState::Waiting).first()?.id.clone();
+            let Some(first) = queue.line(JobState::Waiting).first() else {
+                return Take::Empty;
+            };
+            let id = first.id.clone();
+            if let Err(until) = queue.rate.admit(request.limit, now) {
+                return Take::RateLimited { until };
+            }
             let token = counters.next_token();
-            let job = queue.change(&id, |status| {
+            let Some(job) = queue.change(&id, |status| {
                 status.state = JobState::Active;
                 status.entered_at = now;
                 status.token = token;
                 status.processed_at = Some(now);
-            })?;
+            }) else {
+                return Take::Empty;
+            };
+            let lease_until = now.saturating_add(request.lease_ms);
             let (spec, attempts_made, ready_at) = (
                 job.spec.clone(),
                 job.status.attempts_made,
                 job.status.ready_at,
             );
-            Some(TakenJob {
+            queue.leases.grant(id.clone(), token, lease_until);
+            Take::Job(Box::new(TakenJob {
                 id: id.to_string(),
                 spec,
                 attempts_made,
                 token,
                 ready_at,
                 more_waiting: !queue.line(JobState::Waiting).is_empty(),
-            })
+            }))
         }))
     }
 
@@ -139,12 +155,16 @@ impl JobStore for MemoryJobStore {
     async fn complete(
         &self,
         queue: &str,
-        id: &str,
-        token: u64,
-        return_value: String,
-        keep: KeepJobs,
+        request: Complete,
         now: Millis,
     ) -> Result<bool, StoreError> {
+        let Complete {
+            id,
+            token,
+            return_value,
+            keep,
+        } = request;
+        let id = id.as_str();
         Ok(self.write(queue, |queue, _| {
             if !queue.owned_by(id, token) {
                 return false;
@@ -169,14 +189,18 @@ impl JobStore for MemoryJobStore {
     async fn fail(
         &self,
         queue: &str,
-        id: &str,
-        token: u64,
-        reason: String,
-        stack: String,
-        retry_at: Option<Millis>,
-        keep: KeepJobs,
+        request: Fail,
         now: Millis,
     ) -> Result<FailOutcome, StoreError> {
+        let Fail {
+            id,
+            token,
+            reason,
+            stack,
+            retry_at,
+            keep,
+        } = request;
+        let id = id.as_str();
         Ok(self.write(queue, |queue, counters| {
             if !queue.owned_by(id, token) {
                 return FailOutcome::Stale;
@@ -233,6 +257,61 @@ impl JobStore for MemoryJobStore {
             }
             let order = counters.next_order();
             queue.stall(id, max_stalled, order, now)
+        }))
+    }
+
+    async fn renew(
+        &self,
+        queue: &str,
+        id: &str,
+        token: u64,
+        until: Millis,
+    ) -> Result<bool, StoreError> {
+        Ok(self.write(queue, |queue, _| {
+            if !queue.owned_by(id, token) {
+                return false;
+            }
+            queue.leases.grant(Arc::from(id), token, until);
+            true
+        }))
+    }
+
+    async fn expire_leases(
+        &self,
+        queue: &str,
+        now: Millis,
+        max_stalled: u32,
+    ) -> Result<Vec<Expired>, StoreError> {
+        Ok(self.write(queue, |queue, counters| {
+            let mut expired = Vec::new();
+            for (id, token) in queue.active() {
+                if !queue.leases.lapsed(&id, token, now) {
+                    continue;
+                }
+                queue.leases.end(&id);
+                let order = counters.next_order();
+                if let Some(state) = queue.stall(&id, max_stalled, order, now) {
+                    expired.push(Expired {
+                        id: id.to_string(),
+                        state,
+                    });
+                }
+            }
+            let active: HashMap<Arc<str>, u64> = queue.active().into_iter().collect();
+            queue
+                .leases
+                .retain(|id, token| active.get(id) == Some(&token));
+            expired
+        }))
+    }
+
+    async fn next_lease_expiry(&self, queue: &str) -> Result<Option<Millis>, StoreError> {
+        Ok(self.write(queue, |queue, _| {
+            queue
+                .active()
+                .iter()
+                .map(|(id, token)| queue.leases.until(id, *token))
+                .min()
         }))
     }
 
@@ -450,22 +529,6 @@ impl JobStore for MemoryJobStore {
                 .filter_map(|place| queue.status(&place.id))
                 .map(|status| status.ready_at)
                 .min()
-        }))
-    }
-
-    async fn recover_stalled(
-        &self,
-        queue: &str,
-        max_stalled: u32,
-        now: Millis,
-    ) -> Result<Vec<String>, StoreError> {
-        Ok(self.write(queue, |queue, counters| {
-            let active = queue.ids_in(JobState::Active);
-            for id in &active {
-                let order = counters.next_order();
-                queue.stall(id, max_stalled, order, now);
-            }
-            strings(active)
         }))
     }
 

@@ -21,9 +21,10 @@ use super::committer::{AfterCommit, Committer, Write};
 use super::Database;
 use crate::store::codec::{decode, encode};
 use crate::store::job::{
-    Added, Counts, FailOutcome, Job, JobPage, JobSpec, JobState, JobStatus, KeepJobs, Millis,
-    NewJob, TakenJob,
+    Added, Complete, Counts, Expired, Fail, FailOutcome, Job, JobPage, JobSpec, JobState,
+    JobStatus, KeepJobs, Millis, NewJob, Take, TakeRequest, TakenJob,
 };
+use crate::store::leases::{Leases, RateWindow};
 use crate::store::{
     CommitTimeLog, JobStore, RemovedIds, RemovedOutcome, StorageStats, StoreActivity, StoreError,
 };
@@ -111,6 +112,12 @@ struct QueueIndex {
     jobs: HashMap<Arc<str>, Entry>,
     by_state: [BTreeSet<IndexKey>; 5],
     paused: bool,
+    /// Lease deadlines of the active jobs' attempts. In memory only: the process that holds a
+    /// lease is the only one using the database, so none survives a restart, and active jobs
+    /// found at open are recovered by the first expiry pass.
+    leases: Leases,
+    /// The rate limit's current window (in memory, like the leases).
+    rate: RateWindow,
 }
 
 fn slot(state: JobState) -> usize {
@@ -124,6 +131,17 @@ fn slot(state: JobState) -> usize {
 }
 
 impl QueueIndex {
+    /// The active jobs with the token of the attempt that holds each.
+    fn active(&self) -> Vec<(Arc<str>, u64)> {
+        self.set(JobState::Active)
+            .iter()
+            .filter_map(|(_, _, id)| {
+                let entry = self.jobs.get(id)?;
+                Some((id.clone(), entry.status.token))
+            })
+            .collect()
+    }
+
     fn set(&self, state: JobState) -> &BTreeSet<IndexKey> {
         &self.by_state[slot(state)]
     }
@@ -511,15 +529,23 @@ impl JobStore for SledJobStore {
         Ok(added)
     }
 
-    async fn take(&self, queue: &str, now: Millis) -> Result<Option<TakenJob>, StoreError> {
+    async fn take(
+        &self,
+        queue: &str,
+        request: TakeRequest,
+        now: Millis,
+    ) -> Result<Take, StoreError> {
         let index = self.queue(queue);
         let mut guard = index.lock();
         if guard.paused {
-            return Ok(None);
+            return Ok(Take::Empty);
         }
         let Some((_, _, id)) = guard.set(JobState::Waiting).first().cloned() else {
-            return Ok(None);
+            return Ok(Take::Empty);
         };
+        if let Err(until) = guard.rate.admit(request.limit, now) {
+            return Ok(Take::RateLimited { until });
+        }
         let kept = guard
             .jobs
             .get_mut(&id)
@@ -539,18 +565,21 @@ impl JobStore for SledJobStore {
             })
             .cloned();
         let Some(status) = status else {
-            return Ok(None);
+            return Ok(Take::Empty);
         };
         put_status(&mut writes, queue, &id, &status)?;
         self.committer.submit(writes, 0);
-        Ok(Some(TakenJob {
+        guard
+            .leases
+            .grant(id.clone(), token, now.saturating_add(request.lease_ms));
+        Ok(Take::Job(Box::new(TakenJob {
             id: id.to_string(),
             spec,
             attempts_made: status.attempts_made,
             token,
             ready_at: status.ready_at,
             more_waiting: !guard.set(JobState::Waiting).is_empty(),
-        }))
+        })))
     }
 
     async fn promote_due(&self, queue: &str, now: Millis) -> Result<Vec<String>, StoreError> {
@@ -590,12 +619,16 @@ impl JobStore for SledJobStore {
     async fn complete(
         &self,
         queue: &str,
-        id: &str,
-        token: u64,
-        return_value: String,
-        keep: KeepJobs,
+        request: Complete,
         now: Millis,
     ) -> Result<bool, StoreError> {
+        let Complete {
+            id,
+            token,
+            return_value,
+            keep,
+        } = request;
+        let id = id.as_str();
         let index = self.queue(queue);
         let mut guard = index.lock();
         let owned = guard.owns(id, token);
@@ -635,14 +668,18 @@ impl JobStore for SledJobStore {
     async fn fail(
         &self,
         queue: &str,
-        id: &str,
-        token: u64,
-        reason: String,
-        stack: String,
-        retry_at: Option<Millis>,
-        keep: KeepJobs,
+        request: Fail,
         now: Millis,
     ) -> Result<FailOutcome, StoreError> {
+        let Fail {
+            id,
+            token,
+            reason,
+            stack,
+            retry_at,
+            keep,
+        } = request;
+        let id = id.as_str();
         let index = self.queue(queue);
         let mut guard = index.lock();
         let owned = guard.owns(id, token);
@@ -725,6 +762,75 @@ impl JobStore for SledJobStore {
         let state = stall_entry(&mut guard, &mut writes, queue, id, max_stalled, order, now)?;
         self.committer.submit(writes, order);
         Ok(state)
+    }
+
+    async fn renew(
+        &self,
+        queue: &str,
+        id: &str,
+        token: u64,
+        until: Millis,
+    ) -> Result<bool, StoreError> {
+        let index = self.queue(queue);
+        let mut guard = index.lock();
+        if !guard.owns(id, token) {
+            return Ok(false);
+        }
+        guard.leases.grant(Arc::from(id), token, until);
+        Ok(true)
+    }
+
+    async fn expire_leases(
+        &self,
+        queue: &str,
+        now: Millis,
+        max_stalled: u32,
+    ) -> Result<Vec<Expired>, StoreError> {
+        let index = self.queue(queue);
+        let (writes, expired) = {
+            let mut guard = index.lock();
+            let lapsed: Vec<Arc<str>> = guard
+                .active()
+                .into_iter()
+                .filter(|(id, token)| guard.leases.lapsed(id, *token, now))
+                .map(|(id, _)| id)
+                .collect();
+            let mut writes = Vec::with_capacity(lapsed.len());
+            let mut expired = Vec::with_capacity(lapsed.len());
+            let mut order = 0;
+            for id in &lapsed {
+                guard.leases.end(id);
+                order = self.next_order();
+                if let Some(state) =
+                    stall_entry(&mut guard, &mut writes, queue, id, max_stalled, order, now)?
+                {
+                    expired.push(Expired {
+                        id: id.to_string(),
+                        state,
+                    });
+                }
+            }
+            let active: HashMap<Arc<str>, u64> = guard.active().into_iter().collect();
+            guard
+                .leases
+                .retain(|id, token| active.get(id) == Some(&token));
+            if expired.is_empty() {
+                return Ok(expired);
+            }
+            (self.submit(writes, order), expired)
+        };
+        wait(writes).await?;
+        Ok(expired)
+    }
+
+    async fn next_lease_expiry(&self, queue: &str) -> Result<Option<Millis>, StoreError> {
+        let index = self.queue(queue);
+        let guard = index.lock();
+        Ok(guard
+            .active()
+            .iter()
+            .map(|(id, token)| guard.leases.until(id, *token))
+            .min())
     }
 
     async fn release(
@@ -1131,32 +1237,6 @@ impl JobStore for SledJobStore {
             .iter()
             .filter_map(|(_, _, id)| guard.jobs.get(id).map(|entry| entry.status.ready_at))
             .min())
-    }
-
-    async fn recover_stalled(
-        &self,
-        queue: &str,
-        max_stalled: u32,
-        now: Millis,
-    ) -> Result<Vec<String>, StoreError> {
-        let index = self.queue(queue);
-        let (writes, ids) = {
-            let mut guard = index.lock();
-            let active: Vec<Arc<str>> = guard
-                .set(JobState::Active)
-                .iter()
-                .map(|(_, _, id)| id.clone())
-                .collect();
-            let mut writes = Vec::with_capacity(active.len());
-            let mut order = 0;
-            for id in &active {
-                order = self.next_order();
-                stall_entry(&mut guard, &mut writes, queue, id, max_stalled, order, now)?;
-            }
-            (self.submit(writes, order), active)
-        };
-        wait(writes).await?;
-        Ok(ids.iter().map(|id| id.to_string()).collect())
     }
 
     async fn flush(&self) -> Result<(), StoreError> {

@@ -3,6 +3,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use crate::store::leases::{Leases, RateWindow};
+
 use crate::store::job::{
     Added, Counts, Job, JobSpec, JobState, JobStatus, KeepJobs, Millis, NewJob,
 };
@@ -91,6 +93,10 @@ pub(super) struct Queue {
     jobs: HashMap<Arc<str>, StoredJob>,
     lines: [Line; 5],
     pub(super) paused: bool,
+    /// Lease deadlines of the active jobs' attempts.
+    pub(super) leases: Leases,
+    /// The rate limit's current window.
+    pub(super) rate: RateWindow,
 }
 
 fn line_of(state: JobState) -> usize {
@@ -303,6 +309,17 @@ impl Queue {
             }
         })?;
         Some(job.status.state)
+    }
+
+    /// The active jobs with the token of the attempt that holds each.
+    pub(super) fn active(&self) -> Vec<(Arc<str>, u64)> {
+        self.line(JobState::Active)
+            .iter()
+            .filter_map(|place| {
+                let job = self.jobs.get(&place.id)?;
+                Some((place.id.clone(), job.status.token))
+            })
+            .collect()
     }
 
     pub(super) fn counts(&self) -> Counts {
