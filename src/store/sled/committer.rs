@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
-use super::durable::{Database, Durable};
+use super::durable::Durable;
 use super::prefill::Prefiller;
 use super::wal::{encode_entry, TreeWrites, Wal};
 use crate::store::{CommitTimeLog, StoreError};
@@ -349,6 +349,9 @@ impl Drop for Shared {
 }
 
 /// A handle that commits to one tree through a (possibly shared) commit thread.
+/// What the commit thread takes: the log to append to, the spare log, and the syncer.
+pub type LogFiles = (Wal, Wal, Durable);
+
 pub struct Committer {
     shared: Arc<Shared>,
     target: Arc<Target>,
@@ -360,28 +363,30 @@ impl Committer {
     /// so ids taken from the counter are never handed out twice, even across crashes.
     /// `overlay` keeps the tree's writes in memory between checkpoints (see [`Overlay`]).
     pub fn start(
-        db: &Database,
+        db: &sled::Db,
+        logs: LogFiles,
         tree: sled::Tree,
         counter_key: Vec<u8>,
         counter_start: u64,
         overlay: bool,
     ) -> Result<Committer, StoreError> {
         let policy = CheckpointPolicy::from_env();
-        Committer::start_with(db, tree, counter_key, counter_start, overlay, policy)
+        Committer::start_with(db, logs, tree, counter_key, counter_start, overlay, policy)
     }
 
     /// [`Committer::start`] with an explicit checkpoint policy.
     pub fn start_with(
-        db: &Database,
+        db: &sled::Db,
+        logs: LogFiles,
         tree: sled::Tree,
         counter_key: Vec<u8>,
         counter_start: u64,
         overlay: bool,
         policy: CheckpointPolicy,
     ) -> Result<Committer, StoreError> {
-        let (mut wal, mut spare, durable) = db.take_log()?;
+        let (mut wal, mut spare, durable) = logs;
         let prefiller = start_prefiller(&mut wal, &mut spare);
-        let db = db.db.clone();
+        let db = db.clone();
         let (sender, receiver) = mpsc::channel::<Commit>();
         let counters = Arc::new(Counters::default());
         let logs = Logs {
@@ -1173,7 +1178,8 @@ mod tests {
         let database = open_db(dir.path()).unwrap();
         let db = database.sled().clone();
         let jobs = Committer::start(
-            &database,
+            database.sled(),
+            database.take_log().unwrap(),
             db.open_tree("jobs").unwrap(),
             b"c".to_vec(),
             0,
@@ -1203,14 +1209,30 @@ mod tests {
         {
             let database = open_db(dir.path()).unwrap();
             let tree = database.sled().open_tree("jobs").unwrap();
-            let jobs = Committer::start(&database, tree.clone(), b"c".to_vec(), 0, true).unwrap();
+            let jobs = Committer::start(
+                database.sled(),
+                database.take_log().unwrap(),
+                tree.clone(),
+                b"c".to_vec(),
+                0,
+                true,
+            )
+            .unwrap();
             durable(&jobs, vec![put("kept", "1"), put("gone", "1")]).await;
             jobs.close();
             assert_eq!(tree.get("kept").unwrap().as_deref(), Some(&b"1"[..]));
         }
         let database = open_db(dir.path()).unwrap();
         let tree = database.sled().open_tree("jobs").unwrap();
-        let jobs = Committer::start(&database, tree.clone(), b"c".to_vec(), 0, true).unwrap();
+        let jobs = Committer::start(
+            database.sled(),
+            database.take_log().unwrap(),
+            tree.clone(),
+            b"c".to_vec(),
+            0,
+            true,
+        )
+        .unwrap();
         durable(
             &jobs,
             vec![
@@ -1295,8 +1317,16 @@ mod tests {
         };
         let database = open_db(dir.path()).unwrap();
         let tree = database.sled().open_tree("jobs").unwrap();
-        let jobs =
-            Committer::start_with(&database, tree.clone(), b"c".to_vec(), 0, true, policy).unwrap();
+        let jobs = Committer::start_with(
+            database.sled(),
+            database.take_log().unwrap(),
+            tree.clone(),
+            b"c".to_vec(),
+            0,
+            true,
+            policy,
+        )
+        .unwrap();
         let writes = (0..500)
             .map(|n| Write::PutNew(format!("k{n:03}").into_bytes(), b"1".to_vec()))
             .collect();
@@ -1333,7 +1363,8 @@ mod tests {
             let db = database.sled().clone();
             let jobs = Arc::new(
                 Committer::start_with(
-                    &database,
+                    database.sled(),
+                    database.take_log().unwrap(),
                     db.open_tree("jobs").unwrap(),
                     b"c".to_vec(),
                     0,
