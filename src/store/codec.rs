@@ -55,3 +55,237 @@ mod tests {
         assert!(decode::<JobStatus>(&[FORMAT_V1, 0xff]).is_err());
     }
 }
+
+/// Golden bytes: one representative value of every record type Courier writes to disk, with its
+/// frozen encoding.
+///
+/// If one of these tests fails, a change to a type (or to postcard) changed what is on disk, and
+/// data written by earlier releases would no longer open. Do not edit the hex: keep the type's
+/// old shape decodable (add a new format tag next to [`FORMAT_V1`], encode with it, and keep
+/// `decode` reading the old tag into the new type), then add a new golden test for the new tag.
+#[cfg(test)]
+pub(crate) mod golden {
+    use std::fmt::Debug;
+
+    use serde::de::DeserializeOwned;
+    use serde::Serialize;
+
+    use super::{decode, encode};
+    use crate::store::accounts::{AccountState, OneTimeToken, SessionRecord, TokenPurpose};
+    use crate::store::chat::{MessageRecord, UserRecord};
+    use crate::store::job::{
+        Backoff, BackoffKind, JobOptions, JobSpec, JobState, JobStatus, KeepJobs,
+    };
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn unhex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// `value` encodes to exactly `frozen`, and `frozen` decodes to `value`.
+    pub(crate) fn golden<T>(value: &T, frozen: &str)
+    where
+        T: Serialize + DeserializeOwned + PartialEq + Debug,
+    {
+        let bytes = encode(value).unwrap();
+        assert_eq!(hex(&bytes), frozen, "encoding of {value:?} changed");
+        assert_eq!(&decode::<T>(&unhex(frozen)).unwrap(), value);
+    }
+
+    fn options() -> JobOptions {
+        JobOptions {
+            priority: Some(3),
+            delay_ms: 1_500,
+            attempts: 4,
+            backoff: Some(Backoff {
+                kind: BackoffKind::Exponential,
+                delay: 250,
+                jitter: 0.5,
+            }),
+            timeout_ms: Some(30_000),
+            job_id: Some("invoice-7".to_owned()),
+            lifo: true,
+            remove_on_complete: Some(KeepJobs {
+                count: Some(100),
+                age_ms: Some(86_400_000),
+            }),
+            remove_on_fail: Some(KeepJobs {
+                count: None,
+                age_ms: Some(3_600_000),
+            }),
+        }
+    }
+
+    #[test]
+    fn job_spec() {
+        golden(
+            &JobSpec {
+                name: "email".to_owned(),
+                data: r#"{"to":"ada@example.com"}"#.to_owned(),
+                opts: options(),
+                created_at: 1_700_000_000_000,
+            },
+            "0105656d61696c187b22746f223a22616461406578616d706c652e636f6d227d0103dc0b040101fa01000000000000e03f01b0ea010109696e766f6963652d37010101640180b8992901000180dddb0180d095ffbc31",
+        );
+    }
+
+    #[test]
+    fn job_options_with_fixed_backoff_and_nothing_set() {
+        let mut opts = options();
+        opts.backoff = Some(Backoff {
+            kind: BackoffKind::Fixed,
+            delay: 1_000,
+            jitter: 0.0,
+        });
+        golden(&opts, "010103dc0b040100e807000000000000000001b0ea010109696e766f6963652d37010101640180b8992901000180dddb01");
+        golden(&JobOptions::default(), "01000001000000000000");
+    }
+
+    #[test]
+    fn job_status() {
+        golden(
+            &JobStatus {
+                state: JobState::Failed,
+                order: 42,
+                priority: 3,
+                lifo: true,
+                ready_at: 1_700_000_001_000,
+                attempts_made: 2,
+                stalled_count: 1,
+                progress: "75".to_owned(),
+                processed_at: Some(1_700_000_002_000),
+                finished_at: Some(1_700_000_003_000),
+                failed_reason: Some("timed out".to_owned()),
+                stacktrace: vec!["first: refused".to_owned(), "second: timed out".to_owned()],
+                return_value: Some(r#"{"ok":false}"#.to_owned()),
+                token: 9,
+                log_count: 2,
+                entered_at: 1_700_000_003_000,
+            },
+            "01042a0301e8d795ffbc31020102373501d0df95ffbc3101b8e795ffbc31010974696d6564206f7574020e66697273743a2072656675736564117365636f6e643a2074696d6564206f7574010c7b226f6b223a66616c73657d0902b8e795ffbc31",
+        );
+    }
+
+    #[test]
+    fn job_states() {
+        for (state, frozen) in [
+            (JobState::Waiting, "0100"),
+            (JobState::Delayed, "0101"),
+            (JobState::Active, "0102"),
+            (JobState::Completed, "0103"),
+            (JobState::Failed, "0104"),
+        ] {
+            golden(&state, frozen);
+        }
+    }
+
+    /// Job log lines, user ids under the e-mail index and ids in general are plain strings.
+    #[test]
+    fn strings() {
+        golden(
+            &"started step 2".to_owned(),
+            "010e7374617274656420737465702032",
+        );
+    }
+
+    /// Read marks (`u64` seq), disabled-at and e-mail claim times (`Millis`) are plain `u64`s.
+    #[test]
+    fn numbers() {
+        golden(&7_u64, "0107");
+        golden(&1_700_000_000_000_u64, "0180d095ffbc31");
+    }
+
+    #[test]
+    fn user_record() {
+        golden(
+            &UserRecord {
+                id: "u-ada".to_owned(),
+                full_name: "Ada Lovelace".to_owned(),
+                email: "ada@example.com".to_owned(),
+                password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
+                profile_pic: "https://img.example.com/ada.png".to_owned(),
+                created_at: 1_700_000_000_000,
+                updated_at: 1_700_000_500_000,
+            },
+            "0105752d6164610c416461204c6f76656c6163650f616461406578616d706c652e636f6d2c246172676f6e32696424763d3139246d3d31393435362c743d322c703d3124633246736441246147467a61411f68747470733a2f2f696d672e6578616d706c652e636f6d2f6164612e706e6780d095ffbc31a092b4ffbc31",
+        );
+    }
+
+    #[test]
+    fn message_record() {
+        golden(
+            &MessageRecord {
+                id: "m-1".to_owned(),
+                sender_id: "u-ada".to_owned(),
+                receiver_id: "u-bob".to_owned(),
+                text: "hello, Bob".to_owned(),
+                image: "https://img.example.com/1.png".to_owned(),
+                seq: 1,
+                created_at: 1_700_000_010_000,
+                updated_at: 1_700_000_011_000,
+            },
+            "01036d2d3105752d61646105752d626f620a68656c6c6f2c20426f621d68747470733a2f2f696d672e6578616d706c652e636f6d2f312e706e6701909e96ffbc31f8a596ffbc31",
+        );
+    }
+
+    #[test]
+    fn account_state() {
+        golden(
+            &AccountState {
+                verified_email: Some(("ada@example.com".to_owned(), 1_700_000_020_000)),
+                email_notifications: false,
+            },
+            "01010f616461406578616d706c652e636f6da0ec96ffbc3100",
+        );
+        golden(&AccountState::default(), "010001");
+    }
+
+    #[test]
+    fn one_time_tokens() {
+        for (purpose, frozen) in [
+            (
+                TokenPurpose::VerifyEmail,
+                "010005752d6164610f616461406578616d706c652e636f6d8088afa8bd31",
+            ),
+            (
+                TokenPurpose::ResetPassword,
+                "010105752d6164610f616461406578616d706c652e636f6d8088afa8bd31",
+            ),
+            (
+                TokenPurpose::Invite,
+                "010205752d6164610f616461406578616d706c652e636f6d8088afa8bd31",
+            ),
+        ] {
+            golden(
+                &OneTimeToken {
+                    purpose,
+                    user_id: "u-ada".to_owned(),
+                    email: "ada@example.com".to_owned(),
+                    expires_at: 1_700_086_400_000,
+                },
+                frozen,
+            );
+        }
+    }
+
+    #[test]
+    fn session_record() {
+        golden(
+            &SessionRecord {
+                user_id: "u-ada".to_owned(),
+                created_at: 1_700_000_000_000,
+                expires_at: 1_702_592_000_000,
+                last_seen_at: 1_700_000_300_000,
+                user_agent: "Mozilla/5.0 (X11; Linux x86_64)".to_owned(),
+                address: "203.0.113.7".to_owned(),
+            },
+            "0105752d61646180d095ffbc3180e090d3c631e0f7a7ffbc311f4d6f7a696c6c612f352e3020285831313b204c696e7578207838365f3634290b3230332e302e3131332e37",
+        );
+    }
+}

@@ -1,8 +1,10 @@
 //! The embedded sled backend (the default): everything lives in `DATA_DIR/db`, and the
 //! write-ahead logs beside it (`DATA_DIR/db-0.wal`, `DATA_DIR/db-1.wal`).
 
+mod block;
 mod chat;
 mod committer;
+mod database;
 mod durable;
 mod jobs;
 mod prefill;
@@ -11,7 +13,7 @@ mod wal;
 use std::path::Path;
 
 pub use chat::SledChatStore;
-pub use durable::Database;
+pub use database::Database;
 pub use jobs::SledJobStore;
 
 use super::StoreError;

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
-use super::wal::{padded_buffer, BLOCK};
+use super::block::{padded_buffer, BLOCK};
 
 /// Bytes of zeros kept written beyond a log's end.
 pub const AHEAD: u64 = 4 * 1024 * 1024;

@@ -305,3 +305,20 @@ impl SledChatStore {
         Ok(found)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Golden bytes of the token key layouts: never edit the hex (see `store::codec`).
+    #[test]
+    fn token_key_layouts_are_frozen() {
+        let hash = "ab".repeat(32);
+        assert_eq!(hex(&key(TOKEN, &hash)), "7461626162616261626162616261626162616261626162616261626162616261626162616261626162616261626162616261626162616261626162616261626162");
+        assert_eq!(hex(&expiry_key(1_700_086_400_000, &hash)), "540000018bd50bc40061626162616261626162616261626162616261626162616261626162616261626162616261626162616261626162616261626162616261626162616261626162");
+    }
+}
