@@ -63,6 +63,10 @@ async fn both_participants_get_the_message_and_the_sender_sees_its_states() {
         match frame["type"].as_str() {
             Some("newMessage") => own = Some(frame["data"].clone()),
             Some("messageStatus") => {
+                // The frame's exact shape: these three fields and no others.
+                let keys: Vec<&String> = frame["data"].as_object().unwrap().keys().collect();
+                assert_eq!(keys.len(), 3, "messageStatus fields: {keys:?}");
+                assert_eq!(frame.as_object().unwrap().len(), 2, "envelope: {frame}");
                 assert_eq!(frame["data"]["messageId"], sent["messageId"]);
                 assert_eq!(frame["data"]["jobId"], sent["jobId"]);
                 states.push(frame["data"]["state"].clone());
@@ -78,6 +82,11 @@ async fn both_participants_get_the_message_and_the_sender_sees_its_states() {
     // The receiver gets a notification; a third user gets nothing.
     let notification = bob_socket.next_of("notification").await;
     assert_eq!(notification["type"], "newMessage");
+    let mut keys: Vec<&String> = notification.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["data", "message", "timestamp", "type"]);
+    assert!(notification["message"].is_string());
+    assert!(notification["timestamp"].is_string());
     assert_eq!(notification["data"]["senderId"], alice.id.as_str());
     let stray = carol_socket
         .collect("newMessage", Duration::from_millis(300))

@@ -17,8 +17,7 @@ use axum::routing::get;
 use axum::Router;
 use futures_util::{stream, SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use ws_tungstenite::tungstenite::handshake::derive_accept_key;
 use ws_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use ws_tungstenite::tungstenite::protocol::frame::{CloseFrame as WsCloseFrame, Frame as WsFrame};
@@ -299,6 +298,41 @@ impl InboundHandler for ChatHandler {
     }
 }
 
+/// `data` of a `messageStatus` frame: the sender's message job changed state.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageStatusFrame<'a> {
+    message_id: &'a str,
+    job_id: &'a str,
+    state: &'a str,
+}
+
+/// `data` of a `typing` frame.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TypingFrame<'a> {
+    sender_id: &'a str,
+    is_typing: bool,
+}
+
+/// `data` of a `messagesRead` frame: the reader has read everything up to `upToSeq`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MessagesReadFrame<'a> {
+    reader_id: &'a str,
+    up_to_seq: u64,
+}
+
+/// `data` of a `notification` frame; `type` is the notification's own kind.
+#[derive(Serialize)]
+struct NotificationFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    message: &'a str,
+    data: &'a serde_json::Value,
+    timestamp: String,
+}
+
 /// Delivers chat events to sockets as the MERN app's frames.
 pub struct HubDelivery {
     hub: Hub,
@@ -320,21 +354,31 @@ impl Delivery for HubDelivery {
                 state,
             } => frame(
                 "messageStatus",
-                &json!({ "messageId": message_id, "jobId": job_id, "state": state }),
+                &MessageStatusFrame {
+                    message_id,
+                    job_id,
+                    state,
+                },
             ),
             ChatEvent::Typing {
                 sender_id,
                 is_typing,
             } => frame(
                 "typing",
-                &json!({ "senderId": sender_id, "isTyping": is_typing }),
+                &TypingFrame {
+                    sender_id,
+                    is_typing: *is_typing,
+                },
             ),
             ChatEvent::MessagesRead {
                 reader_id,
                 up_to_seq,
             } => frame(
                 "messagesRead",
-                &json!({ "readerId": reader_id, "upToSeq": up_to_seq }),
+                &MessagesReadFrame {
+                    reader_id,
+                    up_to_seq: *up_to_seq,
+                },
             ),
             ChatEvent::Notification {
                 kind,
@@ -343,7 +387,12 @@ impl Delivery for HubDelivery {
                 timestamp,
             } => frame(
                 "notification",
-                &json!({ "type": kind, "message": message, "data": data, "timestamp": iso_time(*timestamp) }),
+                &NotificationFrame {
+                    kind,
+                    message,
+                    data,
+                    timestamp: iso_time(*timestamp),
+                },
             ),
         };
         self.hub.send_to_users(users, frame);
