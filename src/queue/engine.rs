@@ -4,11 +4,11 @@
 //! - `concurrency` workers that take the next job, run its processor and record the outcome;
 //!   an idle worker sleeps on a `Notify` that adds, promotions and retries signal;
 //! - one timer that sleeps until the next delayed job is due or the next lease expires (never
-//!   polling), promotes due jobs and takes expired leases away from hung workers;
+//!   polling), promotes due jobs and asks the store to expire lapsed leases;
 //! - one retention task that trims finished jobs to the queue's defaults.
 //!
-//! The engine holds no job state of its own beyond the leases of running jobs: the store is the
-//! truth, and every transition is one call to it.
+//! The engine holds no job state of its own beyond the cancel handles of the jobs running in this
+//! process: leases, rate windows and every transition are calls to the store, which is the truth.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -181,7 +181,6 @@ impl JobContext {
     }
 }
 
-/// A running job's lease, as the timer sees it.
 /// An attempt running in this process: how to stop it when the store takes the job away.
 /// (Its lease deadline lives in the store, so any instance's timer can expire it.)
 struct Running {
@@ -810,15 +809,15 @@ async fn run_job(queue: &Arc<QueueShared>, job: TakenJob) {
         );
         running.len() == 1
     };
-    // The timer plans its sleep around the earliest lease; only a first lease can be earlier
-    // than every lease it already knows.
-    // A cancel that came between the take and the lease above failed the job in the store but
-    // found no lease to stop: the attempt no longer owns the job, so it must not run. (A cancel
-    // after this check finds the lease.)
+    // A cancel that came between the take and the registration above failed the job in the
+    // store but found nothing running to stop: the attempt no longer owns the job, so it must not
+    // run. (A cancel after this check finds it registered.)
     if let Ok(false) = queue.store.owns(&queue.name, &id, job.token).await {
         queue.end_running(&id, job.token);
         return;
     }
+    // The timer plans its sleep around the earliest lease expiry; only the first running job
+    // can bring it earlier than what the timer already knows.
     if first_lease {
         queue.timer_wake.notify_one();
         // Let the timer see the lease before the processor runs: a processor that hogs this
