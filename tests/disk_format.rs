@@ -23,8 +23,15 @@ use std::path::Path;
 
 use courier::store::accounts::SessionRecord;
 use courier::store::chat::{CreateUser, HistoryPage, NewMessage, UserRecord};
-use courier::store::job::{FailOutcome, JobOptions, JobState, KeepJobs, NewJob};
+use courier::store::job::{
+    Complete, Fail, FailOutcome, JobOptions, JobState, KeepJobs, NewJob, TakeRequest,
+};
 use courier::store::{open, StoreConfig, Stores};
+
+const LEASE: TakeRequest = TakeRequest {
+    lease_ms: 30_000,
+    limit: None,
+};
 
 const QUEUE: &str = "mail";
 const T0: u64 = 1_700_000_000_000;
@@ -98,15 +105,23 @@ async fn write_fixture() {
         .add(QUEUE, vec![job("done", 0)], T0)
         .await
         .unwrap();
-    let taken = stores.jobs.take(QUEUE, T0 + 1).await.unwrap().unwrap();
+    let taken = stores
+        .jobs
+        .take(QUEUE, LEASE, T0 + 1)
+        .await
+        .unwrap()
+        .job()
+        .unwrap();
     assert!(stores
         .jobs
         .complete(
             QUEUE,
-            &taken.id,
-            taken.token,
-            r#"{"sent":true}"#.to_owned(),
-            KeepJobs::ALL,
+            Complete {
+                id: taken.id.clone(),
+                token: taken.token,
+                return_value: r#"{"sent":true}"#.to_owned(),
+                keep: KeepJobs::ALL,
+            },
             T0 + 2
         )
         .await
@@ -116,17 +131,25 @@ async fn write_fixture() {
         .add(QUEUE, vec![job("broken", 0)], T0 + 3)
         .await
         .unwrap();
-    let taken = stores.jobs.take(QUEUE, T0 + 4).await.unwrap().unwrap();
+    let taken = stores
+        .jobs
+        .take(QUEUE, LEASE, T0 + 4)
+        .await
+        .unwrap()
+        .job()
+        .unwrap();
     let outcome = stores
         .jobs
         .fail(
             QUEUE,
-            &taken.id,
-            taken.token,
-            "mailbox full".to_owned(),
-            "at send".to_owned(),
-            None,
-            KeepJobs::ALL,
+            Fail {
+                id: taken.id.clone(),
+                token: taken.token,
+                reason: "mailbox full".to_owned(),
+                stack: "at send".to_owned(),
+                retry_at: None,
+                keep: KeepJobs::ALL,
+            },
             T0 + 5,
         )
         .await
