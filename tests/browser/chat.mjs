@@ -445,7 +445,11 @@ try {
   await phone.page.screenshot({ path: `${screenshots}/chat-phone-dark.png` });
   await phone.page.getByTestId('back').click();
   await phone.page.getByTestId('sidebar').waitFor();
-  check((await phone.page.locator('[data-testid="contact"][aria-current]').count()) === 0, 'no conversation is current after going back');
+  // The sidebar re-renders on the next frame, so wait for it rather than read it at once.
+  const noneCurrent = await phone.page
+    .waitForFunction(() => document.querySelectorAll('[data-testid="contact"][aria-current]').length === 0, null, { timeout: 5000 })
+    .then(() => true, () => false);
+  check(noneCurrent, 'no conversation is current after going back');
   await phone.page.screenshot({ path: `${screenshots}/sidebar-phone-dark.png` });
 
   step('a message in another conversation raises a desktop notification');
