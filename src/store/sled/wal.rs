@@ -39,8 +39,8 @@
 //! `u64` epoch, then entries, each starting on a block boundary: `u32` payload length, `u32` CRC-32 of the epoch's 8 bytes followed by the payload, then the
 //! payload: `u16` tree count and for each tree `u16` name length, name, `u32` write count and
 //! for each write `u8` op (0 delete, 1 put), `u32` key length, key and, for a put, `u32` value
-//! length and value, then zeros to the block's end. Version 1 (one file, `db.wal`, truncated when emptied, checksum of the
-//! payload alone) is still replayed at start-up, then removed.
+//! length and value, then zeros to the block's end. Version 1 (one file, `db.wal`) was written only by development
+//! builds of 2026-11-28 and is no longer read: a data dir that still holds one is refused with a clear error.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -55,8 +55,6 @@ use crate::store::StoreError;
 
 /// First bytes of a log file: format name and version.
 pub const MAGIC: &[u8; 8] = b"CWAL\x00\x00\x00\x02";
-/// The first version's magic: one file, no epoch.
-const MAGIC_V1: &[u8; 8] = b"CWAL\x00\x00\x00\x01";
 /// The header's size: one block, of which magic and epoch use 16 bytes.
 const HEADER_LEN: u64 = BLOCK as u64;
 /// Open flags for direct, synchronous appends; `O_DIRECT` is Linux's (elsewhere the log writes
@@ -67,7 +65,7 @@ const DIRECT_FLAGS: Option<i32> = Some(libc::O_DIRECT | libc::O_DSYNC);
 const DIRECT_FLAGS: Option<i32> = None;
 /// The two log files, in the data directory.
 pub const LOG_NAMES: [&str; 2] = ["db-0.wal", "db-1.wal"];
-/// The first version's single log file.
+/// The first version's single log file, refused when found.
 pub const LOG_NAME_V1: &str = "db.wal";
 
 /// One tree's writes in an entry, in order; `None` deletes the key.
@@ -115,12 +113,10 @@ fn put_u32(out: &mut Vec<u8>, value: usize) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The checksum of an entry of a file with this epoch (`None`: a version 1 file).
-fn checksum(epoch: Option<u64>, payload: &[u8]) -> u32 {
+/// The checksum of an entry of a file with this epoch.
+fn checksum(epoch: u64, payload: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
-    if let Some(epoch) = epoch {
-        hasher.update(&epoch.to_le_bytes());
-    }
+    hasher.update(&epoch.to_le_bytes());
     hasher.update(payload);
     hasher.finalize()
 }
@@ -150,7 +146,7 @@ pub fn encode_entry(trees: &[TreeWrites], epoch: u64) -> Result<Vec<u8>, StoreEr
         }
     }
     let payload_len = out.len() - 8;
-    let crc = checksum(Some(epoch), &out[8..]);
+    let crc = checksum(epoch, &out[8..]);
     let len = u32::try_from(payload_len)
         .map_err(|_| StoreError::Codec("log entry over 4 GiB".to_owned()))?;
     out[..4].copy_from_slice(&len.to_le_bytes());
@@ -215,8 +211,8 @@ fn decode_payload(payload: &[u8]) -> Option<Vec<TreeWrites>> {
 
 /// What one log file holds.
 pub struct Contents {
-    /// The file's epoch; `None` for a version 1 file.
-    pub epoch: Option<u64>,
+    /// The file's epoch.
+    pub epoch: u64,
     /// Its intact entries of that epoch, in order.
     pub entries: Vec<Vec<TreeWrites>>,
 }
@@ -260,15 +256,13 @@ impl LogSource for FileSource {
 pub fn decode_log(source: &(impl LogSource + ?Sized)) -> std::io::Result<Option<Contents>> {
     let size = source.size();
     let head = source.read(0, size.min(16))?;
-    let (epoch, mut offset) = if head.len() == 16 && head.starts_with(MAGIC) {
-        let mut epoch = [0; 8];
-        epoch.copy_from_slice(&head[8..]);
-        (Some(u64::from_le_bytes(epoch)), BLOCK)
-    } else if head.starts_with(MAGIC_V1) {
-        (None, MAGIC_V1.len())
-    } else {
+    if head.len() != 16 || !head.starts_with(MAGIC) {
         return Ok(None);
-    };
+    }
+    let mut epoch = [0; 8];
+    epoch.copy_from_slice(&head[8..]);
+    let epoch = u64::from_le_bytes(epoch);
+    let mut offset = BLOCK;
     let mut entries = Vec::new();
     while offset + 8 <= size {
         let frame = source.read(offset, 8)?;
@@ -286,12 +280,8 @@ pub fn decode_log(source: &(impl LogSource + ?Sized)) -> std::io::Result<Option<
             break;
         };
         entries.push(trees);
-        // Version 2 entries fill whole blocks.
-        offset += if epoch.is_some() {
-            padded(8 + len)
-        } else {
-            8 + len
-        };
+        // Entries fill whole blocks.
+        offset += padded(8 + len);
     }
     Ok(Some(Contents { epoch, entries }))
 }
@@ -491,23 +481,29 @@ pub fn open_logs(
     sync: impl FnOnce() -> Result<(), StoreError>,
 ) -> Result<OpenedLogs, StoreError> {
     let legacy = dir.join(LOG_NAME_V1);
-    let legacy_contents = read_log(&legacy)?;
+    if legacy.exists() {
+        return Err(StoreError::Io(format!(
+            "{} is a version 1 write-ahead log, written only by development builds of 2026-11-28; \
+             start Courier at commit 465bd19 (or earlier) once on this data dir to replay it, then this version",
+            legacy.display()
+        )));
+    }
     let mut logs = Vec::new();
     for name in LOG_NAMES {
         let path = dir.join(name);
         let contents = read_log(&path)?;
         logs.push((path, contents));
     }
-    // Oldest first: a version 1 log predates every epoch, a file that is not a log has nothing.
-    logs.sort_by_key(|(_, contents)| contents.as_ref().and_then(|c| c.epoch).unwrap_or(0));
+    // Oldest first; a file that is not a log has nothing.
+    logs.sort_by_key(|(_, contents)| contents.as_ref().map_or(0, |c| c.epoch));
     let newest = logs
         .iter()
-        .filter_map(|(_, contents)| contents.as_ref().and_then(|c| c.epoch))
+        .filter_map(|(_, contents)| contents.as_ref().map(|c| c.epoch))
         .max()
         .unwrap_or(0);
-    let entries = legacy_contents
+    let entries = logs
         .iter()
-        .chain(logs.iter().filter_map(|(_, contents)| contents.as_ref()))
+        .filter_map(|(_, contents)| contents.as_ref())
         .flat_map(|contents| contents.entries.iter());
     let mut replayed = 0;
     for trees in entries {
@@ -529,9 +525,6 @@ pub fn open_logs(
     }
     // Empty the logs oldest first: replaying a log again is harmless only while every newer
     // log is replayed after it.
-    if legacy_contents.is_some() {
-        std::fs::remove_file(&legacy).map_err(|err| io_error("remove", &legacy, err))?;
-    }
     let mut paths = logs.into_iter().map(|(path, _)| path);
     let (Some(older), Some(newer)) = (paths.next(), paths.next()) else {
         return Err(StoreError::Io(
@@ -629,7 +622,7 @@ mod tests {
     fn entries_round_trip() {
         let entry = encode_entry(&sample(), 7).unwrap();
         let contents = decode(&log_of(7, &[entry.clone(), entry])).unwrap();
-        assert_eq!(contents.epoch, Some(7));
+        assert_eq!(contents.epoch, 7);
         let decoded = contents.entries;
         assert_eq!(decoded.len(), 2);
         assert_eq!(decoded[0][0].tree, b"jobs");
@@ -684,14 +677,9 @@ mod tests {
     #[test]
     fn open_replays_every_log_oldest_first_and_ignores_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
-        // A version 1 log (oldest of all), then two logs whose names are not in epoch order.
-        let mut legacy = MAGIC_V1.to_vec();
-        let mut v1_entry = encode_entry(&jobs(vec![put("a", "0"), put("c", "0")]), 0).unwrap();
-        let v1_crc = checksum(None, &v1_entry[8..]);
-        v1_entry[4..8].copy_from_slice(&v1_crc.to_le_bytes());
-        legacy.extend_from_slice(&v1_entry);
-        std::fs::write(dir.path().join(LOG_NAME_V1), legacy).unwrap();
-        let older = encode_entry(&jobs(vec![put("a", "1"), put("b", "1")]), 4).unwrap();
+        // Two logs whose names are not in epoch order.
+        let older =
+            encode_entry(&jobs(vec![put("a", "1"), put("b", "1"), put("c", "0")]), 4).unwrap();
         std::fs::write(dir.path().join(LOG_NAMES[1]), log_of(4, &[older])).unwrap();
         let newer = encode_entry(&jobs(vec![put("a", "2"), (b"b".to_vec(), None)]), 5).unwrap();
         let torn = encode_entry(&jobs(vec![put("a", "3")]), 5).unwrap();
@@ -709,13 +697,12 @@ mod tests {
         })
         .unwrap();
 
-        assert_eq!(opened.replayed, 3);
+        assert_eq!(opened.replayed, 2);
         assert!(synced, "replay must make its result durable");
         let tree = db.open_tree("jobs").unwrap();
         assert_eq!(tree.get("a").unwrap().as_deref(), Some(&b"2"[..]));
         assert_eq!(tree.get("b").unwrap(), None);
         assert_eq!(tree.get("c").unwrap().as_deref(), Some(&b"0"[..]));
-        assert!(!dir.path().join(LOG_NAME_V1).exists());
         let (first, spare) = (&opened.log, &opened.spare);
         assert!(first.is_empty() && spare.is_empty());
         assert!(first.epoch() > 5 && spare.epoch() > first.epoch());
@@ -726,6 +713,25 @@ mod tests {
             again.log.epoch() > 7,
             "epochs never repeat across start-ups"
         );
+    }
+
+    #[test]
+    fn a_data_dir_with_a_version_1_log_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = dir.path().join(LOG_NAME_V1);
+        std::fs::write(&legacy, b"CWAL\x00\x00\x00\x01").unwrap();
+        let db = sled::Config::new().temporary(true).open().unwrap();
+
+        let Err(err) = open_logs(dir.path(), &db, || Ok(())) else {
+            panic!("a version 1 log must not be ignored");
+        };
+
+        assert!(err.to_string().contains("version 1"), "{err}");
+        assert!(
+            legacy.exists(),
+            "the old log is left for the older build to replay"
+        );
+        assert!(!dir.path().join(LOG_NAMES[0]).exists());
     }
 
     #[test]
