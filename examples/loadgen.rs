@@ -157,30 +157,6 @@ fn secs(value: f64, name: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(value))
 }
 
-/// Raises this process's soft open-file limit to its hard limit (each socket is a file).
-fn raise_fd_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed by reference.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 0;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit = raised;
-            }
-        }
-    }
-    limit.rlim_cur
-}
-
 async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
     match args.mode {
         Mode::Chat => {
@@ -204,7 +180,7 @@ async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
         }
         Mode::Connections => {
             let target = loadgen::Target::parse(&args.url)?;
-            let limit = raise_fd_limit();
+            let limit = loadgen::raise_fd_limit();
             // The sockets, the sign-up connections and some slack for the runtime.
             if (args.connections as u64) + 200 > limit {
                 anyhow::bail!(
@@ -262,7 +238,7 @@ async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    raise_fd_limit();
+    loadgen::raise_fd_limit();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime
         .enable_all()

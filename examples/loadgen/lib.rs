@@ -177,7 +177,6 @@ pub async fn connect_socket(target: &Target, token: &str) -> anyhow::Result<Ws> 
     Ok(socket)
 }
 
-/// VmRSS of a process in MiB, from `/proc/<pid>/status`.
 /// The server's durable commits so far and what their log writes and syncs took, from
 /// `courier_storage_commits_total` and `courier_storage_commit_duration_seconds` in `/metrics`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -226,6 +225,31 @@ async fn storage_sample(client: &reqwest::Client, target: &Target) -> Option<Sto
     })
 }
 
+/// Raises this process's soft open-file limit to its hard limit (each socket is a file).
+pub fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by reference.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
+/// VmRSS of a process in MiB, from `/proc/<pid>/status`.
 pub fn rss_mb(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: f64 = status
@@ -301,17 +325,17 @@ fn round(value: f64, digits: i32) -> f64 {
     (value * scale).round() / scale
 }
 
-fn histogram() -> Histogram<u64> {
+pub fn histogram() -> Histogram<u64> {
     // Microseconds, from 1 µs to an hour, 3 significant digits.
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
-fn record(histogram: &mut Histogram<u64>, elapsed: Duration) {
+pub fn record(histogram: &mut Histogram<u64>, elapsed: Duration) {
     histogram.saturating_record((elapsed.as_micros() as u64).max(1));
 }
 
 /// `{p50, p90, p99, p999, max, count}` in milliseconds.
-fn percentiles(histogram: &Histogram<u64>) -> Value {
+pub fn percentiles(histogram: &Histogram<u64>) -> Value {
     if histogram.is_empty() {
         return json!({ "p50": null, "p90": null, "p99": null, "p999": null, "max": null, "count": 0 });
     }
