@@ -6,6 +6,7 @@ mod chat;
 mod committer;
 mod database;
 mod durable;
+pub mod faults;
 mod jobs;
 mod prefill;
 mod wal;

@@ -50,6 +50,7 @@ use std::sync::Arc;
 pub use super::block::BLOCK;
 use super::block::{padded, padded_buffer};
 use super::durable::sync_dir;
+use super::faults::{self, Fault, Site};
 use super::prefill::{Ahead, FillTarget};
 use crate::store::StoreError;
 
@@ -372,6 +373,18 @@ impl Wal {
         aligned[..bytes.len()].copy_from_slice(bytes);
         if let Some(ahead) = &self.ahead {
             ahead.before_write(offset, offset + size as u64);
+        }
+        let site = if offset == 0 {
+            Site::Reset
+        } else {
+            Site::Append
+        };
+        if let Some(fault) = faults::check(&self.path, site) {
+            if fault == Fault::Torn {
+                aligned[bytes.len() / 2..].fill(0);
+                self.file.write_all_at(aligned, offset)?;
+            }
+            return Err(faults::error(fault));
         }
         self.file.write_all_at(aligned, offset)?;
         if !self.direct {
