@@ -38,10 +38,10 @@ pub const MIN_ADMIN_KEY_CHARS: usize = 32;
                   a .env file in the working directory is read first (variables already set win)."
 )]
 pub struct Config {
-    /// Keep every store in memory and write nothing to disk or to DATA_DIR, for tests and trials:
-    /// the port defaults to a free one and the address to 127.0.0.1, and the URL is printed
-    /// alone on stdout (logs go to stderr). Uploads and e-mails go to a temporary directory
-    /// removed at shutdown. Cannot be combined with DATA_DIR, QUEUE_BACKEND or CHAT_BACKEND.
+    /// Run on memory stores, for tests and trials: nothing is written to DATA_DIR or the working
+    /// directory (uploads and e-mails go to a temporary directory removed at shutdown), the port
+    /// defaults to a free one on 127.0.0.1, and the URL is printed alone on stdout (logs go to
+    /// stderr). Cannot be combined with DATA_DIR, QUEUE_BACKEND or CHAT_BACKEND.
     #[arg(
         long,
         env = "COURIER_EPHEMERAL",
