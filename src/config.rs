@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{ArgAction, Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgAction, ArgMatches, CommandFactory as _, FromArgMatches as _, Parser, ValueEnum};
 
 /// The exit code for invalid settings: the one clap uses for usage errors.
 pub const EXIT_INVALID_CONFIG: u8 = 2;
@@ -37,11 +38,28 @@ pub const MIN_ADMIN_KEY_CHARS: usize = 32;
                   a .env file in the working directory is read first (variables already set win)."
 )]
 pub struct Config {
-    /// TCP port of the HTTP and WebSocket server.
+    /// Run on memory stores, for tests and trials: nothing is written to DATA_DIR or the working
+    /// directory (uploads and e-mails go to a temporary directory removed at shutdown), the port
+    /// defaults to a free one on 127.0.0.1, and the URL is printed alone on stdout (logs go to
+    /// stderr). Cannot be combined with DATA_DIR, QUEUE_BACKEND or CHAT_BACKEND.
+    #[arg(
+        long,
+        env = "COURIER_EPHEMERAL",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_value_t = false,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+    )]
+    pub ephemeral: bool,
+
+    /// TCP port of the HTTP and WebSocket server; 0 picks a free one (the default with
+    /// `--ephemeral`).
     #[arg(long, env = "PORT", default_value_t = 5000)]
     pub port: u16,
 
-    /// Address to bind; `0.0.0.0` listens on every IPv4 interface.
+    /// Address to bind; `0.0.0.0` listens on every IPv4 interface (`127.0.0.1` is the default
+    /// with `--ephemeral`).
     #[arg(long, env = "BIND_ADDR", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
     pub bind_addr: IpAddr,
 
@@ -262,14 +280,57 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        let mut config = match Config::try_parse_from(args) {
-            Ok(config) => config,
+        let matches = match Config::command().try_get_matches_from(args) {
+            Ok(matches) => matches,
             Err(err) if is_info(&err) => return Err(ConfigError::Info(err)),
             Err(err) => return Err(ConfigError::Invalid(one_line(&err))),
         };
+        let mut config = Config::from_arg_matches(&matches)
+            .map_err(|err| ConfigError::Invalid(one_line(&err.format(&mut Config::command()))))?;
         config.normalize();
+        if config.ephemeral {
+            config
+                .apply_ephemeral(&matches)
+                .map_err(ConfigError::Invalid)?;
+        }
         config.validate().map_err(ConfigError::Invalid)?;
         Ok(config)
+    }
+
+    /// What `--ephemeral` changes: a free port on loopback unless one is given, and a refusal
+    /// of every setting that asks for storage on disk or elsewhere (only whether a setting was
+    /// given counts, not its value: `QUEUE_BACKEND=sled` is as much a request for disk as
+    /// `redis` is one for Redis).
+    fn apply_ephemeral(&mut self, matches: &ArgMatches) -> Result<(), String> {
+        let given = |id: &str| {
+            matches!(
+                matches.value_source(id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+        };
+        let conflicting: Vec<&str> = [
+            ("data_dir", "DATA_DIR (--data-dir)"),
+            ("queue_backend", "QUEUE_BACKEND (--queue-backend)"),
+            ("chat_backend", "CHAT_BACKEND (--chat-backend)"),
+        ]
+        .into_iter()
+        .filter(|(id, _)| given(id))
+        .map(|(_, name)| name)
+        .collect();
+        if !conflicting.is_empty() {
+            return Err(format!(
+                "COURIER_EPHEMERAL (--ephemeral) keeps every store in memory and cannot be \
+                 combined with {}: unset it or drop --ephemeral",
+                conflicting.join(" or ")
+            ));
+        }
+        if !given("port") {
+            self.port = 0;
+        }
+        if !given("bind_addr") {
+            self.bind_addr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        }
+        Ok(())
     }
 
     /// Settings for integration tests: loopback on an ephemeral port, `data_dir` as given,
@@ -277,6 +338,7 @@ impl Config {
     /// the returned value).
     pub fn for_tests(data_dir: impl Into<PathBuf>) -> Config {
         Config {
+            ephemeral: false,
             port: 0,
             bind_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
             data_dir: data_dir.into(),
@@ -395,6 +457,7 @@ impl fmt::Debug for Config {
             value.as_ref().map(|_| "<redacted>")
         }
         f.debug_struct("Config")
+            .field("ephemeral", &self.ephemeral)
             .field("port", &self.port)
             .field("bind_addr", &self.bind_addr)
             .field("data_dir", &self.data_dir)
@@ -462,24 +525,34 @@ pub enum SecretOrigin {
     Stored(PathBuf),
     /// Generated by this start and saved to the file.
     Generated(PathBuf),
+    /// Generated by this start of an ephemeral server and kept in memory only.
+    Ephemeral,
 }
 
 /// Fills `config.jwt_secret` and `config.queue_admin_key` when they are unset: each is read from
 /// `DATA_DIR/secrets/` if an earlier start saved one there, otherwise 32 random bytes (hex) are
 /// generated and saved (mode 0600). Never falls back to a fixed value. Creates the data
-/// directory if needed.
+/// directory if needed. An ephemeral config (`--ephemeral`) reads and writes no file: an
+/// unset secret is generated for this run only.
 ///
 /// An admin key shorter than [`MIN_ADMIN_KEY_CHARS`], whether configured or stored, is refused
 /// (unless `allow_short_admin_key`) with a [`ConfigError::Invalid`] inside the error, which the
 /// binary turns into exit code 2.
 pub fn ensure_secrets(config: &mut Config) -> anyhow::Result<Secrets> {
     let dir = config.data_dir.join("secrets");
-    let (jwt_secret, jwt_secret_origin) =
-        configured_or_stored(config.jwt_secret.as_deref(), &dir.join("jwt_secret"))?;
-    let (admin_key, admin_key_origin) =
-        configured_or_stored(config.queue_admin_key.as_deref(), &dir.join("admin_key"))?;
+    let ephemeral = config.ephemeral;
+    let secret = |configured: Option<&str>, name: &str| {
+        if ephemeral {
+            Ok(configured_or_fresh(configured))
+        } else {
+            configured_or_stored(configured, &dir.join(name))
+        }
+    };
+    let (jwt_secret, jwt_secret_origin) = secret(config.jwt_secret.as_deref(), "jwt_secret")?;
+    let (admin_key, admin_key_origin) = secret(config.queue_admin_key.as_deref(), "admin_key")?;
     let admin_key_source = match &admin_key_origin {
         SecretOrigin::Configured => "QUEUE_ADMIN_KEY".to_owned(),
+        SecretOrigin::Ephemeral => "the generated admin key".to_owned(),
         SecretOrigin::Stored(path) | SecretOrigin::Generated(path) => {
             format!("the admin key in {}", path.display())
         }
@@ -494,6 +567,14 @@ pub fn ensure_secrets(config: &mut Config) -> anyhow::Result<Secrets> {
         admin_key,
         admin_key_origin,
     })
+}
+
+/// The configured value, or a fresh one that is never written anywhere.
+fn configured_or_fresh(configured: Option<&str>) -> (String, SecretOrigin) {
+    match configured.filter(|value| !value.trim().is_empty()) {
+        Some(value) => (value.to_owned(), SecretOrigin::Configured),
+        None => (random_hex_secret(), SecretOrigin::Ephemeral),
+    }
 }
 
 fn configured_or_stored(
@@ -850,6 +931,60 @@ mod tests {
         config.allow_short_admin_key = true;
         let allowed = ensure_secrets(&mut config).unwrap();
         assert_eq!(allowed.admin_key, "admin123");
+    }
+
+    #[test]
+    fn ephemeral_picks_a_free_loopback_port_unless_one_is_given() {
+        let config = parse(&["--ephemeral"]).unwrap();
+        assert!(config.ephemeral);
+        assert_eq!(config.port, 0);
+        assert_eq!(config.bind_addr, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let given = parse(&["--ephemeral", "--port", "5001", "--bind-addr", "0.0.0.0"]).unwrap();
+        assert_eq!(given.port, 5001);
+        assert_eq!(given.bind_addr, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert!(!parse(&["--ephemeral=false"]).unwrap().ephemeral);
+    }
+
+    #[test]
+    fn ephemeral_refuses_a_storage_setting_in_one_line() {
+        let message = invalid_message(&["--ephemeral", "--data-dir", "./data"]);
+        assert_eq!(
+            message,
+            "COURIER_EPHEMERAL (--ephemeral) keeps every store in memory and cannot be combined \
+             with DATA_DIR (--data-dir): unset it or drop --ephemeral"
+        );
+        let message = invalid_message(&[
+            "--ephemeral",
+            "--queue-backend",
+            "sled",
+            "--chat-backend",
+            "sled",
+        ]);
+        assert!(
+            message.contains(
+                "combined with QUEUE_BACKEND (--queue-backend) or CHAT_BACKEND (--chat-backend)"
+            ),
+            "{message}"
+        );
+        assert!(!message.contains('\n'));
+    }
+
+    #[test]
+    fn ephemeral_secrets_touch_no_file() {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut config = Config::for_tests(data_dir.path().join("data"));
+        config.ephemeral = true;
+        config.jwt_secret = None;
+        config.queue_admin_key = None;
+        let secrets = ensure_secrets(&mut config).unwrap();
+        assert_eq!(secrets.admin_key_origin, SecretOrigin::Ephemeral);
+        assert_eq!(secrets.jwt_secret_origin, SecretOrigin::Ephemeral);
+        assert_eq!(secrets.admin_key.len(), 64);
+        assert_eq!(
+            config.queue_admin_key.as_deref(),
+            Some(secrets.admin_key.as_str())
+        );
+        assert!(!data_dir.path().join("data").exists());
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! - `store` — storage traits and their backends (sled by default).
 //!
 //! `config` parses settings; `data_dir` keeps the data directory private; `jobs` names the application queues; `server` wires the layers
-//! together and runs until shutdown.
+//! together and runs until shutdown; `testing` starts that whole server inside a Rust test, on
+//! memory stores and a free port.
 
 pub mod alerts;
 pub mod alloc;
@@ -19,5 +20,6 @@ pub mod queue;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod testing;
 pub mod time;
 pub mod ws;

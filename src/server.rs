@@ -37,12 +37,27 @@ pub struct Server {
     chat: Arc<Chat>,
     job_store: Arc<dyn JobStore>,
     grace: Duration,
+    /// An ephemeral server's uploads and e-mail outbox (the chat domain writes those to files):
+    /// a private temporary directory, removed when the server is dropped after `serve`.
+    _scratch_dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
     /// Creates the data directory and the secrets when needed (printing a generated admin key
     /// once), opens the stores, recovers and starts the queues, and attaches the chat domain.
+    /// An ephemeral config (`--ephemeral`) opens memory stores, keeps its secrets in memory and
+    /// puts uploads and e-mails in a temporary directory instead of `DATA_DIR`.
     pub async fn start(mut config: Config) -> anyhow::Result<Server> {
+        let scratch_dir = if config.ephemeral {
+            let dir = tempfile::Builder::new()
+                .prefix("courier-ephemeral-")
+                .tempdir()
+                .context("cannot create a temporary directory for uploads and e-mails")?;
+            config.data_dir = dir.path().to_owned();
+            Some(dir)
+        } else {
+            None
+        };
         config.prepare_data_dir()?;
         let secrets = config::ensure_secrets(&mut config)?;
         announce_secrets(&secrets);
@@ -94,6 +109,7 @@ impl Server {
             chat,
             job_store,
             grace,
+            _scratch_dir: scratch_dir,
         })
     }
 
@@ -181,15 +197,34 @@ impl Server {
 /// Runs the server on `listener` until `shutdown` resolves, then shuts down in order.
 pub async fn run(
     listener: TcpListener,
-    mut config: Config,
+    config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    // Links in e-mails and invitations name the port really bound (PORT=0 picks one).
+    start_on(&listener, config)
+        .await?
+        .serve(listener, shutdown)
+        .await
+}
+
+/// [`Server::start`] for a server that will serve on `listener`: links in e-mails and
+/// invitations name the port really bound (PORT=0 picks one).
+pub async fn start_on(listener: &TcpListener, mut config: Config) -> anyhow::Result<Server> {
     config.port = listener
         .local_addr()
         .context("cannot read the listening address")?
         .port();
-    Server::start(config).await?.serve(listener, shutdown).await
+    Server::start(config).await
+}
+
+/// The URL a client on this machine reaches a server listening on `address` by: an unspecified
+/// address (`0.0.0.0`, `::`) is reached through loopback.
+pub fn local_url(address: SocketAddr) -> String {
+    let ip = match address.ip() {
+        ip if !ip.is_unspecified() => ip,
+        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+    };
+    format!("http://{}", SocketAddr::new(ip, address.port()))
 }
 
 /// A future that resolves on SIGINT (Ctrl-C) or SIGTERM.
@@ -299,6 +334,10 @@ async fn open_stores(config: &Config) -> anyhow::Result<(Arc<dyn JobStore>, Arc<
 
 /// What the settings ask of the storage layer.
 fn store_config(config: &Config) -> StoreConfig {
+    if config.ephemeral {
+        // `Config` refuses `--ephemeral` with any storage setting, so nothing is overridden.
+        return StoreConfig::memory();
+    }
     StoreConfig {
         data_dir: config.data_dir.clone(),
         cache_bytes: config.store_cache_mb.saturating_mul(1024 * 1024),
@@ -331,6 +370,7 @@ fn announce_secrets(secrets: &Secrets) {
         SecretOrigin::Generated(path) => {
             tracing::info!(path = %path.display(), "jwt secret: generated and saved in the data directory")
         }
+        SecretOrigin::Ephemeral => tracing::info!("jwt secret: generated for this run only"),
     }
     match &secrets.admin_key_origin {
         SecretOrigin::Configured => tracing::info!("admin key: from QUEUE_ADMIN_KEY"),
@@ -340,6 +380,10 @@ fn announce_secrets(secrets: &Secrets) {
         SecretOrigin::Generated(path) => tracing::warn!(
             path = %path.display(),
             "QUEUE_ADMIN_KEY is unset: generated admin key {}; it is saved in the data directory and not printed again",
+            secrets.admin_key,
+        ),
+        SecretOrigin::Ephemeral => tracing::warn!(
+            "QUEUE_ADMIN_KEY is unset: generated admin key {} for this run only",
             secrets.admin_key,
         ),
     }

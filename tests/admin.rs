@@ -2,7 +2,7 @@
 //! admin key (header and login cookie, constant-time, rate-limited), read-only mode, the
 //! dashboard's API and event stream, Prometheus, and health alerts posted to a webhook.
 //!
-//! Each test starts the real server (`Server::start` + `serve` on 127.0.0.1:0) and registers a
+//! Each test starts the real server (`courier::testing`, on memory stores) and registers a
 //! processor for its own job names on the `message` queue, so jobs fail or succeed on purpose.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 use courier::config::Config;
 use courier::queue::model::{JobOptions, JobState};
 use courier::queue::{JobContext, JobFailure, Queue, QueueManager};
-use courier::server::Server;
+use courier::testing::TestServer;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
 
 /// The name of the jobs these tests add; the chat processors never see it.
 const TEST_JOB: &str = "monitor-test";
@@ -33,9 +32,8 @@ struct Harness {
     queues: QueueManager,
     /// While set, `TEST_JOB` jobs fail.
     failing: Arc<AtomicBool>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _data_dir: tempfile::TempDir,
+    server: courier::testing::TestServer,
+    _data_dir: Option<tempfile::TempDir>,
 }
 
 impl Harness {
@@ -44,15 +42,33 @@ impl Harness {
     }
 
     async fn start_with(configure: impl FnOnce(&mut Config)) -> Harness {
-        let data_dir = tempfile::tempdir().unwrap();
-        let mut config = Config::for_tests(data_dir.path().join("data"));
-        // A nearly full or slow disk on the test machine must not turn these tests' health
-        // degraded.
-        config.health.min_free_disk_mb = OFF;
-        config.health.commit_p99_ms = OFF;
-        configure(&mut config);
-        let admin_key = config.queue_admin_key.clone().unwrap();
-        let server = Server::start(config).await.unwrap();
+        Harness::launch(None, configure).await
+    }
+
+    /// On sled in a temp dir: for what only a store on disk measures (commit times, size).
+    async fn on_sled(configure: impl FnOnce(&mut Config)) -> Harness {
+        Harness::launch(Some(tempfile::tempdir().unwrap()), configure).await
+    }
+
+    async fn launch(
+        data_dir: Option<tempfile::TempDir>,
+        configure: impl FnOnce(&mut Config),
+    ) -> Harness {
+        let mut builder = TestServer::builder();
+        if let Some(dir) = &data_dir {
+            builder = builder.data_dir(dir.path().join("data"));
+        }
+        let server = builder
+            .configure(|config| {
+                // A nearly full disk on the test machine must not turn these tests' health
+                // degraded.
+                config.health.min_free_disk_mb = OFF;
+                config.health.commit_p99_ms = OFF;
+                configure(config);
+            })
+            .start()
+            .await
+            .unwrap();
         let queues = server.queues().clone();
         let failing = Arc::new(AtomicBool::new(true));
         let message = queues.queue("message").unwrap();
@@ -73,19 +89,12 @@ impl Harness {
             tokio::time::sleep(Duration::from_secs(60)).await;
             Ok(Value::Null)
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(listener, async move {
-            let _ = stopped.await;
-        }));
         Harness {
-            base,
-            admin_key,
+            base: server.url().to_owned(),
+            admin_key: server.admin_key().to_owned(),
             queues,
             failing,
-            stop: Some(stop),
-            task: Some(task),
+            server,
             _data_dir: data_dir,
         }
     }
@@ -167,17 +176,11 @@ impl Harness {
         }
     }
 
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap();
-        }
+    async fn stop(self) {
+        tokio::time::timeout(Duration::from_secs(10), self.server.stop())
+            .await
+            .unwrap()
+            .unwrap();
     }
 }
 
@@ -606,10 +609,9 @@ fn a_short_admin_key_stops_the_binary_with_exit_code_2() {
 /// short key through, where it then works as any key does.
 #[tokio::test]
 async fn a_short_admin_key_works_only_when_allowed() {
-    let data_dir = tempfile::tempdir().unwrap();
-    let mut config = Config::for_tests(data_dir.path().join("data"));
-    config.queue_admin_key = Some("admin123".to_owned());
-    let refused = Server::start(config)
+    let refused = TestServer::builder()
+        .admin_key("admin123")
+        .start()
         .await
         .err()
         .expect("a short key is refused");
@@ -1212,7 +1214,7 @@ async fn the_dashboard_is_served_from_the_binary_with_a_strict_policy() {
 async fn health_reports_a_slow_disk_from_the_commit_times() {
     // Against a threshold of a microsecond every real commit is slow: the check judges the
     // times the store measured.
-    let server = Harness::start_with(|config| {
+    let server = Harness::on_sled(|config| {
         config.health.commit_p99_ms = courier::alerts::Levels {
             degraded: 0.001,
             unhealthy: 0.0,
@@ -1246,7 +1248,7 @@ async fn health_reports_a_slow_disk_from_the_commit_times() {
 
 #[tokio::test]
 async fn prometheus_scrapes_requests_by_route_queues_and_storage() {
-    let server = Harness::start().await;
+    let server = Harness::on_sled(|_| {}).await;
     server.add(json!({})).await;
     server
         .wait_for_counts("a failed job", |counts| counts.failed == 1)

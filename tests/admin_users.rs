@@ -48,8 +48,7 @@ async fn signup(
 
 #[tokio::test]
 async fn the_admin_lists_and_searches_accounts_with_their_addresses() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::memory().await;
     let alice = User::signup(&server, "Alice").await;
     User::signup(&server, "Bob").await;
     let (status, body) = admin(&server, "GET", "/admin/api/users", None).await;
@@ -77,8 +76,7 @@ async fn the_admin_lists_and_searches_accounts_with_their_addresses() {
 
 #[tokio::test]
 async fn a_disabled_account_is_signed_out_at_once_and_cannot_sign_in_until_enabled() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::memory().await;
     let alice = User::signup(&server, "Alice").await;
     let mut socket = alice.socket().await;
     socket.next_of("getOnlineUsers").await;
@@ -132,8 +130,7 @@ async fn a_disabled_account_is_signed_out_at_once_and_cannot_sign_in_until_enabl
 
 #[tokio::test]
 async fn the_admin_ends_every_session_of_an_account() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::memory().await;
     let alice = User::signup(&server, "Alice").await;
     let phone = User::login(&server, &alice.email, "secret123")
         .await
@@ -272,8 +269,7 @@ async fn deleting_an_account_removes_its_conversations_for_good_and_nothing_else
 
 #[tokio::test]
 async fn with_invitations_only_an_invited_person_signs_up_and_only_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(dir.path(), |config| {
+    let server = TestServer::memory_with(|config| {
         config.signup_mode = SignupMode::Invite;
     })
     .await;
@@ -361,8 +357,7 @@ async fn with_invitations_only_an_invited_person_signs_up_and_only_once() {
 
 #[tokio::test]
 async fn closed_sign_up_refuses_everyone() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(dir.path(), |config| {
+    let server = TestServer::memory_with(|config| {
         config.signup_mode = SignupMode::Closed;
     })
     .await;
@@ -380,8 +375,7 @@ async fn closed_sign_up_refuses_everyone() {
 
 #[tokio::test]
 async fn a_read_only_admin_key_lists_but_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(dir.path(), |config| config.admin_read_only = true).await;
+    let server = TestServer::memory_with(|config| config.admin_read_only = true).await;
     let alice = User::signup(&server, "Alice").await;
     assert_eq!(admin(&server, "GET", "/admin/api/users", None).await.0, 200);
     for (method, path) in [

@@ -40,8 +40,7 @@ fn lists(frame: &Value, id: &str) -> bool {
 
 #[tokio::test]
 async fn a_blocked_user_cannot_message_or_see_the_blocker_online() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::memory().await;
     let bob = User::signup(&server, "Bob").await;
     let mallory = User::signup(&server, "Mallory").await;
     let carol = User::signup(&server, "Carol").await;

@@ -21,8 +21,7 @@ fn entry<'a>(sidebar: &'a [Value], id: &str) -> &'a Value {
 
 #[tokio::test]
 async fn names_lose_direction_overrides_and_invisible_characters() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::memory().await;
     let (http, _jar) = common::client();
     // Behind a right-to-left override, "nitraM ecilA" would display as "Alice Martin"; without
     // the override it shows what it is.
@@ -57,8 +56,7 @@ async fn names_lose_direction_overrides_and_invisible_characters() {
 
 #[tokio::test]
 async fn look_alike_names_carry_a_tag_that_tells_them_apart() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::memory().await;
     let viewer = User::signup(&server, "Bob Stone").await;
     let alice = User::signup(&server, "Alice Martin").await;
     let impostor = User::signup(&server, "alice  martin.").await;
@@ -95,8 +93,7 @@ async fn look_alike_names_carry_a_tag_that_tells_them_apart() {
 
 #[tokio::test]
 async fn a_user_can_change_their_name_and_bad_input_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::memory().await;
     let ana = User::signup(&server, "Ana").await;
     let viewer = User::signup(&server, "Viewer").await;
     let update = |body: Value| {

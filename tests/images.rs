@@ -103,8 +103,7 @@ async fn fetch_upload(user: &User, server: &TestServer, url: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn an_image_past_the_pixel_limit_is_refused_and_nothing_is_stored() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::memory().await;
     let alice = User::signup(&server, "Alice").await;
     let bob = User::signup(&server, "Bob").await;
 
@@ -143,14 +142,13 @@ async fn an_image_past_the_pixel_limit_is_refused_and_nothing_is_stored() {
 
     let counts = server.queues.queue("message").unwrap().counts().await;
     assert_eq!(counts.unwrap().total(), 0, "nothing queued");
-    assert_eq!(stored_files(dir.path()), 0, "nothing stored");
+    assert_eq!(stored_files(&server.data_dir), 0, "nothing stored");
     server.stop().await;
 }
 
 #[tokio::test]
 async fn the_pixel_limit_is_a_setting() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(dir.path(), |config| config.max_image_pixels = 100).await;
+    let server = TestServer::memory_with(|config| config.max_image_pixels = 100).await;
     let alice = User::signup(&server, "Alice").await;
     let bob = User::signup(&server, "Bob").await;
     let (status, body) = alice
@@ -176,8 +174,7 @@ async fn the_pixel_limit_is_a_setting() {
 
 #[tokio::test]
 async fn a_photo_is_served_without_its_gps_position_but_keeps_its_orientation() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::memory().await;
     let alice = User::signup(&server, "Alice").await;
     let bob = User::signup(&server, "Bob").await;
     let photo = photo_with_gps();
@@ -214,14 +211,13 @@ async fn a_photo_is_served_without_its_gps_position_but_keeps_its_orientation() 
     }
     assert!(contains(&served, JPEG_SCAN), "the pixels are untouched");
     assert!(contains(&served, ORIENTATION_ONLY), "the orientation stays");
-    assert_eq!(stored_files(dir.path()), 1);
+    assert_eq!(stored_files(&server.data_dir), 1);
     server.stop().await;
 }
 
 #[tokio::test]
 async fn a_second_image_in_one_request_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::memory().await;
     let alice = User::signup(&server, "Alice").await;
     let bob = User::signup(&server, "Bob").await;
     let (first, second) = (png(1, 1, &[]), png(2, 2, &[]));
@@ -265,14 +261,13 @@ async fn a_second_image_in_one_request_is_refused() {
 
     let counts = server.queues.queue("message").unwrap().counts().await;
     assert_eq!(counts.unwrap().total(), 0, "nothing queued");
-    assert_eq!(stored_files(dir.path()), 0, "nothing stored");
+    assert_eq!(stored_files(&server.data_dir), 0, "nothing stored");
     server.stop().await;
 }
 
 #[tokio::test]
 async fn a_profile_picture_loses_its_metadata() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::memory().await;
     let alice = User::signup(&server, "Alice").await;
     let exif = exif_with_gps();
     let picture = png(

@@ -54,8 +54,7 @@ async fn forged_multipart_send(
 
 #[tokio::test]
 async fn a_page_of_another_origin_cannot_open_the_users_socket() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::memory().await;
     let victim = User::signup(&server, "Victim").await;
     let friend = User::signup(&server, "Friend").await;
     let cookie = victim.token();
@@ -101,8 +100,7 @@ async fn a_page_of_another_origin_cannot_open_the_users_socket() {
 
 #[tokio::test]
 async fn a_page_of_another_origin_cannot_send_as_the_user() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::memory().await;
     let victim = User::signup(&server, "Victim").await;
     let friend = User::signup(&server, "Friend").await;
     let cookie = victim.token();
@@ -165,9 +163,8 @@ async fn a_page_of_another_origin_cannot_send_as_the_user() {
 
 #[tokio::test]
 async fn configured_origins_may_use_the_cookie_and_get_cors_headers() {
-    let dir = tempfile::tempdir().unwrap();
     let front_end = "http://localhost:5173";
-    let server = TestServer::start_with(dir.path(), |config| {
+    let server = TestServer::memory_with(|config| {
         config.http.cors_origins = vec![front_end.to_owned()];
     })
     .await;

@@ -1,5 +1,6 @@
-//! Start-up skeleton tests: the real server on `127.0.0.1:0` with a temp data dir and a real
-//! HTTP client; the real binary for exit codes; secrets generated once and reused.
+//! Start-up skeleton tests: the real server on `127.0.0.1:0` (`courier::testing`) and a real
+//! HTTP client; the real binary for exit codes and `--ephemeral`; secrets generated once and
+//! reused.
 
 use std::future::IntoFuture as _;
 use std::net::SocketAddr;
@@ -8,55 +9,21 @@ use std::time::Duration;
 
 use courier::config::{self, Config, SecretOrigin};
 use courier::http::JsonBody;
+use courier::testing::TestServer;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-/// A server started through `courier::server::run`, stopped through its shutdown future.
-struct TestServer {
-    base_url: String,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<anyhow::Result<()>>,
-    _data_dir: tempfile::TempDir,
-}
-
-impl TestServer {
-    async fn start() -> TestServer {
-        let data_dir = tempfile::tempdir().unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let config = Config::for_tests(data_dir.path().join("data"));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(courier::server::run(listener, config, async move {
-            let _ = stopped.await;
-        }));
-        TestServer {
-            base_url: format!("http://{address}"),
-            stop,
-            task,
-            _data_dir: data_dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base_url)
-    }
-
-    /// Shuts down and requires a clean exit (HTTP drained, store flushed).
-    async fn stop(self) {
-        self.stop.send(()).unwrap();
-        let result = tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .unwrap()
-            .unwrap();
-        result.unwrap();
-    }
+/// Shuts down and requires a clean exit (HTTP drained, store flushed) within 10 s.
+async fn stop_cleanly(server: TestServer) {
+    tokio::time::timeout(Duration::from_secs(10), server.stop())
+        .await
+        .expect("the server stops within 10 s")
+        .expect("the server stops cleanly");
 }
 
 /// GETs `path` and checks the status and the JSON body in one place.
 async fn check(server: &TestServer, method: reqwest::Method, path: &str, status: u16, body: Value) {
     let response = reqwest::Client::new()
-        .request(method, server.url(path))
+        .request(method, format!("{}{path}", server.url()))
         .send()
         .await
         .unwrap();
@@ -72,7 +39,7 @@ async fn check(server: &TestServer, method: reqwest::Method, path: &str, status:
 
 #[tokio::test]
 async fn probes_answer_and_unknown_routes_are_json_404() {
-    let server = TestServer::start().await;
+    let server = TestServer::start().await.unwrap();
     check(
         &server,
         reqwest::Method::GET,
@@ -105,15 +72,15 @@ async fn probes_answer_and_unknown_routes_are_json_404() {
         json!({"message": "method not allowed"}),
     )
     .await;
-    server.stop().await;
+    stop_cleanly(server).await;
 }
 
 #[tokio::test]
 async fn oversized_bodies_get_413_json() {
-    let server = TestServer::start().await;
+    let server = TestServer::start().await.unwrap();
     let body = vec![b'x'; courier::http::MAX_BODY_BYTES + 1];
     let response = reqwest::Client::new()
-        .post(server.url("/anything"))
+        .post(format!("{}/anything", server.url()))
         .body(body)
         .send()
         .await
@@ -121,7 +88,7 @@ async fn oversized_bodies_get_413_json() {
     assert_eq!(response.status().as_u16(), 413);
     let actual: Value = response.json().await.unwrap();
     assert_eq!(actual, json!({"message": "request body is too large"}));
-    server.stop().await;
+    stop_cleanly(server).await;
 }
 
 #[tokio::test]
@@ -548,26 +515,12 @@ fn logs_to_a_pipe_have_no_colour_and_the_data_dir_is_private() {
 async fn a_connection_that_never_finishes_its_headers_is_closed() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-    let data_dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let mut config = Config::for_tests(data_dir.path().join("data"));
-    config.http.header_read_timeout_secs = 1;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(courier::server::run(listener, config, async move {
-        let _ = stopped.await;
-    }));
-    // Wait until it serves.
-    let health = format!("http://{address}/healthz");
-    let mut served = false;
-    for _ in 0..200 {
-        if reqwest::get(&health).await.is_ok() {
-            served = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(served, "the server never answered");
+    let server = TestServer::builder()
+        .configure(|config| config.http.header_read_timeout_secs = 1)
+        .start()
+        .await
+        .unwrap();
+    let address = server.address();
 
     let mut slow = tokio::net::TcpStream::connect(address).await.unwrap();
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
@@ -597,6 +550,173 @@ async fn a_connection_that_never_finishes_its_headers_is_closed() {
     fine.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
-    stop.send(()).unwrap();
-    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), server.stop()).await;
+}
+
+/// `courier --ephemeral` with no other setting: the URL alone on stdout, a working chat on
+/// memory stores, nothing written to the working directory, and its temporary directory (for
+/// uploads and e-mails) gone after SIGTERM.
+#[cfg(unix)]
+#[test]
+fn the_ephemeral_binary_serves_chat_and_leaves_nothing_behind() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::Stdio;
+
+    let cwd = tempfile::tempdir().unwrap();
+    let temp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_courier"))
+        .arg("--ephemeral")
+        .current_dir(cwd.path())
+        .env_clear()
+        .env("TMPDIR", temp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut url = String::new();
+    stdout.read_line(&mut url).unwrap();
+    let url = url.trim_end().to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "first line: {url:?}");
+    assert_ne!(url, "http://127.0.0.1:0");
+    let scratch: Vec<_> = std::fs::read_dir(temp.path()).unwrap().collect();
+    assert_eq!(
+        scratch.len(),
+        1,
+        "one temporary directory for uploads and e-mails"
+    );
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (alice, alice_id) = signup_over_http(&url, "alice").await;
+        let (bob, bob_id) = signup_over_http(&url, "bob").await;
+        let sent = alice
+            .post(format!("{url}/api/messages/send/{bob_id}"))
+            .json(&json!({ "text": "hello from memory" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(sent.status(), 202);
+        // The message is saved by its job; wait (10 s at most) until Bob sees it.
+        let mut texts = Vec::new();
+        for _ in 0..1000 {
+            let history: Value = bob
+                .get(format!("{url}/api/messages/{alice_id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            texts = history
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|message| message["text"].clone())
+                .collect();
+            if !texts.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(texts, vec![json!("hello from memory")]);
+    });
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = child.wait_with_output().unwrap();
+    let logged = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{logged}");
+    assert!(
+        logged.contains("courier stopped"),
+        "logs go to stderr: {logged}"
+    );
+    let rest = std::io::read_to_string(stdout).unwrap();
+    assert_eq!(rest, "", "stdout holds the URL only");
+    let left: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "written to the working directory: {left:?}"
+    );
+    let left: Vec<_> = std::fs::read_dir(temp.path()).unwrap().collect();
+    assert!(left.is_empty(), "left in the temporary directory: {left:?}");
+}
+
+/// Signs `name` up at `url`; the client (holding the session cookie) and the user's id.
+async fn signup_over_http(url: &str, name: &str) -> (reqwest::Client, String) {
+    let http = reqwest::Client::builder()
+        .cookie_store(true)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let response = http
+        .post(format!("{url}/api/auth/signup"))
+        .json(&json!({
+            "fullName": name,
+            "email": format!("{name}@example.com"),
+            "password": "secret123",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "sign-up of {name}");
+    let id = response.json::<Value>().await.unwrap()["_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (http, id)
+}
+
+/// `--ephemeral` with a setting that asks for storage is refused before anything starts.
+#[test]
+fn ephemeral_with_a_storage_setting_exits_2_with_one_line() {
+    let output = run_binary(&[("COURIER_EPHEMERAL", "true"), ("QUEUE_BACKEND", "sled")]);
+    assert_one_line_error(
+        &output,
+        "COURIER_EPHEMERAL (--ephemeral) keeps every store in memory and cannot be combined \
+         with QUEUE_BACKEND (--queue-backend)",
+    );
+    let output = run_binary(&[
+        ("COURIER_EPHEMERAL", "true"),
+        ("CHAT_BACKEND", "mongodb"),
+        ("MONGODB_URI", "mongodb://127.0.0.1:1/chat"),
+    ]);
+    assert_one_line_error(&output, "cannot be combined with CHAT_BACKEND");
+    let output = run_binary(&[("COURIER_EPHEMERAL", "true"), ("DATA_DIR", "./data")]);
+    assert_one_line_error(&output, "cannot be combined with DATA_DIR (--data-dir)");
+}
+
+/// The builder's settings reach the server, and the temporary directory of a memory server is
+/// removed when it stops.
+#[tokio::test]
+async fn a_test_server_takes_its_settings_and_cleans_up() {
+    let key = "a-test-admin-key-of-at-least-32-characters";
+    let server = TestServer::builder()
+        .admin_key(key)
+        .signup_mode(courier::chat::SignupMode::Closed)
+        .start()
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let info = http
+        .get(format!("{}/admin/queues/info", server.url()))
+        .header("x-admin-key", key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(info.status(), 200);
+    let signup = http
+        .post(format!("{}/api/auth/signup", server.url()))
+        .json(&json!({"fullName": "Eve", "email": "eve@example.com", "password": "secret123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signup.status(), 403, "sign-up is closed");
+    let scratch = server.data_dir().to_owned();
+    assert!(scratch.is_dir());
+    stop_cleanly(server).await;
+    assert!(!scratch.exists(), "{} is left behind", scratch.display());
 }

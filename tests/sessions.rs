@@ -55,8 +55,7 @@ async fn delete(user: &User, path: &str) -> u16 {
 
 #[tokio::test]
 async fn logging_out_ends_the_token_and_closes_its_socket() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::memory().await;
     let alice = User::signup(&server, "Alice").await;
     let token = alice.token();
     let mut socket = alice.socket().await;
@@ -84,8 +83,7 @@ async fn logging_out_ends_the_token_and_closes_its_socket() {
 
 #[tokio::test]
 async fn sessions_are_listed_and_ended_one_by_one_or_everywhere_else() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::memory().await;
     let laptop = User::signup(&server, "Alice").await;
     let phone = User::login(&server, &laptop.email, "secret123")
         .await
@@ -154,8 +152,7 @@ async fn sessions_are_listed_and_ended_one_by_one_or_everywhere_else() {
 
 #[tokio::test]
 async fn changing_the_password_needs_the_current_one_and_ends_the_other_sessions() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::memory().await;
     let alice = User::signup(&server, "Alice").await;
     let other = User::login(&server, &alice.email, "secret123")
         .await
@@ -203,8 +200,7 @@ async fn changing_the_password_needs_the_current_one_and_ends_the_other_sessions
 
 #[tokio::test]
 async fn a_reset_link_sets_a_new_password_once_and_ends_every_session() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::memory().await;
     let alice = User::signup(&server, "Alice").await;
     let (http, _) = common::client();
     let forgot = |email: &'static str| {
@@ -229,7 +225,11 @@ async fn a_reset_link_sets_a_new_password_once_and_ends_every_session() {
         "the answer does not tell which addresses have an account"
     );
 
-    let mail = outbox_mail(dir.path(), &["alice@example.com", "/reset-password#token="]).await;
+    let mail = outbox_mail(
+        &server.data_dir,
+        &["alice@example.com", "/reset-password#token="],
+    )
+    .await;
     let token = common::link_token(&mail, "/reset-password").expect("a reset link");
     let reset = |token: String, password: &'static str| {
         let http = http.clone();
@@ -297,8 +297,7 @@ async fn sessions_and_their_ends_outlive_a_restart() {
 
 #[tokio::test]
 async fn a_tab_expecting_another_user_is_refused_and_a_replaced_session_ends() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::memory().await;
     let alice = User::signup(&server, "Alice").await;
     let bob = User::signup(&server, "Bob").await;
     let mut alice_socket = alice.socket().await;

@@ -83,8 +83,7 @@ fn imports(script: &str) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn the_page_answers_every_client_route_revalidated_and_locked_down() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::memory().await;
 
     let (status, headers, page) = get("/", &server).await;
     assert_eq!(status, 200);
@@ -137,8 +136,7 @@ async fn the_page_answers_every_client_route_revalidated_and_locked_down() {
 
 #[tokio::test]
 async fn versioned_assets_are_immutable_and_every_module_the_client_imports_exists() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::memory().await;
     let (_, _, page) = get("/", &server).await;
     let urls = asset_urls(&page);
     assert!(urls.len() >= 4, "{urls:?}");
@@ -206,8 +204,7 @@ async fn versioned_assets_are_immutable_and_every_module_the_client_imports_exis
 
 #[tokio::test]
 async fn unversioned_and_stale_assets_revalidate_and_unknown_paths_stay_json_404s() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::memory().await;
 
     let (status, headers, body) = get("/app/main.js", &server).await;
     assert_eq!(status, 200);
@@ -313,8 +310,7 @@ async fn the_chat_client_works_end_to_end_in_a_real_browser() {
         );
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::memory().await;
     let screenshots = root.join("target/screenshots");
     std::fs::create_dir_all(&screenshots).unwrap();
 
@@ -367,8 +363,7 @@ async fn invitation_only_sign_up_works_in_a_real_browser() {
         );
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(dir.path(), |config| {
+    let server = TestServer::memory_with(|config| {
         config.signup_mode = courier::chat::SignupMode::Invite;
     })
     .await;
@@ -412,8 +407,7 @@ async fn invitation_only_sign_up_works_in_a_real_browser() {
 
 #[tokio::test]
 async fn the_client_is_sent_gzipped_to_browsers_that_accept_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::memory().await;
     let (_, _, page) = get("/", &server).await;
     let mut largest = (String::new(), 0);
     for url in asset_urls(&page)

@@ -1,4 +1,5 @@
-//! Shared test harness: the real server on 127.0.0.1:0 with a temp data dir, and clients.
+//! Shared test harness: the real server on 127.0.0.1:0 (through `courier::testing`, on memory
+//! stores or on sled in a temp dir), and clients.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -6,69 +7,66 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use courier::config::Config;
-use courier::server::Server;
 use courier::store::chat::ChatStore;
 use courier::store::JobStore;
 use futures_util::{SinkExt, StreamExt};
 use reqwest::cookie::CookieStore as _;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+/// A started [`courier::testing::TestServer`], with what tests read of it as fields.
 pub struct TestServer {
     pub base: String,
     pub addr: std::net::SocketAddr,
+    /// Uploads and the e-mail outbox (the sled directory when started on one).
     pub data_dir: PathBuf,
     pub chat: Arc<courier::chat::Chat>,
     pub queues: courier::queue::QueueManager,
     pub admin_key: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    server: courier::testing::TestServer,
 }
 
 impl TestServer {
+    /// A server on memory stores: what every test uses unless it restarts on the same data.
+    pub async fn memory() -> TestServer {
+        TestServer::memory_with(|_| {}).await
+    }
+
+    pub async fn memory_with(configure: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::from_builder(courier::testing::TestServer::builder().configure(configure)).await
+    }
+
+    /// A server on sled in `data_dir`, for tests that stop and start again on the same data
+    /// or open its stores afterwards.
     pub async fn start(data_dir: &Path) -> TestServer {
         TestServer::start_with(data_dir, |_| {}).await
     }
 
     pub async fn start_with(data_dir: &Path, configure: impl FnOnce(&mut Config)) -> TestServer {
-        let mut config = Config::for_tests(data_dir);
-        configure(&mut config);
-        let admin_key = config.queue_admin_key.clone().unwrap_or_default();
-        // sled releases its file lock a moment after the previous server's last handle drops.
-        let mut attempts = 0;
-        let server = loop {
-            match Server::start(config.clone()).await {
-                Ok(server) => break server,
-                Err(err)
-                    if attempts < 100 && format!("{err:#}").contains("could not acquire lock") =>
-                {
-                    attempts += 1;
-                    tokio::time::sleep(Duration::from_millis(30)).await;
-                }
-                Err(err) => panic!("server starts: {err:#}"),
-            }
+        TestServer::from_builder(
+            courier::testing::TestServer::builder()
+                .data_dir(data_dir)
+                .configure(configure),
+        )
+        .await
+    }
+
+    async fn from_builder(builder: courier::testing::TestServerBuilder) -> TestServer {
+        let server = match builder.start().await {
+            Ok(server) => server,
+            Err(err) => panic!("server starts: {err:#}"),
         };
-        let chat = server.chat().clone();
-        let queues = server.queues().clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(listener, async move {
-            let _ = stopped.await;
-        }));
         TestServer {
-            base: format!("http://{addr}"),
-            addr,
-            data_dir: data_dir.to_owned(),
-            chat,
-            queues,
-            admin_key,
-            stop: Some(stop),
-            task: Some(task),
+            base: server.url().to_owned(),
+            addr: server.address(),
+            data_dir: server.data_dir().to_owned(),
+            chat: server.chat().clone(),
+            queues: server.queues().clone(),
+            admin_key: server.admin_key().to_owned(),
+            server,
         }
     }
 
@@ -77,12 +75,9 @@ impl TestServer {
     }
 
     /// Graceful shutdown; waits until the store is flushed.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.unwrap().unwrap();
+    pub async fn stop(self) {
+        if let Err(err) = self.server.stop().await {
+            panic!("server stops cleanly: {err:#}");
         }
     }
 }
