@@ -2,7 +2,9 @@
 //!
 //! Each registered queue runs three kinds of tasks once started:
 //! - `concurrency` workers that take the next job, run its processor and record the outcome;
-//!   an idle worker sleeps on a `Notify` that adds, promotions and retries signal;
+//!   an idle worker sleeps on its queue's [`WorkWatch`], which the store signals whenever a job
+//!   may have become takeable (by any handle or instance on the store); it looks again without
+//!   a signal only when the store says its signals can be lost, or `idle_recheck_ms` says so;
 //! - one timer that sleeps until the next delayed job is due or the next lease expires (never
 //!   polling), promotes due jobs and asks the store to expire lapsed leases;
 //! - one retention task that trims finished jobs to the queue's defaults.
@@ -35,7 +37,7 @@ use super::model::{
     KeepJobs, Millis, NewJob, Take, TakeRequest, TakenJob,
 };
 use super::options;
-use crate::store::{JobStore, RemovedOutcome};
+use crate::store::{JobStore, RemovedOutcome, WorkWatch};
 
 /// Longest job name accepted.
 pub const MAX_NAME_LEN: usize = 128;
@@ -62,6 +64,10 @@ pub struct QueueConfig {
     pub max_data_bytes: usize,
     /// How often finished jobs are trimmed to the defaults above.
     pub retention_interval_ms: u64,
+    /// How long an idle worker (and the timer) sleeps without a wake-up before it looks again.
+    /// `None` follows the store ([`WorkWatch::recheck_after`]: never for memory and sled, whose
+    /// signals cannot be lost; a shared store's interval otherwise).
+    pub idle_recheck_ms: Option<u64>,
 }
 
 impl QueueConfig {
@@ -76,6 +82,7 @@ impl QueueConfig {
             keep_failed: KeepJobs::ALL,
             max_data_bytes: DEFAULT_MAX_DATA_BYTES,
             retention_interval_ms: 5_000,
+            idle_recheck_ms: None,
         }
     }
 }
@@ -196,8 +203,9 @@ struct QueueShared {
     clock: Clock,
     metrics: QueueMetrics,
     processors: RwLock<HashMap<String, Arc<dyn Processor>>>,
-    /// Wakes one idle worker; a worker that takes a job while more wait passes it on.
-    work_ready: Notify,
+    /// The store's wake-up for this queue: wakes one idle worker (of any instance); a worker that
+    /// takes a job while more wait passes it on.
+    work: WorkWatch,
     /// Wakes the timer when a new delayed job may be due earlier than it planned.
     timer_wake: Notify,
     running: Mutex<HashMap<Arc<str>, Running>>,
@@ -244,8 +252,13 @@ impl QueueShared {
                 );
             }
         }
-        if expired.iter().any(|job| job.state == JobState::Waiting) {
-            self.work_ready.notify_one();
+    }
+
+    /// How long an idle worker or timer waits for a wake-up before it looks anyway.
+    fn recheck_after(&self) -> Option<Duration> {
+        match self.config.idle_recheck_ms {
+            Some(ms) => Some(Duration::from_millis(ms.max(1))),
+            None => self.work.recheck_after(),
         }
     }
 
@@ -310,7 +323,8 @@ impl Queue {
             .processors
             .write()
             .insert(name.to_owned(), Arc::new(processor));
-        self.shared.work_ready.notify_one();
+        // Jobs may wait for this processor: a local event the store knows nothing of.
+        self.shared.work.wake();
     }
 
     fn check(&self, job: &NewJob) -> Result<(), QueueError> {
@@ -361,7 +375,6 @@ impl Queue {
             let now = shared.clock.now();
             let added = shared.store.add(&shared.name, jobs, now).await?;
             let mut delayed = false;
-            let mut waiting = false;
             for job in added.iter().filter(|job| !job.existed) {
                 shared.publish(EventKind::Added, Some(&job.id), None);
                 match job.state {
@@ -369,15 +382,10 @@ impl Queue {
                         delayed = true;
                         shared.publish(EventKind::Delayed, Some(&job.id), None);
                     }
-                    _ => {
-                        waiting = true;
-                        shared.publish(EventKind::Waiting, Some(&job.id), None);
-                    }
+                    _ => shared.publish(EventKind::Waiting, Some(&job.id), None),
                 }
             }
-            if waiting {
-                shared.work_ready.notify_one();
-            }
+            // The store woke the workers of waiting jobs; the timer is this process's own.
             if delayed {
                 shared.timer_wake.notify_one();
             }
@@ -431,7 +439,6 @@ impl Queue {
             return Err(self.explain_miss(id, "failed").await);
         }
         self.shared.publish(EventKind::Waiting, Some(id), None);
-        self.shared.work_ready.notify_one();
         Ok(())
     }
 
@@ -445,7 +452,6 @@ impl Queue {
         if count > 0 {
             self.shared
                 .publish(EventKind::Waiting, None, Some(count.to_string()));
-            self.shared.work_ready.notify_one();
         }
         Ok(count)
     }
@@ -462,7 +468,6 @@ impl Queue {
             return Err(self.explain_miss(id, "delayed").await);
         }
         self.shared.publish(EventKind::Waiting, Some(id), None);
-        self.shared.work_ready.notify_one();
         Ok(())
     }
 
@@ -529,7 +534,6 @@ impl Queue {
             .set_paused(&self.shared.name, false)
             .await?;
         self.shared.publish(EventKind::Resumed, None, None);
-        self.shared.work_ready.notify_one();
         Ok(())
     }
 
@@ -638,7 +642,7 @@ impl QueueManager {
             clock: self.clock,
             metrics: QueueMetrics::new(),
             processors: RwLock::new(HashMap::new()),
-            work_ready: Notify::new(),
+            work: self.store.watch(&name),
             timer_wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
             stop: CancellationToken::new(),
@@ -747,8 +751,15 @@ async fn worker(queue: Arc<QueueShared>) {
         let taken = match queue.store.take(&queue.name, request, now).await {
             Ok(Take::Job(job)) => *job,
             Ok(Take::Empty) => {
+                let recheck = async {
+                    match queue.recheck_after() {
+                        Some(after) => tokio::time::sleep(after).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
-                    _ = queue.work_ready.notified() => continue,
+                    _ = queue.work.changed() => continue,
+                    _ = recheck => continue,
                     _ = queue.stop.cancelled() => return,
                 }
             }
@@ -767,7 +778,7 @@ async fn worker(queue: Arc<QueueShared>) {
             }
         };
         if taken.more_waiting {
-            queue.work_ready.notify_one();
+            queue.work.wake();
         }
         run_job(&queue, taken).await;
     }
@@ -957,7 +968,6 @@ async fn record_failure(
                 queue.timer_wake.notify_one();
             } else {
                 queue.publish(EventKind::Waiting, Some(id), Some(failure.message));
-                queue.work_ready.notify_one();
             }
         }
         FailOutcome::Failed => {
@@ -977,9 +987,6 @@ async fn timer(queue: Arc<QueueShared>) {
             Ok(promoted) => {
                 for id in &promoted {
                     queue.publish(EventKind::Waiting, Some(id), None);
-                }
-                if !promoted.is_empty() {
-                    queue.work_ready.notify_one();
                 }
             }
             Err(err) => {
@@ -1002,10 +1009,12 @@ async fn timer(queue: Arc<QueueShared>) {
             .next_lease_expiry(&queue.name)
             .await
             .unwrap_or(None);
-        let wake_at = match (next_due, next_lease) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        // Delayed jobs and leases of other instances on a shared store wake no timer here: look
+        // again after the idle re-check at the latest.
+        let recheck = queue
+            .recheck_after()
+            .map(|after| now.saturating_add(after.as_millis() as Millis));
+        let wake_at = [next_due, next_lease, recheck].into_iter().flatten().min();
         match wake_at {
             Some(at) => tokio::select! {
                 _ = tokio::time::sleep_until(queue.clock.instant_at(at)) => {}

@@ -25,8 +25,10 @@ use crate::store::job::{
     JobStatus, KeepJobs, Millis, NewJob, Take, TakeRequest, TakenJob,
 };
 use crate::store::leases::{Leases, RateWindow};
+use crate::store::watch::Watches;
 use crate::store::{
     CommitTimeLog, JobStore, RemovedIds, RemovedOutcome, StorageStats, StoreActivity, StoreError,
+    WorkWatch,
 };
 
 const SPEC: u8 = b'd';
@@ -210,6 +212,8 @@ pub struct SledJobStore {
     /// Attempt tokens; only need to be unique within one process lifetime.
     tokens: AtomicU64,
     committer: Committer,
+    /// Wakes idle workers of every handle when a job becomes takeable.
+    watches: Watches,
 }
 
 impl SledJobStore {
@@ -261,6 +265,7 @@ impl SledJobStore {
             counter: Arc::new(AtomicU64::new(highest)),
             tokens: AtomicU64::new(0),
             committer,
+            watches: Watches::default(),
         })
     }
 
@@ -432,6 +437,7 @@ impl JobStore for SledJobStore {
         // Adds of the same `jobId` still in flight: this add is acknowledged only after them.
         let mut earlier: Vec<PendingAdd> = Vec::new();
         let mut counter = 0;
+        let mut any_waiting = false;
         let own = {
             let mut guard = index.lock();
             // Every job of this add shares one handle on the commit's outcome.
@@ -487,6 +493,7 @@ impl JobStore for SledJobStore {
                     existed: false,
                     state,
                 });
+                any_waiting |= state == JobState::Waiting;
                 fresh.push(id.clone());
                 guard.jobs.insert(
                     id.clone(),
@@ -502,6 +509,7 @@ impl JobStore for SledJobStore {
                 None
             } else {
                 let publish_index = index.clone();
+                let watch = self.watches.watch(queue);
                 let publish: AfterCommit = Box::new(move |result| {
                     let mut guard = publish_index.lock();
                     for id in &fresh {
@@ -514,6 +522,10 @@ impl JobStore for SledJobStore {
                         }
                     }
                     drop(guard);
+                    // Takeable from now on, by any worker on this store.
+                    if result.is_ok() && any_waiting {
+                        watch.wake();
+                    }
                     let _ = tell.send(result.clone());
                 });
                 Some(
@@ -607,6 +619,9 @@ impl JobStore for SledJobStore {
             }
         }
         self.committer.submit(writes, counter);
+        if !due.is_empty() {
+            self.watches.wake(queue);
+        }
         Ok(due.iter().map(|id| id.to_string()).collect())
     }
 
@@ -740,6 +755,9 @@ impl JobStore for SledJobStore {
             );
         }
         self.committer.submit(writes, order);
+        if matches!(outcome, FailOutcome::Retrying { at } if at <= now) {
+            self.watches.wake(queue);
+        }
         Ok(outcome)
     }
 
@@ -761,6 +779,9 @@ impl JobStore for SledJobStore {
         let mut writes = Vec::with_capacity(1);
         let state = stall_entry(&mut guard, &mut writes, queue, id, max_stalled, order, now)?;
         self.committer.submit(writes, order);
+        if state == Some(JobState::Waiting) {
+            self.watches.wake(queue);
+        }
         Ok(state)
     }
 
@@ -820,6 +841,9 @@ impl JobStore for SledJobStore {
             (self.submit(writes, order), expired)
         };
         wait(writes).await?;
+        if expired.iter().any(|job| job.state == JobState::Waiting) {
+            self.watches.wake(queue);
+        }
         Ok(expired)
     }
 
@@ -861,6 +885,7 @@ impl JobStore for SledJobStore {
             self.submit(writes, order)
         };
         wait(writes).await?;
+        self.watches.wake(queue);
         Ok(true)
     }
 
@@ -1035,6 +1060,7 @@ impl JobStore for SledJobStore {
             self.submit(writes, order)
         };
         wait(writes).await?;
+        self.watches.wake(queue);
         Ok(true)
     }
 
@@ -1058,6 +1084,9 @@ impl JobStore for SledJobStore {
             (self.submit(writes, order), failed.len() as u64)
         };
         wait(writes).await?;
+        if count > 0 {
+            self.watches.wake(queue);
+        }
         Ok(count)
     }
 
@@ -1082,6 +1111,7 @@ impl JobStore for SledJobStore {
             self.submit(writes, order)
         };
         wait(writes).await?;
+        self.watches.wake(queue);
         Ok(true)
     }
 
@@ -1220,7 +1250,11 @@ impl JobStore for SledJobStore {
             };
             self.submit(writes, 0)
         };
-        wait(writes).await
+        wait(writes).await?;
+        if !paused {
+            self.watches.wake(queue);
+        }
+        Ok(())
     }
 
     async fn is_paused(&self, queue: &str) -> Result<bool, StoreError> {
@@ -1237,6 +1271,10 @@ impl JobStore for SledJobStore {
             .iter()
             .filter_map(|(_, _, id)| guard.jobs.get(id).map(|entry| entry.status.ready_at))
             .min())
+    }
+
+    fn watch(&self, queue: &str) -> WorkWatch {
+        self.watches.watch(queue)
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
