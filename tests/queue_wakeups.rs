@@ -21,6 +21,7 @@ const GUARD: Duration = Duration::from_secs(30);
 const TAKE: TakeRequest = TakeRequest {
     lease_ms: 1_000,
     limit: None,
+    groups: courier::store::job::GroupLimits::NONE,
 };
 
 fn job(name: &str, delay_ms: u64) -> NewJob {

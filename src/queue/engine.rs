@@ -33,8 +33,8 @@ use super::error::QueueError;
 use super::events::{EventHub, EventKind, QueueEvent};
 use super::metrics::{MetricsSnapshot, QueueMetrics};
 use super::model::{
-    Added, Complete, Counts, Expired, Fail, FailOutcome, Job, JobOptions, JobPage, JobState,
-    KeepJobs, Millis, NewJob, Take, TakeRequest, TakenJob,
+    Added, Complete, Counts, Expired, Fail, FailOutcome, GroupLimits, Job, JobOptions, JobPage,
+    JobState, KeepJobs, Millis, NewJob, Take, TakeRequest, TakenJob,
 };
 use super::options;
 use crate::store::{JobStore, RemovedOutcome, WorkWatch};
@@ -54,6 +54,11 @@ pub struct QueueConfig {
     pub name: String,
     pub concurrency: usize,
     pub rate_limit: Option<RateLimit>,
+    /// At most this many jobs of one group (`JobOptions::group`) run at once, across every
+    /// worker and instance on the store; `None`: any number. Groups take turns either way.
+    pub group_concurrency: Option<u32>,
+    /// Each group's own limit on job starts (on top of `rate_limit`).
+    pub group_rate_limit: Option<RateLimit>,
     /// How long a running job's lease lasts without renewal before it counts as stalled.
     pub lease_ms: u64,
     /// Stalls allowed before a job fails (Bull's `maxStalledCount`).
@@ -76,6 +81,8 @@ impl QueueConfig {
             name: name.into(),
             concurrency: 1,
             rate_limit: None,
+            group_concurrency: None,
+            group_rate_limit: None,
             lease_ms: 30_000,
             max_stalled_count: 1,
             keep_completed: KeepJobs::ALL,
@@ -747,6 +754,10 @@ async fn worker(queue: Arc<QueueShared>) {
         let request = TakeRequest {
             lease_ms: queue.lease_ms(),
             limit: queue.config.rate_limit,
+            groups: GroupLimits {
+                concurrency: queue.config.group_concurrency,
+                rate: queue.config.group_rate_limit,
+            },
         };
         let taken = match queue.store.take(&queue.name, request, now).await {
             Ok(Take::Job(job)) => *job,

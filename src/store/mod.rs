@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod chat;
 pub mod codec;
+pub(crate) mod groups;
 pub mod job;
 pub(crate) mod leases;
 pub mod memory;

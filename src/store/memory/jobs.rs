@@ -16,6 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
+use crate::store::groups::Pick;
 use crate::store::job::{
     Added, Complete, Counts, Expired, Fail, FailOutcome, Job, JobPage, JobState, KeepJobs, Millis,
     NewJob, Take, TakeRequest, TakenJob,
@@ -54,11 +55,17 @@ impl MemoryJobStore {
         }
     }
 
-    /// Runs `write` on a queue, created if need be, under the lock: one atomic operation.
+    /// Runs `write` on a queue, created if need be, under the lock: one atomic operation. A job
+    /// of a group with waiting jobs leaving `active` wakes a worker for the group's next one.
     fn write<T>(&self, queue: &str, write: impl FnOnce(&mut Queue, &mut Counters) -> T) -> T {
         let mut queues = self.queues.lock();
         let Queues { by_name, counters } = &mut *queues;
-        write(by_name.entry(queue.to_owned()).or_default(), counters)
+        let found = by_name.entry(queue.to_owned()).or_default();
+        let result = write(found, counters);
+        if found.take_freed() {
+            self.watches.wake(queue);
+        }
+        result
     }
 }
 
@@ -102,13 +109,16 @@ impl JobStore for MemoryJobStore {
             if queue.paused {
                 return Take::Empty;
             }
-            let Some(first) = queue.line(JobState::Waiting).first() else {
-                return Take::Empty;
+            let choice = match queue.lanes.pick(request.groups, now) {
+                Pick::Job(choice) => choice,
+                Pick::Empty => return Take::Empty,
+                Pick::RateLimited(until) => return Take::RateLimited { until },
             };
-            let id = first.id.clone();
+            let id = choice.key.id.clone();
             if let Err(until) = queue.rate.admit(request.limit, now) {
                 return Take::RateLimited { until };
             }
+            queue.lanes.commit(&choice, request.groups, now);
             let token = counters.next_token();
             let Some(job) = queue.change(&id, |status| {
                 status.state = JobState::Active;

@@ -19,7 +19,8 @@ use tokio::sync::oneshot;
 
 use super::committer::{AfterCommit, Committer, Write};
 use super::Database;
-use crate::store::codec::{decode, encode};
+use crate::store::codec::{decode, decode_versioned, encode, encode_versioned};
+use crate::store::groups::{Lanes, Pick};
 use crate::store::job::{
     Added, Complete, Counts, Expired, Fail, FailOutcome, Job, JobPage, JobSpec, JobState,
     JobStatus, KeepJobs, Millis, NewJob, Take, TakeRequest, TakenJob,
@@ -120,6 +121,11 @@ struct QueueIndex {
     leases: Leases,
     /// The rate limit's current window (in memory, like the leases).
     rate: RateWindow,
+    /// Waiting jobs by group in turn order, each group's active count and rate window (in
+    /// memory, rebuilt from the status records like the indexes).
+    lanes: Lanes<IndexKey>,
+    /// A job of a group with waiting jobs left `active` since the last look.
+    freed: bool,
 }
 
 fn slot(state: JobState) -> usize {
@@ -150,8 +156,19 @@ impl QueueIndex {
 
     fn insert_visible(&mut self, entry: Entry) {
         let index = index_key(&entry.id, &entry.status);
+        self.lanes.enter(
+            entry.status.group.as_deref(),
+            entry.status.state,
+            index.clone(),
+        );
         self.by_state[slot(entry.status.state)].insert(index);
         self.jobs.insert(entry.id.clone(), entry);
+    }
+
+    /// Whether a job of a group with waiting jobs left `active` since the last call (a worker
+    /// may start one of them now).
+    fn take_freed(&mut self) -> bool {
+        std::mem::take(&mut self.freed)
     }
 
     /// Whether `token` is the current attempt of an active job.
@@ -182,6 +199,9 @@ impl QueueIndex {
         let after = index_key(&entry.id, &entry.status);
         // Progress and log updates leave the job where it is in its index.
         if entry.status.state != state_before || after != before {
+            let group = entry.status.group.as_deref();
+            self.freed |= self.lanes.leave(group, state_before, &before);
+            self.lanes.enter(group, entry.status.state, after.clone());
             self.by_state[slot(state_before)].remove(&before);
             self.by_state[slot(entry.status.state)].insert(after);
         }
@@ -190,7 +210,14 @@ impl QueueIndex {
 
     fn remove(&mut self, id: &str) -> Option<Entry> {
         let entry = self.jobs.remove(id)?;
+        if entry.pending.is_some() {
+            // Never indexed: an add whose commit failed.
+            return Some(entry);
+        }
         let index = index_key(&entry.id, &entry.status);
+        self.freed |= self
+            .lanes
+            .leave(entry.status.group.as_deref(), entry.status.state, &index);
         self.by_state[slot(entry.status.state)].remove(&index);
         Some(entry)
     }
@@ -235,7 +262,7 @@ impl SledJobStore {
             let (stored_key, value) = item?;
             let (queue, id) = split_key(&stored_key)
                 .ok_or_else(|| StoreError::Codec("bad job key".to_owned()))?;
-            let status: JobStatus = decode(&value)?;
+            let status: JobStatus = decode_versioned(&value)?;
             highest = highest.max(status.order);
             if let Ok(numeric) = id.parse::<u64>() {
                 highest = highest.max(numeric);
@@ -290,7 +317,7 @@ impl SledJobStore {
 
     fn read_spec(&self, queue: &str, id: &str) -> Result<JobSpec, StoreError> {
         match self.committer.get(&key(SPEC, queue, id))? {
-            Some(bytes) => decode(&bytes),
+            Some(bytes) => decode_versioned(&bytes),
             None => Err(StoreError::Codec(format!("job {queue}/{id} has no spec"))),
         }
     }
@@ -335,7 +362,10 @@ fn put_status(
     id: &str,
     status: &JobStatus,
 ) -> Result<(), StoreError> {
-    writes.push(Write::Put(key(STATUS, queue, id), encode(status)?));
+    writes.push(Write::Put(
+        key(STATUS, queue, id),
+        encode_versioned(status)?,
+    ));
     Ok(())
 }
 
@@ -486,8 +516,14 @@ impl JobStore for SledJobStore {
                     created_at: now,
                 };
                 // A new job's keys: deleted before the next checkpoint, they never reach sled.
-                writes.push(Write::PutNew(key(SPEC, queue, &id), encode(&spec)?));
-                writes.push(Write::PutNew(key(STATUS, queue, &id), encode(&status)?));
+                writes.push(Write::PutNew(
+                    key(SPEC, queue, &id),
+                    encode_versioned(&spec)?,
+                ));
+                writes.push(Write::PutNew(
+                    key(STATUS, queue, &id),
+                    encode_versioned(&status)?,
+                ));
                 added.push(Added {
                     id: id.to_string(),
                     existed: false,
@@ -552,12 +588,16 @@ impl JobStore for SledJobStore {
         if guard.paused {
             return Ok(Take::Empty);
         }
-        let Some((_, _, id)) = guard.set(JobState::Waiting).first().cloned() else {
-            return Ok(Take::Empty);
+        let choice = match guard.lanes.pick(request.groups, now) {
+            Pick::Job(choice) => choice,
+            Pick::Empty => return Ok(Take::Empty),
+            Pick::RateLimited(until) => return Ok(Take::RateLimited { until }),
         };
+        let id = choice.key.2.clone();
         if let Err(until) = guard.rate.admit(request.limit, now) {
             return Ok(Take::RateLimited { until });
         }
+        guard.lanes.commit(&choice, request.groups, now);
         let kept = guard
             .jobs
             .get_mut(&id)
@@ -677,6 +717,9 @@ impl JobStore for SledJobStore {
             );
         }
         self.committer.submit(writes, 0);
+        if guard.take_freed() {
+            self.watches.wake(queue);
+        }
         Ok(true)
     }
 
@@ -755,6 +798,9 @@ impl JobStore for SledJobStore {
             );
         }
         self.committer.submit(writes, order);
+        if guard.take_freed() {
+            self.watches.wake(queue);
+        }
         if matches!(outcome, FailOutcome::Retrying { at } if at <= now) {
             self.watches.wake(queue);
         }
@@ -779,6 +825,9 @@ impl JobStore for SledJobStore {
         let mut writes = Vec::with_capacity(1);
         let state = stall_entry(&mut guard, &mut writes, queue, id, max_stalled, order, now)?;
         self.committer.submit(writes, order);
+        if guard.take_freed() {
+            self.watches.wake(queue);
+        }
         if state == Some(JobState::Waiting) {
             self.watches.wake(queue);
         }
@@ -835,6 +884,9 @@ impl JobStore for SledJobStore {
             guard
                 .leases
                 .retain(|id, token| active.get(id) == Some(&token));
+            if guard.take_freed() {
+                self.watches.wake(queue);
+            }
             if expired.is_empty() {
                 return Ok(expired);
             }
@@ -882,6 +934,8 @@ impl JobStore for SledJobStore {
             }) {
                 put_status(&mut writes, queue, id, status)?;
             }
+            // Released jobs wake a worker below; a freed group slot is part of that.
+            guard.take_freed();
             self.submit(writes, order)
         };
         wait(writes).await?;
@@ -918,6 +972,9 @@ impl JobStore for SledJobStore {
                 status.failed_reason = Some(reason);
             }) {
                 put_status(&mut writes, queue, id, status)?;
+            }
+            if guard.take_freed() {
+                self.watches.wake(queue);
             }
             self.submit(writes, 0)
         };
@@ -994,7 +1051,7 @@ impl JobStore for SledJobStore {
             Some(bytes) => Ok(Some(Job {
                 queue: queue.to_owned(),
                 id: id.to_owned(),
-                spec: decode(&bytes)?,
+                spec: decode_versioned(&bytes)?,
                 status,
             })),
             None => Ok(None),
@@ -1036,7 +1093,7 @@ impl JobStore for SledJobStore {
                 jobs.push(Job {
                     queue: queue.to_owned(),
                     id: id.to_string(),
-                    spec: decode(&bytes)?,
+                    spec: decode_versioned(&bytes)?,
                     status,
                 });
             }
