@@ -1393,3 +1393,35 @@ impl Drop for SledJobStore {
         self.committer.close();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Golden bytes of the job tree's key layouts, one per kind. If this fails, stored jobs would
+    /// no longer be found: never edit the hex (see `store::codec`'s golden tests for what to do
+    /// instead).
+    #[test]
+    fn key_layouts_are_frozen() {
+        assert_eq!(hex(&key(SPEC, "mail", "7")), "646d61696c0037");
+        assert_eq!(hex(&key(STATUS, "mail", "7")), "736d61696c0037");
+        assert_eq!(hex(&log_key("mail", "7", 258)), "6c6d61696c00370000000102");
+        assert_eq!(hex(&paused_key("mail")), "706d61696c");
+        assert_eq!(hex(COUNTER_KEY), "6d3a6f72646572");
+    }
+
+    #[test]
+    fn spec_and_status_keys_split_back_into_queue_and_id() {
+        let stored = key(STATUS, "mail", "invoice-7");
+        assert_eq!(
+            split_key(&stored),
+            Some(("mail".to_owned(), "invoice-7".to_owned()))
+        );
+        assert_eq!(split_key(b"s"), None);
+        assert_eq!(split_key(b"smail"), None);
+    }
+}
