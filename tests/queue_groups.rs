@@ -290,13 +290,11 @@ async fn many_workers_run_each_group_one_job_at_a_time(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(queue.counts().await.unwrap().completed, 40);
-    let runs = runs.lock();
-    for (group, (_, order)) in runs.iter() {
+    for (group, (_, order)) in runs.lock().iter() {
         let mut sorted = order.clone();
         sorted.sort();
         assert_eq!(order, &sorted, "group {group} ran out of order");
     }
-    drop(runs);
     manager.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 

@@ -81,8 +81,8 @@ pub struct QueueConfig {
     /// How often finished jobs are trimmed to the defaults above.
     pub retention_interval_ms: u64,
     /// How long an idle worker (and the timer) sleeps without a wake-up before it looks again.
-    /// `None` follows the store ([`WorkWatch::recheck_after`]: never for memory and sled, whose
-    /// signals cannot be lost; a shared store's interval otherwise).
+    /// `None` follows the store ([`WorkWatch::recheck_after`]: never for the in-process
+    /// stores, whose signals cannot be lost; a shared store's interval otherwise).
     pub idle_recheck_ms: Option<u64>,
 }
 
