@@ -22,6 +22,9 @@ pub fn queue_configs() -> Vec<QueueConfig> {
     };
     let mut message = QueueConfig::new(MESSAGE_QUEUE);
     message.concurrency = 64;
+    // One job per conversation at a time, in send order: how messages get their `seq` in the
+    // order they were sent (see `chat::messages`).
+    message.group_concurrency = Some(1);
     // Senders read their job's final state, so completed jobs stay an hour (up to 10,000).
     message.keep_completed = KeepJobs {
         count: Some(10_000),

@@ -14,7 +14,7 @@ use courier::queue::model::{
     KeepJobs, Millis, NewJob, Take, TakeRequest,
 };
 use courier::queue::{JobContext, LocalHub, Queue, QueueConfig, QueueManager};
-use courier::store::{JobStore, RemovedIds, RemovedOutcome, StoreError};
+use courier::store::{JobStore, RemovedIds, RemovedOutcome, StoreError, WorkWatch};
 use parking_lot::Mutex;
 use serde_json::json;
 
@@ -227,6 +227,10 @@ impl JobStore for CancelsOnTake {
 
     async fn next_lease_expiry(&self, queue: &str) -> Result<Option<Millis>, StoreError> {
         self.inner.next_lease_expiry(queue).await
+    }
+
+    fn watch(&self, queue: &str) -> WorkWatch {
+        self.inner.watch(queue)
     }
 
     async fn flush(&self) -> Result<(), StoreError> {

@@ -31,6 +31,7 @@ use courier::store::{open, StoreConfig, Stores};
 const LEASE: TakeRequest = TakeRequest {
     lease_ms: 30_000,
     limit: None,
+    groups: courier::store::job::GroupLimits::NONE,
 };
 
 const QUEUE: &str = "mail";

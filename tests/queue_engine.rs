@@ -14,6 +14,7 @@ use courier::queue::model::{
 const TAKE: TakeRequest = TakeRequest {
     lease_ms: 600_000,
     limit: None,
+    groups: courier::store::job::GroupLimits::NONE,
 };
 
 use courier::queue::{

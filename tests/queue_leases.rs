@@ -19,6 +19,7 @@ const LEASE_MS: u64 = 1_000;
 const TAKE: TakeRequest = TakeRequest {
     lease_ms: LEASE_MS,
     limit: None,
+    groups: courier::store::job::GroupLimits::NONE,
 };
 
 fn one_job() -> Vec<NewJob> {
@@ -224,6 +225,7 @@ fn limited(max: u32, duration_ms: u64) -> TakeRequest {
     TakeRequest {
         lease_ms: LEASE_MS,
         limit: Some(RateLimit { max, duration_ms }),
+        groups: courier::store::job::GroupLimits::NONE,
     }
 }
 
@@ -316,6 +318,7 @@ async fn sled_jobs_left_active_by_an_ended_process_have_lapsed_at_reopen() {
                 TakeRequest {
                     lease_ms: 60_000,
                     limit: None,
+                    groups: courier::store::job::GroupLimits::NONE,
                 },
                 0,
             )

@@ -15,6 +15,12 @@
 //! Time is a logical clock the operations advance. Where the contract leaves a choice open (which
 //! eligible jobs a limited `clean` removes) the model accepts any valid choice.
 //!
+//! Jobs carry groups, and each queue limits how many of a group's jobs may be active at once
+//! ([`GROUP_LIMITS`]): which group's turn it is is the store's choice (round robin), so the
+//! model accepts any job that heads an eligible lane (a group under its limit, or the jobs
+//! without a group), and checks after every step that no group has more active jobs than its
+//! limit, restarts included.
+//!
 //! The `regression_*` tests at the end replay the minimal sequences of bugs this test found.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,12 +44,27 @@ use job_backends::Backend;
 
 /// The lease every take in the model asks for.
 const LEASE_MS: u64 = 5_000;
+/// What a worker of `queue` asks for: the model's lease, and the queue's group limit.
+fn take_request(queue: usize) -> TakeRequest {
+    TakeRequest {
+        groups: courier::store::job::GroupLimits {
+            concurrency: Some(GROUP_LIMITS[queue]),
+            rate: None,
+        },
+        ..TAKE
+    }
+}
+
 const TAKE: TakeRequest = TakeRequest {
     lease_ms: LEASE_MS,
     limit: None,
+    groups: courier::store::job::GroupLimits::NONE,
 };
 
 const QUEUES: [&str; 2] = ["main", "other"];
+/// How many jobs of one group each queue lets run at once.
+const GROUP_LIMITS: [u32; 2] = [1, 2];
+const GROUPS: [&str; 3] = ["g1", "g2", "g3"];
 /// Caller-chosen ids: letters, and numbers that collide with automatic ids.
 const CUSTOM_IDS: [&str; 5] = ["a", "b", "c", "3", "7"];
 /// A realistic epoch time, so `now - grace` never saturates at zero.
@@ -59,6 +80,7 @@ struct AddSpec {
     delay_ms: u64,
     lifo: bool,
     job_id: Option<&'static str>,
+    group: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -190,12 +212,14 @@ fn add_spec_strategy() -> impl Strategy<Value = AddSpec> {
         prop_oneof![3 => Just(0u64), 1 => 1u64..=3_000],
         prop::bool::weighted(0.25),
         prop_oneof![3 => Just(None), 1 => prop::sample::select(&CUSTOM_IDS[..]).prop_map(Some)],
+        prop_oneof![1 => Just(None), 2 => prop::sample::select(&GROUPS[..]).prop_map(Some)],
     )
-        .prop_map(|(priority, delay_ms, lifo, job_id)| AddSpec {
+        .prop_map(|(priority, delay_ms, lifo, job_id, group)| AddSpec {
             priority,
             delay_ms,
             lifo,
             job_id,
+            group,
         })
 }
 
@@ -290,6 +314,7 @@ struct ModelJob {
     return_value: Option<String>,
     failed_reason: Option<String>,
     logs: Vec<String>,
+    group: Option<String>,
 }
 
 impl ModelJob {
@@ -344,15 +369,40 @@ struct ModelQueue {
 }
 
 impl ModelQueue {
-    fn next_to_take(&self) -> Option<String> {
+    /// The jobs `take` may hand out next: the first waiting job (by priority, then FIFO/LIFO)
+    /// of each lane that may start one, that is of the jobs without a group and of each group
+    /// with fewer than `group_limit` active. Which of them is the store's turn order.
+    fn takeable(&self, group_limit: u32) -> BTreeSet<String> {
         if self.paused {
-            return None;
+            return BTreeSet::new();
         }
+        let mut heads: BTreeMap<Option<&str>, (&ModelJob, &String)> = BTreeMap::new();
+        for (id, job) in &self.jobs {
+            if job.state != JobState::Waiting {
+                continue;
+            }
+            let lane = job.group.as_deref();
+            let earlier = heads
+                .get(&lane)
+                .is_some_and(|(head, _)| head.waiting_rank() <= job.waiting_rank());
+            if !earlier {
+                heads.insert(lane, (job, id));
+            }
+        }
+        heads
+            .into_iter()
+            .filter(|(lane, _)| {
+                lane.is_none_or(|group| self.active_in(group) < group_limit as usize)
+            })
+            .map(|(_, (_, id))| id.clone())
+            .collect()
+    }
+
+    fn active_in(&self, group: &str) -> usize {
         self.jobs
-            .iter()
-            .filter(|(_, job)| job.state == JobState::Waiting)
-            .min_by_key(|(_, job)| job.waiting_rank())
-            .map(|(id, _)| id.clone())
+            .values()
+            .filter(|job| job.state == JobState::Active && job.group.as_deref() == Some(group))
+            .count()
     }
 
     /// Ids in `state` sorted by `rank`, for operations that walk a state oldest first.
@@ -501,6 +551,8 @@ struct Seen {
     return_value: Option<String>,
     failed_reason: Option<String>,
     log_count: u32,
+    /// The group, as the spec and as the status record hold it.
+    group: (Option<String>, Option<String>),
 }
 
 fn seen_from_store(job: &Job) -> Seen {
@@ -535,6 +587,7 @@ fn seen_from_store(job: &Job) -> Seen {
             None
         },
         log_count: status.log_count,
+        group: (job.spec.opts.group.clone(), status.group.clone()),
     }
 }
 
@@ -573,6 +626,7 @@ fn seen_from_model(job: &ModelJob) -> Seen {
             None
         },
         log_count: job.logs.len() as u32,
+        group: (job.group.clone(), job.group.clone()),
     }
 }
 
@@ -1131,6 +1185,7 @@ impl Harness {
                         delay_ms: spec.delay_ms,
                         lifo: spec.lifo,
                         job_id: spec.job_id.map(str::to_owned),
+                        group: spec.group.map(str::to_owned),
                         ..JobOptions::default()
                     },
                 }
@@ -1212,6 +1267,7 @@ impl Harness {
                     return_value: None,
                     failed_reason: None,
                     logs: Vec::new(),
+                    group: job.opts.group.clone(),
                 },
             );
         }
@@ -1222,19 +1278,26 @@ impl Harness {
         let now = self.model.now;
         let taken = self
             .store()
-            .take(QUEUES[queue], TAKE, now)
+            .take(QUEUES[queue], take_request(queue), now)
             .await
             .or_fail()?
             .job();
-        let expected = self.model.queues[queue].next_to_take();
-        prop_assert_eq!(
-            taken.as_ref().map(|job| job.id.clone()),
-            expected.clone(),
-            "take"
-        );
-        let (Some(taken), Some(id)) = (taken, expected) else {
+        let takeable = self.model.queues[queue].takeable(GROUP_LIMITS[queue]);
+        let Some(taken) = taken else {
+            prop_assert!(
+                takeable.is_empty(),
+                "take found nothing while {:?} could run",
+                takeable
+            );
             return Ok(());
         };
+        prop_assert!(
+            takeable.contains(&taken.id),
+            "take handed out {} instead of one of {:?}",
+            taken.id,
+            takeable
+        );
+        let id = taken.id.clone();
         prop_assert!(
             taken.token > self.model.last_token,
             "token {} reused",
@@ -1339,6 +1402,7 @@ impl Harness {
             prop_assert_eq!(counts.total(), model_queue.jobs.len() as u64);
 
             let mut listed: BTreeMap<String, JobState> = BTreeMap::new();
+            let mut active_by_group: BTreeMap<String, usize> = BTreeMap::new();
             for state in JobState::ALL {
                 let page = store.list(name, state, 0, 10_000).await.or_fail()?;
                 prop_assert_eq!(
@@ -1357,6 +1421,9 @@ impl Harness {
                 );
                 for job in page.jobs {
                     prop_assert_eq!(job.status.state, state, "{} listed under {}", job.id, state);
+                    if let (JobState::Active, Some(group)) = (state, &job.status.group) {
+                        *active_by_group.entry(group.clone()).or_default() += 1;
+                    }
                     let twice = listed.insert(job.id.clone(), state);
                     prop_assert!(
                         twice.is_none(),
@@ -1409,6 +1476,18 @@ impl Harness {
                         )))
                     }
                 }
+            }
+
+            // No group ever has more active jobs than its queue allows, as the store lists them.
+            for (group, active) in &active_by_group {
+                prop_assert!(
+                    *active <= GROUP_LIMITS[queue] as usize,
+                    "{} jobs of group {} active in {}",
+                    active,
+                    group,
+                    name
+                );
+                prop_assert_eq!(*active, model_queue.active_in(group), "active in {}", group);
             }
 
             prop_assert_eq!(store.is_paused(name).await.or_fail()?, model_queue.paused);

@@ -5,6 +5,13 @@
 //! processor saves the message idempotently (keyed by that id), so a retried or re-run job never
 //! stores a second copy, then delivers it to both participants and notifies the receiver: at
 //! once when online, through a `send-notification` job (which may e-mail) when offline.
+//!
+//! Send order: a message gets its `seq` when it is saved, and the message queue runs many jobs
+//! side by side. Each job's group is its conversation, and the queue runs one job per group at a
+//! time (`group_concurrency` 1, see `jobs.rs`) in the order they were added (FIFO at equal
+//! priority), so a conversation's messages are saved, and delivered, in send order — after a
+//! restart too, since the order lives in the stored jobs. Only a failed attempt (retried later)
+//! lets the next message of its conversation go first.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,7 +23,6 @@ use super::delivery::ChatEvent;
 use super::email::Email;
 use super::error::ChatError;
 use super::images;
-use super::order::{self, SendOrder, Turn};
 use super::{ids, names, Chat};
 use crate::jobs::{EMAIL_QUEUE, MESSAGE_QUEUE, NOTIFICATION_QUEUE};
 use crate::queue::model::{Backoff, BackoffKind, JobOptions, JobState};
@@ -105,24 +111,12 @@ fn preview(text: &str, has_image: bool) -> String {
     preview
 }
 
-/// The key [`super::order::SendOrder`] knows a conversation by: its two users, either way round.
+/// The job group of a conversation: its two users, either way round.
 fn conversation_key(a: &str, b: &str) -> String {
     if a <= b {
         format!("{a}:{b}")
     } else {
         format!("{b}:{a}")
-    }
-}
-
-/// Ends a `process-message` attempt in the send order when dropped, on every path out.
-struct Finishing<'a> {
-    order: &'a SendOrder,
-    message_id: &'a str,
-}
-
-impl Drop for Finishing<'_> {
-    fn drop(&mut self) {
-        self.order.leave(self.message_id);
     }
 }
 
@@ -209,27 +203,21 @@ impl Chat {
         let opts = JobOptions {
             priority: Some(1),
             job_id: Some(message_id.clone()),
+            group: Some(conversation_key(&sender.id, receiver_id)),
             ..retrying(3, 1_000)
         };
         self.remember_sender(&message_id, &sender.id);
         let queue = self.queues.queue(MESSAGE_QUEUE)?;
-        // Before the add, so the job never runs without its place in the conversation.
-        let ticketed = self
-            .order
-            .enter(&conversation_key(&sender.id, receiver_id), &message_id);
         let added = match queue.add(PROCESS_MESSAGE, &data, opts).await {
             Ok(added) => added,
             Err(err) => {
                 self.senders.lock().remove(&message_id);
-                if ticketed {
-                    self.order.leave(&message_id);
-                }
                 return Err(err.into());
             }
         };
-        if added.existed && ticketed {
-            // The job was there already (a repeated send after it ran): nothing will run.
-            self.order.leave(&message_id);
+        if added.existed && matches!(added.state, JobState::Completed | JobState::Failed) {
+            // A repeated send of a message whose job finished: no status will follow.
+            self.senders.lock().remove(&message_id);
         }
         Ok(Sent {
             message_id,
@@ -237,11 +225,10 @@ impl Chat {
         })
     }
 
-    /// Gives the messages still queued from before a restart their places in their
-    /// conversations again, in the order the queue will take them (tickets live in memory), so
-    /// a backlog left by a restart is saved in send order too. Call before the queues start.
-    /// Returns how many it placed.
-    pub async fn restore_send_order(&self) -> Result<usize, ChatError> {
+    /// Learns the senders of the messages still queued from before a restart, for their
+    /// `messageStatus` frames; returns how many. Their send order needs nothing: it is in the
+    /// stored jobs (see the module docs). Call before the queues start.
+    pub async fn restore_backlog(&self) -> Result<usize, ChatError> {
         const PAGE: u64 = 500;
         let queue = self.queues.queue(MESSAGE_QUEUE)?;
         let total = queue.list(JobState::Waiting, 0, 0).await?.total;
@@ -258,15 +245,17 @@ impl Chat {
                 let Ok(data) = serde_json::from_str::<MessageJob>(&job.spec.data) else {
                     continue;
                 };
-                let conversation = conversation_key(&data.sender_id, &data.receiver_id);
-                if self.order.enter(&conversation, &data.message_id) {
-                    placed += 1;
-                }
                 self.remember_sender(&data.message_id, &data.sender_id);
+                placed += 1;
             }
             end = start;
         }
         Ok(placed)
+    }
+
+    /// The start-up call `server.rs` makes: [`Chat::restore_backlog`] under its former name.
+    pub async fn restore_send_order(&self) -> Result<usize, ChatError> {
+        self.restore_backlog().await
     }
 
     /// Messages sent and not yet taken for processing.
@@ -277,12 +266,6 @@ impl Chat {
 
     pub(super) async fn process_message(self: Arc<Self>, job: JobContext) -> JobResult {
         let data: MessageJob = job.data_as()?;
-        // However this attempt ends, later messages of the conversation stop waiting for it.
-        self.order.start(&data.message_id);
-        let _turn = Finishing {
-            order: &self.order,
-            message_id: &data.message_id,
-        };
         // Progress only around the step that can take a while (an upload to Cloudinary): each
         // report is an event every subscriber wakes for, and a text message is done in about a
         // millisecond.
@@ -299,17 +282,6 @@ impl Chat {
             }
             None => String::new(),
         };
-        if self
-            .order
-            .wait_turn(&data.message_id, order::MAX_WAIT)
-            .await
-            == Turn::GaveUp
-        {
-            tracing::warn!(
-                message_id = %data.message_id,
-                "an earlier message of the conversation did not finish in time; saving anyway"
-            );
-        }
         // An account deleted while its message waited: the message goes with it.
         for user in [&data.sender_id, &data.receiver_id] {
             if self

@@ -16,7 +16,6 @@ pub mod lockout;
 pub mod mail_links;
 pub mod messages;
 pub mod names;
-pub mod order;
 pub mod profile;
 pub mod sessions;
 pub mod verification;
@@ -98,8 +97,6 @@ pub struct Chat {
     resend_times: verification::ResendTimes,
     /// Sender of each message job in flight, for `messageStatus` events.
     senders: Mutex<HashMap<String, String>>,
-    /// Keeps each conversation's messages saved in the order they were sent.
-    order: order::SendOrder,
     injected_failures: AtomicU32,
     signup_mode: SignupMode,
     clock: Clock,
@@ -147,7 +144,6 @@ impl Chat {
             links,
             resend_times: verification::ResendTimes::default(),
             senders: Mutex::new(HashMap::new()),
-            order: order::SendOrder::default(),
             injected_failures: AtomicU32::new(0),
             signup_mode: config.signup_mode,
             clock: Clock::new(),
@@ -203,10 +199,12 @@ impl Chat {
         senders.insert(message_id.to_owned(), sender_id.to_owned());
     }
 
-    /// Sent messages that later messages of their conversation may still wait for (see
-    /// [`order`]).
+    /// Sent messages still on their way (their job has not completed, failed for good or been
+    /// removed), as this process knows them: the senders kept for their `messageStatus` frames.
+    /// (The name is from when a ticket held each of them in its conversation's order; the
+    /// message queue's group now does, see [`messages`].)
     pub fn messages_held_in_order(&self) -> usize {
-        self.order.outstanding()
+        self.senders.lock().len()
     }
 
     /// Stops background tasks.
@@ -267,10 +265,6 @@ impl Chat {
                 EventKind::Removed => ("removed", true),
                 _ => continue,
             };
-            if event.kind == EventKind::Removed {
-                // Removed before it ran: later messages must not wait for it.
-                self.order.leave(job_id);
-            }
             let known = {
                 let mut senders = self.senders.lock();
                 if last {

@@ -14,6 +14,8 @@ use super::model::{Backoff, BackoffKind, JobOptions, KeepJobs};
 pub const MAX_PRIORITY: u32 = 2_097_152;
 /// Longest custom job id accepted.
 pub const MAX_JOB_ID_LEN: usize = 128;
+/// Longest job group key accepted.
+pub const MAX_GROUP_LEN: usize = 256;
 /// Default delay of a backoff given only by its type.
 pub const DEFAULT_BACKOFF_MS: u64 = 1_000;
 
@@ -35,6 +37,13 @@ pub fn validate(opts: &JobOptions) -> Result<(), QueueError> {
     }
     if let Some(id) = &opts.job_id {
         validate_job_id(id)?;
+    }
+    if let Some(group) = &opts.group {
+        if group.is_empty() || group.len() > MAX_GROUP_LEN || group.chars().any(char::is_control) {
+            return Err(invalid(format!(
+                "group must be 1 to {MAX_GROUP_LEN} bytes without control characters"
+            )));
+        }
     }
     if opts.timeout_ms == Some(0) {
         return Err(invalid("timeout must be positive"));

@@ -1,15 +1,59 @@
 //! The one codec for stored records: a format tag byte followed by a postcard body.
 //!
-//! Every value Courier writes to disk goes through [`encode`] and comes back through [`decode`], so
-//! a future layout change bumps [`FORMAT_V1`] to a new tag and teaches `decode` the old one; no other
-//! module knows how bytes are laid out.
+//! Every value Courier writes to disk goes through [`encode`] and comes back through [`decode`]
+//! (or, for a record whose layout changed, [`encode_versioned`] and [`decode_versioned`]), so a
+//! layout change adds a tag and keeps reading the old one; no other module knows how bytes are
+//! laid out.
 
 use serde::{de::DeserializeOwned, Serialize};
 
+use super::job::{v1, JobSpec, JobStatus};
 use super::StoreError;
 
-/// Tag of the first (current) record layout: postcard 1.x of the record's serde shape.
+/// Tag of the first record layout: postcard 1.x of the record's serde shape. Every record type
+/// that has not changed since is still written with it.
 pub const FORMAT_V1: u8 = 1;
+
+/// Tag of the second layout, for the records whose shape grew after format 1 (job specs and
+/// statuses gained a group): postcard 1.x of the current shape.
+pub const FORMAT_V2: u8 = 2;
+
+/// A record whose layout changed after format 1: written with [`FORMAT_V2`], and read from
+/// either tag (format 1 through its frozen old shape).
+pub trait Versioned: Serialize + DeserializeOwned {
+    /// The record's format-1 shape.
+    type V1: DeserializeOwned + Into<Self>;
+}
+
+impl Versioned for JobSpec {
+    type V1 = v1::JobSpec;
+}
+
+impl Versioned for JobStatus {
+    type V1 = v1::JobStatus;
+}
+
+fn body<T: DeserializeOwned>(body: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(body).map_err(|err| StoreError::Codec(err.to_string()))
+}
+
+pub fn encode_versioned<T: Versioned>(value: &T) -> Result<Vec<u8>, StoreError> {
+    let mut bytes = vec![FORMAT_V2];
+    let body = postcard::to_stdvec(value).map_err(|err| StoreError::Codec(err.to_string()))?;
+    bytes.extend_from_slice(&body);
+    Ok(bytes)
+}
+
+pub fn decode_versioned<T: Versioned>(bytes: &[u8]) -> Result<T, StoreError> {
+    match bytes.split_first() {
+        Some((&FORMAT_V2, rest)) => body(rest),
+        Some((&FORMAT_V1, rest)) => body::<T::V1>(rest).map(Into::into),
+        Some((tag, _)) => Err(StoreError::Codec(format!(
+            "unknown record format tag {tag}"
+        ))),
+        None => Err(StoreError::Codec("empty record".to_owned())),
+    }
+}
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     let mut bytes = vec![FORMAT_V1];
@@ -39,20 +83,30 @@ mod tests {
     fn records_round_trip_with_their_tag() {
         let status = JobStatus::new(
             JobState::Delayed,
-            &JobOptions::default(),
+            &JobOptions {
+                group: Some("a:b".to_owned()),
+                ..JobOptions::default()
+            },
             42,
             1_700_000_000_000,
         );
-        let bytes = encode(&status).unwrap();
+        let bytes = encode_versioned(&status).unwrap();
+        assert_eq!(bytes[0], FORMAT_V2);
+        assert_eq!(decode_versioned::<JobStatus>(&bytes).unwrap(), status);
+        let bytes = encode(&"text").unwrap();
         assert_eq!(bytes[0], FORMAT_V1);
-        assert_eq!(decode::<JobStatus>(&bytes).unwrap(), status);
+        assert_eq!(decode::<String>(&bytes).unwrap(), "text");
     }
 
     #[test]
     fn unknown_tags_and_garbage_are_errors_not_panics() {
-        assert!(decode::<JobStatus>(&[]).is_err());
-        assert!(decode::<JobStatus>(&[9, 1, 2, 3]).is_err());
-        assert!(decode::<JobStatus>(&[FORMAT_V1, 0xff]).is_err());
+        assert!(decode::<String>(&[]).is_err());
+        assert!(decode::<String>(&[9, 1, 2, 3]).is_err());
+        assert!(decode::<String>(&[FORMAT_V1, 0xff]).is_err());
+        assert!(decode_versioned::<JobStatus>(&[]).is_err());
+        assert!(decode_versioned::<JobStatus>(&[9, 1, 2, 3]).is_err());
+        assert!(decode_versioned::<JobStatus>(&[FORMAT_V1, 0xff]).is_err());
+        assert!(decode_versioned::<JobStatus>(&[FORMAT_V2, 0xff]).is_err());
     }
 }
 
@@ -61,8 +115,10 @@ mod tests {
 ///
 /// If one of these tests fails, a change to a type (or to postcard) changed what is on disk, and
 /// data written by earlier releases would no longer open. Do not edit the hex: keep the type's
-/// old shape decodable (add a new format tag next to [`FORMAT_V1`], encode with it, and keep
-/// `decode` reading the old tag into the new type), then add a new golden test for the new tag.
+/// old shape decodable (freeze it in a `v1`-style module, make the type [`super::Versioned`] or
+/// add a new format tag next to [`super::FORMAT_V2`]), then add a new golden test for the new
+/// tag. Format-1 job records are checked through their frozen shapes (`job::v1`) and through
+/// their upgrade into the current types.
 #[cfg(test)]
 pub(crate) mod golden {
     use std::fmt::Debug;
@@ -70,11 +126,11 @@ pub(crate) mod golden {
     use serde::de::DeserializeOwned;
     use serde::Serialize;
 
-    use super::{decode, encode};
+    use super::{decode, decode_versioned, encode, encode_versioned, Versioned};
     use crate::store::accounts::{AccountState, OneTimeToken, SessionRecord, TokenPurpose};
     use crate::store::chat::{MessageRecord, UserRecord};
     use crate::store::job::{
-        Backoff, BackoffKind, JobOptions, JobSpec, JobState, JobStatus, KeepJobs,
+        v1, Backoff, BackoffKind, JobOptions, JobSpec, JobState, JobStatus, KeepJobs,
     };
 
     fn hex(bytes: &[u8]) -> String {
@@ -98,8 +154,26 @@ pub(crate) mod golden {
         assert_eq!(&decode::<T>(&unhex(frozen)).unwrap(), value);
     }
 
-    fn options() -> JobOptions {
-        JobOptions {
+    /// A versioned record encodes to exactly `frozen` (format 2), and `frozen` decodes to it.
+    fn golden_versioned<T>(value: &T, frozen: &str)
+    where
+        T: Versioned + PartialEq + Debug,
+    {
+        let bytes = encode_versioned(value).unwrap();
+        assert_eq!(hex(&bytes), frozen, "encoding of {value:?} changed");
+        assert_eq!(&decode_versioned::<T>(&unhex(frozen)).unwrap(), value);
+    }
+
+    /// `frozen` (format 1) still decodes, into the current type, as `value`.
+    fn upgrades<T>(frozen: &str, value: &T)
+    where
+        T: Versioned + PartialEq + Debug,
+    {
+        assert_eq!(&decode_versioned::<T>(&unhex(frozen)).unwrap(), value);
+    }
+
+    fn options() -> v1::JobOptions {
+        v1::JobOptions {
             priority: Some(3),
             delay_ms: 1_500,
             attempts: 4,
@@ -122,16 +196,36 @@ pub(crate) mod golden {
         }
     }
 
+    const JOB_SPEC_V1: &str = "0105656d61696c187b22746f223a22616461406578616d706c652e636f6d227d0103dc0b040101fa01000000000000e03f01b0ea010109696e766f6963652d37010101640180b8992901000180dddb0180d095ffbc31";
+
+    fn spec_v1() -> v1::JobSpec {
+        v1::JobSpec {
+            name: "email".to_owned(),
+            data: r#"{"to":"ada@example.com"}"#.to_owned(),
+            opts: options(),
+            created_at: 1_700_000_000_000,
+        }
+    }
+
     #[test]
     fn job_spec() {
-        golden(
-            &JobSpec {
-                name: "email".to_owned(),
-                data: r#"{"to":"ada@example.com"}"#.to_owned(),
-                opts: options(),
-                created_at: 1_700_000_000_000,
-            },
-            "0105656d61696c187b22746f223a22616461406578616d706c652e636f6d227d0103dc0b040101fa01000000000000e03f01b0ea010109696e766f6963652d37010101640180b8992901000180dddb0180d095ffbc31",
+        golden(&spec_v1(), JOB_SPEC_V1);
+        upgrades::<JobSpec>(JOB_SPEC_V1, &spec_v1().into());
+        assert_eq!(JobSpec::from(spec_v1()).opts.group, None);
+    }
+
+    #[test]
+    fn job_spec_v2_with_a_group() {
+        let mut spec = JobSpec::from(spec_v1());
+        spec.opts.group = Some("u-ada:u-bob".to_owned());
+        golden_versioned(
+            &spec,
+            "0205656d61696c187b22746f223a22616461406578616d706c652e636f6d227d0103dc0b040101fa01000000000000e03f01b0ea010109696e766f6963652d37010101640180b8992901000180dddb01010b752d6164613a752d626f6280d095ffbc31",
+        );
+        spec.opts.group = None;
+        golden_versioned(
+            &spec,
+            "0205656d61696c187b22746f223a22616461406578616d706c652e636f6d227d0103dc0b040101fa01000000000000e03f01b0ea010109696e766f6963652d37010101640180b8992901000180dddb010080d095ffbc31",
         );
     }
 
@@ -144,13 +238,48 @@ pub(crate) mod golden {
             jitter: 0.0,
         });
         golden(&opts, "010103dc0b040100e807000000000000000001b0ea010109696e766f6963652d37010101640180b8992901000180dddb01");
-        golden(&JobOptions::default(), "01000001000000000000");
+        let nothing_set = v1::JobOptions {
+            priority: None,
+            delay_ms: 0,
+            attempts: 1,
+            backoff: None,
+            timeout_ms: None,
+            job_id: None,
+            lifo: false,
+            remove_on_complete: None,
+            remove_on_fail: None,
+        };
+        golden(&nothing_set, "01000001000000000000");
+        assert_eq!(JobOptions::from(nothing_set), JobOptions::default());
     }
+
+    const JOB_STATUS_V1: &str = "01042a0301e8d795ffbc31020102373501d0df95ffbc3101b8e795ffbc31010974696d6564206f7574020e66697273743a2072656675736564117365636f6e643a2074696d6564206f7574010c7b226f6b223a66616c73657d0902b8e795ffbc31";
 
     #[test]
     fn job_status() {
-        golden(
-            &JobStatus {
+        golden(&status_v1(), JOB_STATUS_V1);
+        upgrades::<JobStatus>(JOB_STATUS_V1, &status_v1().into());
+        assert_eq!(JobStatus::from(status_v1()).group, None);
+    }
+
+    #[test]
+    fn job_status_v2_with_a_group() {
+        let mut status = JobStatus::from(status_v1());
+        status.group = Some("u-ada:u-bob".to_owned());
+        golden_versioned(
+            &status,
+            "02042a0301e8d795ffbc31020102373501d0df95ffbc3101b8e795ffbc31010974696d6564206f7574020e66697273743a2072656675736564117365636f6e643a2074696d6564206f7574010c7b226f6b223a66616c73657d0902b8e795ffbc31010b752d6164613a752d626f62",
+        );
+        status.group = None;
+        golden_versioned(
+            &status,
+            "02042a0301e8d795ffbc31020102373501d0df95ffbc3101b8e795ffbc31010974696d6564206f7574020e66697273743a2072656675736564117365636f6e643a2074696d6564206f7574010c7b226f6b223a66616c73657d0902b8e795ffbc3100",
+        );
+    }
+
+    fn status_v1() -> v1::JobStatus {
+        {
+            v1::JobStatus {
                 state: JobState::Failed,
                 order: 42,
                 priority: 3,
@@ -167,9 +296,8 @@ pub(crate) mod golden {
                 token: 9,
                 log_count: 2,
                 entered_at: 1_700_000_003_000,
-            },
-            "01042a0301e8d795ffbc31020102373501d0df95ffbc3101b8e795ffbc31010974696d6564206f7574020e66697273743a2072656675736564117365636f6e643a2074696d6564206f7574010c7b226f6b223a66616c73657d0902b8e795ffbc31",
-        );
+            }
+        }
     }
 
     #[test]

@@ -128,6 +128,9 @@ pub struct JobOptions {
     /// `None` falls back to the queue's default.
     pub remove_on_complete: Option<KeepJobs>,
     pub remove_on_fail: Option<KeepJobs>,
+    /// The job's group (for chat: its conversation). A queue can limit how many jobs of one
+    /// group run at once and how often they start, and `take` serves groups in turn.
+    pub group: Option<String>,
 }
 
 impl Default for JobOptions {
@@ -142,6 +145,7 @@ impl Default for JobOptions {
             lifo: false,
             remove_on_complete: None,
             remove_on_fail: None,
+            group: None,
         }
     }
 }
@@ -193,6 +197,9 @@ pub struct JobStatus {
     pub log_count: u32,
     /// When the job entered its current state (for `clean` with a grace period).
     pub entered_at: Millis,
+    /// The job's group (a copy of the option), so the group indexes are rebuilt from these
+    /// records alone.
+    pub group: Option<String>,
 }
 
 impl JobStatus {
@@ -214,6 +221,7 @@ impl JobStatus {
             token: 0,
             log_count: 0,
             entered_at: ready_at,
+            group: opts.group.clone(),
         }
     }
 }
@@ -256,6 +264,22 @@ pub struct RateLimit {
     pub duration_ms: u64,
 }
 
+/// How a queue limits each job group (jobs without a group are not limited by it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GroupLimits {
+    /// At most this many active jobs per group; `None`: any number.
+    pub concurrency: Option<u32>,
+    /// At most `max` starts per group per window; `None`: no limit.
+    pub rate: Option<RateLimit>,
+}
+
+impl GroupLimits {
+    pub const NONE: GroupLimits = GroupLimits {
+        concurrency: None,
+        rate: None,
+    };
+}
+
 /// `JobStore::take`: what the worker asks for along with the next job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TakeRequest {
@@ -263,6 +287,8 @@ pub struct TakeRequest {
     pub lease_ms: u64,
     /// The queue's limit on job starts, counted by the store (so it holds across instances).
     pub limit: Option<RateLimit>,
+    /// The queue's limits per job group, counted by the store like `limit`.
+    pub groups: GroupLimits,
 }
 
 /// What `JobStore::take` found.
@@ -270,9 +296,11 @@ pub struct TakeRequest {
 pub enum Take {
     /// The job taken (boxed: the other answers are a word).
     Job(Box<TakenJob>),
-    /// Nothing to take: no job waits, or the queue is paused.
+    /// Nothing to take: no job waits, the queue is paused, or every group with waiting jobs
+    /// has as many active as it may (one of them finishing signals the queue's watch).
     Empty,
-    /// Jobs wait, but the rate limit's window is used up until `until`.
+    /// Jobs wait, but the rate limit's window (the queue's, or that of every group whose turn
+    /// it could be) is used up until `until`.
     RateLimited { until: Millis },
 }
 
@@ -370,6 +398,107 @@ impl Counts {
 pub struct JobPage {
     pub jobs: Vec<Job>,
     pub total: u64,
+}
+
+/// The stored shapes of format 1 ([`crate::store::codec::FORMAT_V1`]), frozen: records written
+/// before jobs had groups decode through these into the current types. Never change them.
+pub mod v1 {
+    use serde::{Deserialize, Serialize};
+
+    use super::{Backoff, JobState, KeepJobs, Millis};
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct JobOptions {
+        pub priority: Option<u32>,
+        pub delay_ms: u64,
+        pub attempts: u32,
+        pub backoff: Option<Backoff>,
+        pub timeout_ms: Option<u64>,
+        pub job_id: Option<String>,
+        pub lifo: bool,
+        pub remove_on_complete: Option<KeepJobs>,
+        pub remove_on_fail: Option<KeepJobs>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct JobSpec {
+        pub name: String,
+        pub data: String,
+        pub opts: JobOptions,
+        pub created_at: Millis,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct JobStatus {
+        pub state: JobState,
+        pub order: u64,
+        pub priority: u32,
+        pub lifo: bool,
+        pub ready_at: Millis,
+        pub attempts_made: u32,
+        pub stalled_count: u32,
+        pub progress: String,
+        pub processed_at: Option<Millis>,
+        pub finished_at: Option<Millis>,
+        pub failed_reason: Option<String>,
+        pub stacktrace: Vec<String>,
+        pub return_value: Option<String>,
+        pub token: u64,
+        pub log_count: u32,
+        pub entered_at: Millis,
+    }
+
+    impl From<JobOptions> for super::JobOptions {
+        fn from(old: JobOptions) -> super::JobOptions {
+            super::JobOptions {
+                priority: old.priority,
+                delay_ms: old.delay_ms,
+                attempts: old.attempts,
+                backoff: old.backoff,
+                timeout_ms: old.timeout_ms,
+                job_id: old.job_id,
+                lifo: old.lifo,
+                remove_on_complete: old.remove_on_complete,
+                remove_on_fail: old.remove_on_fail,
+                group: None,
+            }
+        }
+    }
+
+    impl From<JobSpec> for super::JobSpec {
+        fn from(old: JobSpec) -> super::JobSpec {
+            super::JobSpec {
+                name: old.name,
+                data: old.data,
+                opts: old.opts.into(),
+                created_at: old.created_at,
+            }
+        }
+    }
+
+    impl From<JobStatus> for super::JobStatus {
+        fn from(old: JobStatus) -> super::JobStatus {
+            super::JobStatus {
+                state: old.state,
+                order: old.order,
+                priority: old.priority,
+                lifo: old.lifo,
+                ready_at: old.ready_at,
+                attempts_made: old.attempts_made,
+                stalled_count: old.stalled_count,
+                progress: old.progress,
+                processed_at: old.processed_at,
+                finished_at: old.finished_at,
+                failed_reason: old.failed_reason,
+                stacktrace: old.stacktrace,
+                return_value: old.return_value,
+                token: old.token,
+                log_count: old.log_count,
+                entered_at: old.entered_at,
+                group: None,
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -37,6 +37,26 @@ impl RateWindow {
         self.used += 1;
         Ok(())
     }
+
+    /// Whether [`RateWindow::admit`] would count a start at `now`, without counting it.
+    pub(crate) fn check(&self, limit: Option<RateLimit>, now: Millis) -> Result<(), Millis> {
+        let Some(limit) = limit else {
+            return Ok(());
+        };
+        match self.start {
+            Some(start)
+                if now < start.saturating_add(limit.duration_ms) && self.used >= limit.max =>
+            {
+                Err(start.saturating_add(limit.duration_ms))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether no window was ever opened (nothing to remember about this limit).
+    pub(crate) fn is_unused(&self) -> bool {
+        self.start.is_none()
+    }
 }
 
 #[derive(Debug, Default)]

@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod chat;
 pub mod codec;
+pub(crate) mod groups;
 pub mod job;
 pub(crate) mod leases;
 pub mod memory;
@@ -16,6 +17,7 @@ pub mod mongodb;
 pub mod redis;
 pub mod sled;
 pub mod stats;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use async_trait::async_trait;
 
 use self::chat::ChatStore;
 pub use self::stats::{CommitTimeLog, CommitTimes, StorageStats, StoreActivity};
+pub use self::watch::WorkWatch;
 use crate::store::job::{
     Added, Complete, Counts, Expired, Fail, FailOutcome, Job, JobPage, JobState, KeepJobs, Millis,
     NewJob, Take, TakeRequest,
@@ -294,6 +297,12 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// When the longest-waiting job entered `waiting`.
     async fn oldest_waiting(&self, queue: &str) -> Result<Option<Millis>, StoreError>;
+
+    /// The wake-up signal of `queue`: it fires when a job may have become takeable there, by
+    /// whichever handle or instance caused it (see [`WorkWatch`]; a Redis backend publishes on a
+    /// channel per queue from each transition's script and wakes its local waiters from one
+    /// subscriber task).
+    fn watch(&self, queue: &str) -> WorkWatch;
 
     /// Makes every write so far durable.
     async fn flush(&self) -> Result<(), StoreError>;

@@ -16,11 +16,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
+use crate::store::groups::Pick;
 use crate::store::job::{
     Added, Complete, Counts, Expired, Fail, FailOutcome, Job, JobPage, JobState, KeepJobs, Millis,
     NewJob, Take, TakeRequest, TakenJob,
 };
-use crate::store::{JobStore, RemovedIds, RemovedOutcome, StoreError};
+use crate::store::watch::Watches;
+use crate::store::{JobStore, RemovedIds, RemovedOutcome, StoreError, WorkWatch};
 
 use self::queue::{revive, to_failed, to_waiting, Counters, Queue, INLINE_TRIM_LIMIT, KEPT_TRACES};
 
@@ -35,6 +37,8 @@ struct Queues {
 #[derive(Default)]
 pub struct MemoryJobStore {
     queues: Mutex<Queues>,
+    /// Wakes idle workers of every handle when a job becomes takeable.
+    watches: Watches,
 }
 
 impl MemoryJobStore {
@@ -51,11 +55,17 @@ impl MemoryJobStore {
         }
     }
 
-    /// Runs `write` on a queue, created if need be, under the lock: one atomic operation.
+    /// Runs `write` on a queue, created if need be, under the lock: one atomic operation. A job
+    /// of a group with waiting jobs leaving `active` wakes a worker for the group's next one.
     fn write<T>(&self, queue: &str, write: impl FnOnce(&mut Queue, &mut Counters) -> T) -> T {
         let mut queues = self.queues.lock();
         let Queues { by_name, counters } = &mut *queues;
-        write(by_name.entry(queue.to_owned()).or_default(), counters)
+        let found = by_name.entry(queue.to_owned()).or_default();
+        let result = write(found, counters);
+        if found.take_freed() {
+            self.watches.wake(queue);
+        }
+        result
     }
 }
 
@@ -75,11 +85,18 @@ impl JobStore for MemoryJobStore {
         jobs: Vec<NewJob>,
         now: Millis,
     ) -> Result<Vec<Added>, StoreError> {
-        Ok(self.write(queue, |queue, counters| {
+        let added: Vec<Added> = self.write(queue, |found, counters| {
             jobs.into_iter()
-                .map(|job| queue.add(job, counters, now))
+                .map(|job| found.add(job, counters, now))
                 .collect()
-        }))
+        });
+        if added
+            .iter()
+            .any(|job| !job.existed && job.state == JobState::Waiting)
+        {
+            self.watches.wake(queue);
+        }
+        Ok(added)
     }
 
     async fn take(
@@ -92,13 +109,16 @@ impl JobStore for MemoryJobStore {
             if queue.paused {
                 return Take::Empty;
             }
-            let Some(first) = queue.line(JobState::Waiting).first() else {
-                return Take::Empty;
+            let choice = match queue.lanes.pick(request.groups, now) {
+                Pick::Job(choice) => choice,
+                Pick::Empty => return Take::Empty,
+                Pick::RateLimited(until) => return Take::RateLimited { until },
             };
-            let id = first.id.clone();
+            let id = choice.key.id.clone();
             if let Err(until) = queue.rate.admit(request.limit, now) {
                 return Take::RateLimited { until };
             }
+            queue.lanes.commit(&choice, request.groups, now);
             let token = counters.next_token();
             let Some(job) = queue.change(&id, |status| {
                 status.state = JobState::Active;
@@ -127,7 +147,7 @@ impl JobStore for MemoryJobStore {
     }
 
     async fn promote_due(&self, queue: &str, now: Millis) -> Result<Vec<String>, StoreError> {
-        Ok(self.write(queue, |queue, counters| {
+        let promoted = self.write(queue, |queue, counters| {
             let due: Vec<Arc<str>> = queue
                 .line(JobState::Delayed)
                 .iter()
@@ -140,7 +160,11 @@ impl JobStore for MemoryJobStore {
                 queue.change(id, |status| to_waiting(status, order, status.ready_at));
             }
             strings(due)
-        }))
+        });
+        if !promoted.is_empty() {
+            self.watches.wake(queue);
+        }
+        Ok(promoted)
     }
 
     async fn next_due(&self, queue: &str) -> Result<Option<Millis>, StoreError> {
@@ -201,7 +225,7 @@ impl JobStore for MemoryJobStore {
             keep,
         } = request;
         let id = id.as_str();
-        Ok(self.write(queue, |queue, counters| {
+        let outcome = self.write(queue, |queue, counters| {
             if !queue.owned_by(id, token) {
                 return FailOutcome::Stale;
             }
@@ -240,7 +264,11 @@ impl JobStore for MemoryJobStore {
                     FailOutcome::Failed
                 }
             }
-        }))
+        });
+        if matches!(outcome, FailOutcome::Retrying { at } if at <= now) {
+            self.watches.wake(queue);
+        }
+        Ok(outcome)
     }
 
     async fn stall(
@@ -251,13 +279,17 @@ impl JobStore for MemoryJobStore {
         max_stalled: u32,
         now: Millis,
     ) -> Result<Option<JobState>, StoreError> {
-        Ok(self.write(queue, |queue, counters| {
+        let state = self.write(queue, |queue, counters| {
             if !queue.owned_by(id, token) {
                 return None;
             }
             let order = counters.next_order();
             queue.stall(id, max_stalled, order, now)
-        }))
+        });
+        if state == Some(JobState::Waiting) {
+            self.watches.wake(queue);
+        }
+        Ok(state)
     }
 
     async fn renew(
@@ -282,7 +314,7 @@ impl JobStore for MemoryJobStore {
         now: Millis,
         max_stalled: u32,
     ) -> Result<Vec<Expired>, StoreError> {
-        Ok(self.write(queue, |queue, counters| {
+        let expired: Vec<Expired> = self.write(queue, |queue, counters| {
             let mut expired = Vec::new();
             for (id, token) in queue.active() {
                 if !queue.leases.lapsed(&id, token, now) {
@@ -302,7 +334,11 @@ impl JobStore for MemoryJobStore {
                 .leases
                 .retain(|id, token| active.get(id) == Some(&token));
             expired
-        }))
+        });
+        if expired.iter().any(|job| job.state == JobState::Waiting) {
+            self.watches.wake(queue);
+        }
+        Ok(expired)
     }
 
     async fn next_lease_expiry(&self, queue: &str) -> Result<Option<Millis>, StoreError> {
@@ -322,14 +358,18 @@ impl JobStore for MemoryJobStore {
         token: u64,
         now: Millis,
     ) -> Result<bool, StoreError> {
-        Ok(self.write(queue, |queue, counters| {
+        let released = self.write(queue, |queue, counters| {
             if !queue.owned_by(id, token) {
                 return false;
             }
             let order = counters.next_order();
             queue.change(id, |status| to_waiting(status, order, now));
             true
-        }))
+        });
+        if released {
+            self.watches.wake(queue);
+        }
+        Ok(released)
     }
 
     async fn owns(&self, queue: &str, id: &str, token: u64) -> Result<bool, StoreError> {
@@ -412,18 +452,22 @@ impl JobStore for MemoryJobStore {
     }
 
     async fn retry(&self, queue: &str, id: &str, now: Millis) -> Result<bool, StoreError> {
-        Ok(self.write(queue, |queue, counters| {
+        let retried = self.write(queue, |queue, counters| {
             if queue.state_of(id) != Some(JobState::Failed) {
                 return false;
             }
             let order = counters.next_order();
             queue.change(id, |status| revive(status, order, now));
             true
-        }))
+        });
+        if retried {
+            self.watches.wake(queue);
+        }
+        Ok(retried)
     }
 
     async fn retry_all_failed(&self, queue: &str, now: Millis) -> Result<u64, StoreError> {
-        Ok(self.write(queue, |queue, counters| {
+        let retried = self.write(queue, |queue, counters| {
             // Oldest failure first, so the retried jobs queue up in the order they failed.
             let failed = queue.ids_in(JobState::Failed);
             for id in &failed {
@@ -431,18 +475,26 @@ impl JobStore for MemoryJobStore {
                 queue.change(id, |status| revive(status, order, now));
             }
             failed.len() as u64
-        }))
+        });
+        if retried > 0 {
+            self.watches.wake(queue);
+        }
+        Ok(retried)
     }
 
     async fn promote(&self, queue: &str, id: &str, now: Millis) -> Result<bool, StoreError> {
-        Ok(self.write(queue, |queue, counters| {
+        let promoted = self.write(queue, |queue, counters| {
             if queue.state_of(id) != Some(JobState::Delayed) {
                 return false;
             }
             let order = counters.next_order();
             queue.change(id, |status| to_waiting(status, order, now));
             true
-        }))
+        });
+        if promoted {
+            self.watches.wake(queue);
+        }
+        Ok(promoted)
     }
 
     async fn remove(&self, queue: &str, id: &str) -> Result<RemovedOutcome, StoreError> {
@@ -513,6 +565,9 @@ impl JobStore for MemoryJobStore {
 
     async fn set_paused(&self, queue: &str, paused: bool) -> Result<(), StoreError> {
         self.write(queue, |queue, _| queue.paused = paused);
+        if !paused {
+            self.watches.wake(queue);
+        }
         Ok(())
     }
 
@@ -530,6 +585,10 @@ impl JobStore for MemoryJobStore {
                 .map(|status| status.ready_at)
                 .min()
         }))
+    }
+
+    fn watch(&self, queue: &str) -> WorkWatch {
+        self.watches.watch(queue)
     }
 
     /// Nothing to flush: every write was complete when its call returned.

@@ -3,6 +3,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use crate::store::groups::Lanes;
 use crate::store::leases::{Leases, RateWindow};
 
 use crate::store::job::{
@@ -97,6 +98,11 @@ pub(super) struct Queue {
     pub(super) leases: Leases,
     /// The rate limit's current window.
     pub(super) rate: RateWindow,
+    /// Waiting jobs by group, in turn order, and each group's active count.
+    pub(super) lanes: Lanes<Place>,
+    /// A job of a group with waiting jobs left `active` since the last look: a worker may start
+    /// one of them now.
+    freed: bool,
 }
 
 fn line_of(state: JobState) -> usize {
@@ -185,15 +191,27 @@ impl Queue {
     }
 
     fn insert(&mut self, id: Arc<str>, job: StoredJob) {
-        self.lines[line_of(job.status.state)].insert(Place::of(&id, &job.status));
+        let place = Place::of(&id, &job.status);
+        self.lanes
+            .enter(job.status.group.as_deref(), job.status.state, place.clone());
+        self.lines[line_of(job.status.state)].insert(place);
         self.jobs.insert(id, job);
     }
 
     /// Removes a job, with its logs, from the queue and its line.
     pub(super) fn take_out(&mut self, id: &str) -> Option<StoredJob> {
         let (id, job) = self.jobs.remove_entry(id)?;
-        self.lines[line_of(job.status.state)].remove(&Place::of(&id, &job.status));
+        let place = Place::of(&id, &job.status);
+        self.freed |= self
+            .lanes
+            .leave(job.status.group.as_deref(), job.status.state, &place);
+        self.lines[line_of(job.status.state)].remove(&place);
         Some(job)
+    }
+
+    /// Whether a job of a group with waiting jobs left `active` since the last call.
+    pub(super) fn take_freed(&mut self) -> bool {
+        std::mem::take(&mut self.freed)
     }
 
     /// Applies `edit` to a job's status and files the job in the line of its new state.
@@ -203,9 +221,17 @@ impl Queue {
         edit: impl FnOnce(&mut JobStatus),
     ) -> Option<&StoredJob> {
         let (id, mut job) = self.jobs.remove_entry(id)?;
-        self.lines[line_of(job.status.state)].remove(&Place::of(&id, &job.status));
+        let (state_before, before) = (job.status.state, Place::of(&id, &job.status));
         edit(&mut job.status);
-        self.lines[line_of(job.status.state)].insert(Place::of(&id, &job.status));
+        let after = Place::of(&id, &job.status);
+        // Progress and log updates leave the job where it is.
+        if job.status.state != state_before || after != before {
+            let group = job.status.group.as_deref();
+            self.freed |= self.lanes.leave(group, state_before, &before);
+            self.lanes.enter(group, job.status.state, after.clone());
+            self.lines[line_of(state_before)].remove(&before);
+            self.lines[line_of(job.status.state)].insert(after);
+        }
         Some(self.jobs.entry(id).or_insert(job))
     }
 
