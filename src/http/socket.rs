@@ -17,7 +17,7 @@ use axum::routing::get;
 use axum::Router;
 use futures_util::{stream, SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use ws_tungstenite::tungstenite::handshake::derive_accept_key;
 use ws_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use ws_tungstenite::tungstenite::protocol::frame::{CloseFrame as WsCloseFrame, Frame as WsFrame};
@@ -30,7 +30,8 @@ use super::{ApiError, AppState};
 use crate::chat::{Chat, ChatEvent, Delivery};
 use crate::time::iso_time;
 use crate::ws::{
-    frame, run_session, CloseFrame, Frame, Hub, InboundHandler, InboundMessage, OutboundMessage,
+    run_session, CloseFrame, Frame, Hub, InboundHandler, InboundMessage, MessageStatusFrame,
+    MessagesReadFrame, NotificationFrame, OutboundMessage, ServerFrame, TypingFrame,
 };
 
 /// Longest text frame sent whole; longer ones go out in fragments of this size.
@@ -298,40 +299,8 @@ impl InboundHandler for ChatHandler {
     }
 }
 
-/// `data` of a `messageStatus` frame: the sender's message job changed state.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct MessageStatusFrame<'a> {
-    message_id: &'a str,
-    job_id: &'a str,
-    state: &'a str,
-}
-
-/// `data` of a `typing` frame.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct TypingFrame<'a> {
-    sender_id: &'a str,
-    is_typing: bool,
-}
-
-/// `data` of a `messagesRead` frame: the reader has read everything up to `upToSeq`.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct MessagesReadFrame<'a> {
-    reader_id: &'a str,
-    up_to_seq: u64,
-}
-
-/// `data` of a `notification` frame; `type` is the notification's own kind.
-#[derive(Serialize)]
-struct NotificationFrame<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    message: &'a str,
-    data: &'a serde_json::Value,
-    timestamp: String,
-}
+/// The frames of chat events: their messages are the API's JSON shape.
+type ChatFrame<'a> = ServerFrame<'a, MessageJson>;
 
 /// Delivers chat events to sockets as the MERN app's frames.
 pub struct HubDelivery {
@@ -347,53 +316,47 @@ impl HubDelivery {
 impl Delivery for HubDelivery {
     fn deliver(&self, users: &[&str], event: ChatEvent) {
         let frame = match &event {
-            ChatEvent::NewMessage(message) => frame("newMessage", &MessageJson::from(message)),
+            ChatEvent::NewMessage(message) => {
+                ChatFrame::NewMessage(&MessageJson::from(message)).encode()
+            }
             ChatEvent::MessageStatus {
                 message_id,
                 job_id,
                 state,
-            } => frame(
-                "messageStatus",
-                &MessageStatusFrame {
-                    message_id,
-                    job_id,
-                    state,
-                },
-            ),
+            } => ChatFrame::MessageStatus(MessageStatusFrame {
+                message_id,
+                job_id,
+                state,
+            })
+            .encode(),
             ChatEvent::Typing {
                 sender_id,
                 is_typing,
-            } => frame(
-                "typing",
-                &TypingFrame {
-                    sender_id,
-                    is_typing: *is_typing,
-                },
-            ),
+            } => ChatFrame::Typing(TypingFrame {
+                sender_id,
+                is_typing: *is_typing,
+            })
+            .encode(),
             ChatEvent::MessagesRead {
                 reader_id,
                 up_to_seq,
-            } => frame(
-                "messagesRead",
-                &MessagesReadFrame {
-                    reader_id,
-                    up_to_seq: *up_to_seq,
-                },
-            ),
+            } => ChatFrame::MessagesRead(MessagesReadFrame {
+                reader_id,
+                up_to_seq: *up_to_seq,
+            })
+            .encode(),
             ChatEvent::Notification {
                 kind,
                 message,
                 data,
                 timestamp,
-            } => frame(
-                "notification",
-                &NotificationFrame {
-                    kind,
-                    message,
-                    data,
-                    timestamp: iso_time(*timestamp),
-                },
-            ),
+            } => ChatFrame::Notification(NotificationFrame {
+                kind,
+                message,
+                data,
+                timestamp: iso_time(*timestamp),
+            })
+            .encode(),
         };
         self.hub.send_to_users(users, frame);
     }
@@ -491,6 +454,76 @@ mod tests {
                 assert_eq!(frame.reason.as_str(), "outbox overflow");
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// The exact bytes of each chat event's frame, as the MERN client reads them. A failing one
+    /// means the wire changed.
+    #[test]
+    fn chat_event_frames_keep_their_exact_wire_form() {
+        let hub = Hub::default();
+        let mut connection = hub.connect("a");
+        // The first frame is the presence snapshot.
+        assert_eq!(
+            connection.try_next(),
+            Some(crate::ws::Outgoing::Frame(Frame::from(
+                r#"{"type":"getOnlineUsers","data":["a"]}"#
+            )))
+        );
+        let delivery = HubDelivery::new(hub.clone());
+        let message = crate::store::chat::MessageRecord {
+            id: "m1".into(),
+            sender_id: "a".into(),
+            receiver_id: "b".into(),
+            text: "hi \"you\"".into(),
+            image: String::new(),
+            seq: 3,
+            created_at: 0,
+            updated_at: 1000,
+        };
+        let cases = [
+            (
+                ChatEvent::NewMessage(message),
+                r#"{"type":"newMessage","data":{"_id":"m1","senderId":"a","receiverId":"b","text":"hi \"you\"","image":"","seq":3,"createdAt":"1970-01-01T00:00:00.000Z","updatedAt":"1970-01-01T00:00:01.000Z"}}"#,
+            ),
+            (
+                ChatEvent::MessageStatus {
+                    message_id: "m1".into(),
+                    job_id: "m1".into(),
+                    state: "completed".into(),
+                },
+                r#"{"type":"messageStatus","data":{"messageId":"m1","jobId":"m1","state":"completed"}}"#,
+            ),
+            (
+                ChatEvent::Typing {
+                    sender_id: "b".into(),
+                    is_typing: true,
+                },
+                r#"{"type":"typing","data":{"senderId":"b","isTyping":true}}"#,
+            ),
+            (
+                ChatEvent::MessagesRead {
+                    reader_id: "b".into(),
+                    up_to_seq: 7,
+                },
+                r#"{"type":"messagesRead","data":{"readerId":"b","upToSeq":7}}"#,
+            ),
+            (
+                ChatEvent::Notification {
+                    kind: "new_message".into(),
+                    message: "New message".into(),
+                    data: serde_json::json!({"messageId": "m1"}),
+                    timestamp: 1000,
+                },
+                r#"{"type":"notification","data":{"type":"new_message","message":"New message","data":{"messageId":"m1"},"timestamp":"1970-01-01T00:00:01.000Z"}}"#,
+            ),
+        ];
+        for (event, expected) in cases {
+            delivery.deliver(&["a"], event);
+            match connection.try_next() {
+                Some(crate::ws::Outgoing::Frame(frame)) => assert_eq!(&*frame, expected),
+                other => panic!("expected a frame, got {other:?}"),
+            }
         }
     }
 }
