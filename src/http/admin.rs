@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{delete, get, post};
@@ -36,6 +36,7 @@ pub(crate) use key::{admin_from_headers, ClientAddress};
 use key::{no_store, session_body};
 pub use key::{Admin, AdminAuth};
 
+use super::assets::{Caching, Site};
 use super::queue_json::{round, PercentilesBody, QueueCounts};
 use super::{ApiError, AppState};
 use crate::queue::model::{BackoffKind, Job, JobOptions, JobState, KeepJobs};
@@ -106,6 +107,10 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
      img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; \
      frame-ancestors 'none'";
 
+const SITE: Site = Site {
+    content_security_policy: CONTENT_SECURITY_POLICY,
+};
+
 /// `GET /admin/queues`: the dashboard. The page holds no data (it asks the API, which needs the
 /// key), so it is served to anyone; without a session it shows the login form.
 async fn dashboard(headers: HeaderMap) -> Response {
@@ -120,46 +125,7 @@ async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
 }
 
 fn serve_asset(name: &str, request_headers: &HeaderMap) -> Response {
-    let Some(file) = Assets::get(name) else {
-        return ApiError::not_found("not found").into_response();
-    };
-    let content_type = match name.rsplit_once('.').map(|(_, extension)| extension) {
-        Some("html") => "text/html; charset=utf-8",
-        Some("js") => "text/javascript; charset=utf-8",
-        Some("css") => "text/css; charset=utf-8",
-        Some("svg") => "image/svg+xml",
-        Some("png") => "image/png",
-        _ => "application/octet-stream",
-    };
-    let etag = format!("\"{}\"", hex::encode(&file.metadata.sha256_hash()[..16]));
-    let headers = [
-        (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-        // Revalidate every time (cheap with the ETag), so an upgrade is never half-applied.
-        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        (
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-        ),
-        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
-        (
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        ),
-    ];
-    let etag_value = HeaderValue::from_str(&etag).ok();
-    let not_modified = request_headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.split(',').any(|tag| tag.trim() == etag));
-    let mut response = if not_modified {
-        (StatusCode::NOT_MODIFIED, headers).into_response()
-    } else {
-        (headers, file.data.into_owned()).into_response()
-    };
-    if let Some(etag_value) = etag_value {
-        response.headers_mut().insert(header::ETAG, etag_value);
-    }
-    response
+    SITE.file::<Assets>(name, Caching::Revalidate, request_headers)
 }
 
 #[derive(Serialize)]

@@ -7,6 +7,7 @@
 mod account;
 mod admin;
 mod admin_users;
+mod assets;
 mod auth;
 mod chat;
 mod error;
