@@ -16,7 +16,7 @@ mod task;
 pub use monitor::HealthMonitor;
 pub use report::{Check, HealthReport, Issue, QueueHealth, Status, StorageHealth};
 pub use settings::{HealthSettings, Levels};
-pub use task::{spawn, AlertBody, AlertIssue, AlertOptions, AlertTask};
+pub use task::{spawn, spawn_under, AlertBody, AlertIssue, AlertOptions, AlertTask};
 
 /// The window of the rate-based checks (failure rate, stalls), in minutes.
 pub const WINDOW_MINUTES: usize = 5;

@@ -114,9 +114,22 @@ pub struct AlertTask {
 /// queues an alert for delivery. Delivery runs in its own task, so a slow or failing webhook never
 /// delays a check.
 ///
+/// Checks stop at [`AlertTask::shutdown`]; see [`spawn_under`] for a monitor under a parent token.
 pub fn spawn(monitor: HealthMonitor, queues: QueueManager, options: AlertOptions) -> AlertTask {
+    spawn_under(monitor, queues, options, &CancellationToken::new())
+}
+
+/// [`spawn`] with checks that also stop when `shutdown` (the server's root token) is cancelled.
+/// Delivery has a token of its own, cancelled only after the grace [`AlertTask::shutdown`]
+/// gives alerts already queued.
+pub fn spawn_under(
+    monitor: HealthMonitor,
+    queues: QueueManager,
+    options: AlertOptions,
+    shutdown: &CancellationToken,
+) -> AlertTask {
     let tasks = TaskTracker::new();
-    let stop_watching = CancellationToken::new();
+    let stop_watching = shutdown.child_token();
     let stop_delivering = CancellationToken::new();
     let sender = match options.webhook_url.clone() {
         Some(url) => match reqwest::Client::builder()

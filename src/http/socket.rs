@@ -18,6 +18,7 @@ use axum::Router;
 use futures_util::{stream, SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
 use ws_tungstenite::tungstenite::handshake::derive_accept_key;
 use ws_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use ws_tungstenite::tungstenite::protocol::frame::{CloseFrame as WsCloseFrame, Frame as WsFrame};
@@ -127,8 +128,15 @@ async fn upgrade(
         .extensions_mut()
         .remove::<hyper::upgrade::OnUpgrade>()
         .ok_or_else(|| ApiError::bad_request("this connection cannot be upgraded"))?;
-    tokio::spawn(async move {
-        let upgraded = match on_upgrade.await {
+    // A child of the HTTP layer's token: shutdown closes the socket, and the session's end stops
+    // its session check. Tracked, so shutdown waits for the closing handshake.
+    let socket_token = state.shutdown_token().child_token();
+    state.tasks().clone().spawn(async move {
+        let upgraded = tokio::select! {
+            upgraded = on_upgrade => upgraded,
+            () = socket_token.cancelled() => return,
+        };
+        let upgraded = match upgraded {
             Ok(upgraded) => upgraded,
             Err(err) => {
                 tracing::debug!(error = %err, "websocket upgrade failed");
@@ -141,7 +149,7 @@ async fn upgrade(
             Some(socket_config()),
         )
         .await;
-        session(socket, state, chat, hub, user.id, session_id).await;
+        session(socket, state, socket_token, chat, hub, user.id, session_id).await;
     });
     let accept = derive_accept_key(key.as_bytes());
     Response::builder()
@@ -156,6 +164,7 @@ async fn upgrade(
 async fn session<S>(
     socket: WebSocketStream<S>,
     state: AppState,
+    token: CancellationToken,
     chat: Arc<Chat>,
     hub: Hub,
     user_id: String,
@@ -169,15 +178,12 @@ async fn session<S>(
     });
     let stream = stream.map(|message| message.map(from_tungstenite));
     let handler = ChatHandler { chat };
-    let shutdown = {
-        let state = state.clone();
-        async move { state.shutdown_started().await }
-    };
-    let watcher = tokio::spawn(watch_session(
+    state.tasks().spawn(watch_session(
         Arc::clone(&handler.chat),
         hub.clone(),
         user_id.clone(),
         session_id.clone(),
+        token.clone(),
     ));
     let end = run_session(
         &hub,
@@ -186,22 +192,37 @@ async fn session<S>(
         sink,
         stream,
         &handler,
-        shutdown,
+        token.clone().cancelled_owned(),
     )
     .await;
-    watcher.abort();
+    // Stops the session check.
+    token.cancel();
     tracing::debug!(user = %user_id, reason = end.as_str(), "websocket closed");
 }
 
 /// Closes the socket once its session has ended. This process's own logouts close sockets at
 /// once (`Delivery::end_sessions`); this check covers a session that ended between the upgrade's
 /// check and the socket's registration, and one ended by another process sharing the store.
-async fn watch_session(chat: Arc<Chat>, hub: Hub, user_id: String, session_id: String) {
+/// Ends when `token` is cancelled (the socket closed, or shutdown).
+async fn watch_session(
+    chat: Arc<Chat>,
+    hub: Hub,
+    user_id: String,
+    session_id: String,
+    token: CancellationToken,
+) {
     let mut wait = Duration::from_secs(1);
     loop {
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
         wait = crate::chat::sessions::RECHECK;
-        match chat.session_is_live(&user_id, &session_id).await {
+        let live = tokio::select! {
+            () = token.cancelled() => return,
+            live = chat.session_is_live(&user_id, &session_id) => live,
+        };
+        match live {
             Ok(true) => {}
             Ok(false) => {
                 hub.end_sessions(&user_id, std::slice::from_ref(&session_id));
