@@ -131,12 +131,10 @@ async fn upgrade(
     // A child of the HTTP layer's token: shutdown closes the socket, and the session's end stops
     // its session check. Tracked, so shutdown waits for the closing handshake.
     let socket_token = state.shutdown_token().child_token();
+    // The upgrade completes (or fails) as soon as hyper has sent the 101, so it is not raced
+    // against shutdown: a socket opened at that moment still gets its 1001.
     state.tasks().clone().spawn(async move {
-        let upgraded = tokio::select! {
-            upgraded = on_upgrade => upgraded,
-            () = socket_token.cancelled() => return,
-        };
-        let upgraded = match upgraded {
+        let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(err) => {
                 tracing::debug!(error = %err, "websocket upgrade failed");

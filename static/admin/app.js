@@ -9,9 +9,12 @@
 // provides the Users page.
 
 import { $, h } from './dom.js';
-import { number, ago, dateTime, pretty, stateBadge } from './format.js';
-import { STATES, CLEANABLE, METRICS_EVERY_MS, POLL_EVERY_MS, HEALTH_MIN_GAP_MS, HEALTH_EVERY_MS, view, api, onSessionEnd, queuePath, jobPath } from './api.js';
-import { loadMetrics, drawCharts } from './charts.js';
+import { ago, dateTime, number, pretty, stateBadge } from './format.js';
+import {
+  CLEANABLE, HEALTH_EVERY_MS, HEALTH_MIN_GAP_MS, METRICS_EVERY_MS, POLL_EVERY_MS, STATES,
+  api, jobPath, onSessionEnd, queuePath, view,
+} from './api.js';
+import { drawCharts, loadMetrics } from './charts.js';
 
 // ---- The Users page (users.js, loaded first) ------------------------------------------------
 

@@ -4,7 +4,7 @@
 
 import { $, svg } from './dom.js';
 import { formatMs } from './format.js';
-import { view, api, queuePath } from './api.js';
+import { api, queuePath, view } from './api.js';
 
 // ---- Charts (hand-drawn SVG) ---------------------------------------------------------------
 
