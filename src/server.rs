@@ -1,8 +1,10 @@
 //! Start-up and shutdown: turns a validated [`Config`] and a bound listener into a running
 //! server, and tears it down in order when the caller's shutdown future resolves.
 //!
-//! The order is the contract: stop accepting and drain HTTP (bounded by `SHUTDOWN_GRACE_SECS`),
-//! then stop the queue engine, then flush the store, so every acknowledged write is on disk when
+//! The order is the contract: cancel the root token (readiness off, sockets and the event stream
+//! told to close, alert checks stopped), stop accepting and drain HTTP, wait for every tracked
+//! connection and socket task (each bounded by `SHUTDOWN_GRACE_SECS`), then stop the queue
+//! engine, then flush the store, so every acknowledged write is on disk when
 //! `run` returns. `run` takes its listener and shutdown future from the caller, so tests bind
 //! port 0 and stop the server with a channel.
 
@@ -14,6 +16,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures_util::FutureExt as _;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::chat::{Chat, ChatConfig, Delivery, HashCost};
 use crate::config::{self, Config, ConfigError, QueueBackend, SecretOrigin, Secrets};
@@ -32,6 +35,9 @@ const ALERT_DELIVERY_GRACE: Duration = Duration::from_secs(2);
 /// Split from [`Server::serve`] so tests can reach the pieces (the engine, the chat domain)
 /// of the very server they talk to over HTTP.
 pub struct Server {
+    /// The root of every long-lived task's cancellation: the HTTP layer (sockets, the event
+    /// stream) and the alert checks hold children of it; shutdown begins by cancelling it.
+    shutdown: CancellationToken,
     state: AppState,
     queues: QueueManager,
     chat: Arc<Chat>,
@@ -101,9 +107,12 @@ impl Server {
             tracing::info!(messages = placed, "queued messages keep their send order");
         }
         queues.start();
-        let state = AppState::new(config, secrets, queues.clone());
+        let shutdown = CancellationToken::new();
+        let state =
+            AppState::with_shutdown(config, secrets, queues.clone(), shutdown.child_token());
         state.set_chat(chat.clone(), hub);
         Ok(Server {
+            shutdown,
             state,
             queues,
             chat,
@@ -125,8 +134,24 @@ impl Server {
         &self.chat
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then shuts down in order: drain HTTP,
-    /// stop the queues (running jobs finish or return to `waiting`), flush.
+    /// Waits, at most the grace period, for every task the HTTP layer spawned (connections,
+    /// socket sessions and their closing handshakes); the root token is cancelled by now.
+    async fn wait_for_tasks(&self) {
+        let tasks = self.state.tasks();
+        tasks.close();
+        if tokio::time::timeout(self.grace, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = tasks.len(),
+                "connections or sockets still open after the shutdown grace period; leaving them"
+            );
+        }
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then shuts down in order: cancel the root
+    /// token, drain HTTP, wait for the socket tasks, stop the queues (running jobs finish or return to `waiting`), flush.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -136,10 +161,11 @@ impl Server {
             .local_addr()
             .context("cannot read the listening address")?;
         let config = self.state.config();
-        let alerts = crate::alerts::spawn(
+        let alerts = crate::alerts::spawn_under(
             self.state.health_monitor().clone(),
             self.queues.clone(),
             crate::alerts::AlertOptions::new(&config.health, config.alert_webhook_url.clone()),
+            &self.shutdown,
         );
         // A store that failed for good ends the server like a signal does, and the exit says
         // why: what was acknowledged is in the write-ahead log, and a restart replays it.
@@ -163,11 +189,13 @@ impl Server {
         let served = serve(
             listener,
             self.state.clone(),
+            self.shutdown.clone(),
             shutdown,
             self.grace,
             local_addr,
         )
         .await;
+        self.wait_for_tasks().await;
 
         // Alerts already queued get a moment to go out; checks stop before the queues do.
         alerts.shutdown(self.grace.min(ALERT_DELIVERY_GRACE)).await;
@@ -277,19 +305,23 @@ async fn wait_for(installed: std::io::Result<tokio::signal::unix::Signal>, name:
 async fn serve(
     listener: TcpListener,
     state: AppState,
+    root: CancellationToken,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
     local_addr: SocketAddr,
 ) -> anyhow::Result<()> {
-    // One shutdown event feeds three waiters: axum's graceful shutdown, the state (readiness,
-    // WebSocket sessions) and the grace timer.
+    // One shutdown event feeds three waiters: the accept loop's graceful shutdown, the
+    // cancellation tree (readiness, WebSocket sessions, the event stream, alert checks) and the
+    // grace timer.
     let shutdown = shutdown.boxed().shared();
     let begin_shutdown = {
         let shutdown = shutdown.clone();
         let state = state.clone();
         async move {
             shutdown.await;
+            // Readiness off and the HTTP layer's tasks told to stop, then the rest of the tree.
             state.begin_shutdown();
+            root.cancel();
         }
     };
     let grace_elapsed = {
@@ -302,8 +334,9 @@ async fn serve(
 
     let app = http::app(state.clone());
     let settings = state.config().http.clone();
+    let tasks = state.tasks().clone();
     let server = async move {
-        http::serve_connections(listener, app, &settings, begin_shutdown).await;
+        http::serve_connections(listener, app, &settings, &tasks, begin_shutdown).await;
         Ok::<(), anyhow::Error>(())
     };
     state.set_ready(true);

@@ -286,3 +286,80 @@ async fn sockets_need_a_valid_session() {
     assert!(first.to_text().unwrap().contains("getOnlineUsers"));
     server.stop().await;
 }
+
+/// Shutdown cancels every socket through the server's cancellation tree and waits for their
+/// tasks: each client gets "going away" (1001) and then sees the server drop the connection,
+/// `serve` returns, and by then no tracked task is left and the hub holds no socket.
+#[tokio::test]
+async fn shutdown_closes_every_socket_and_waits_for_its_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = courier::server::Server::start(courier::config::Config::for_tests(dir.path()))
+        .await
+        .expect("server starts");
+    let state = server.state().clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+
+    let http = reqwest::Client::new();
+    let mut sockets = Vec::new();
+    for (name, tabs) in [("alice", 2), ("bob", 1)] {
+        let response = http
+            .post(format!("http://{addr}/api/auth/signup"))
+            .json(&json!({
+                "fullName": name,
+                "email": format!("{name}@example.com"),
+                "password": "secret123",
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let cookie = response
+            .cookies()
+            .find(|cookie| cookie.name() == "jwt")
+            .expect("a session cookie")
+            .value()
+            .to_owned();
+        for _ in 0..tabs {
+            let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+            request
+                .headers_mut()
+                .insert("cookie", format!("jwt={cookie}").parse().unwrap());
+            let (stream, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+            let mut socket = common::Socket { stream };
+            // Registered once it has had its first presence frame.
+            socket.next_of("getOnlineUsers").await;
+            sockets.push(socket);
+        }
+    }
+    let (_, hub) = state.realtime().unwrap();
+    assert_eq!(hub.connection_count(), 3);
+
+    stop.send(()).unwrap();
+    for socket in &mut sockets {
+        assert_eq!(socket.closed_code().await, Some(1001));
+        let end = tokio::time::timeout(Duration::from_secs(10), socket.stream.next())
+            .await
+            .expect("the server drops the connection within 10 s");
+        assert!(
+            !matches!(end, Some(Ok(_))),
+            "nothing follows the close: {end:?}"
+        );
+    }
+    tokio::time::timeout(Duration::from_secs(30), serving)
+        .await
+        .expect("shutdown returns within 30 s")
+        .unwrap()
+        .expect("the server stops cleanly");
+    assert!(state.is_shutting_down());
+    assert!(
+        state.tasks().is_empty(),
+        "{} tasks outlived shutdown",
+        state.tasks().len()
+    );
+    assert_eq!(hub.connection_count(), 0);
+}

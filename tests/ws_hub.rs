@@ -8,9 +8,9 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use courier::ws::{
-    frame, run_session, CloseReason, Connection, Frame, Hub, HubConfig, InboundHandler,
-    InboundMessage, OutboundMessage, Outgoing, SessionEnd, CLOSE_GOING_AWAY, CLOSE_NORMAL,
-    CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN_LATER,
+    run_session, CloseReason, Connection, Frame, Hub, HubConfig, InboundHandler, InboundMessage,
+    OutboundMessage, Outgoing, ServerFrame, SessionEnd, TypingFrame, CLOSE_GOING_AWAY,
+    CLOSE_NORMAL, CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN_LATER,
 };
 use futures_util::{SinkExt, Stream};
 use serde_json::{json, Value};
@@ -43,7 +43,7 @@ fn online(users: &[&str]) -> Value {
 }
 
 fn message(text: &str) -> Frame {
-    frame("newMessage", &json!({"text": text}))
+    ServerFrame::NewMessage(&json!({"text": text})).encode()
 }
 
 fn message_value(text: &str) -> Value {
@@ -205,7 +205,7 @@ async fn recv_waits_for_frames_and_wakes_on_close() {
     let mut alice = hub.connect("alice");
     assert_eq!(
         alice.recv().await,
-        Outgoing::Frame(frame("getOnlineUsers", &["alice"]))
+        Outgoing::Frame(ServerFrame::online_users(&["alice"]).encode())
     );
 
     let sender = hub.clone();
@@ -276,8 +276,11 @@ struct Recorder {
 
 impl InboundHandler for Recorder {
     async fn typing(&self, sender: &str, receiver: &str, is_typing: bool) {
-        let data = json!({"senderId": sender, "isTyping": is_typing});
-        self.hub.send_to_user(receiver, frame("typing", &data));
+        let frame: ServerFrame = ServerFrame::Typing(TypingFrame {
+            sender_id: sender,
+            is_typing,
+        });
+        self.hub.send_to_user(receiver, frame.encode());
         let call = Call::Typing {
             sender: sender.into(),
             receiver: receiver.into(),
@@ -709,4 +712,55 @@ async fn a_failing_sink_ends_the_session() {
     .await;
     assert_eq!(end, SessionEnd::WriteFailed);
     assert_eq!(hub.connection_count(), 0);
+}
+
+/// The exact bytes of the frames the hub and the session build themselves (presence, pong,
+/// errors); the chat events' frames are pinned in `http::socket`. A failing one means the wire
+/// changed.
+#[tokio::test(start_paused = true)]
+async fn session_frames_keep_their_exact_wire_form() {
+    let hub = Hub::default();
+    let (record, _recorded) = calls();
+    let mut alice = start(&hub, "alice", &record);
+    let text = |message: OutboundMessage| match message {
+        OutboundMessage::Text(text) => text.to_string(),
+        other => panic!("expected a text frame, got {other:?}"),
+    };
+    assert_eq!(
+        text(alice.next().await),
+        r#"{"type":"getOnlineUsers","data":["alice"]}"#
+    );
+    let _bob = hub.connect("bob");
+    assert_eq!(
+        text(alice.next().await),
+        r#"{"type":"getOnlineUsers","data":["alice","bob"]}"#
+    );
+    // A viewer with someone hidden gets a list of their own.
+    hub.hide_presence("alice", vec!["bob".to_owned()]);
+    assert_eq!(
+        text(alice.next().await),
+        r#"{"type":"getOnlineUsers","data":["alice"]}"#
+    );
+    let cases = [
+        (r#"{"type":"ping"}"#, r#"{"type":"pong"}"#),
+        (
+            r#"{"type":"shout","data":{}}"#,
+            r#"{"type":"error","data":{"message":"invalid frame: unknown variant `shout`, expected one of `typing`, `markRead`, `ping` at line 1 column 15"}}"#,
+        ),
+        (
+            r#"{"type":"markRead","data":{"userId":"b\"c"}}"#,
+            r#"{"type":"error","data":{"message":"invalid frame: missing field `seq` at line 1 column 43"}}"#,
+        ),
+    ];
+    for (sent, expected) in cases {
+        alice.send_text(sent).await;
+        assert_eq!(text(alice.next().await), expected, "{sent}");
+    }
+    alice.send(InboundMessage::Binary(vec![1])).await;
+    assert_eq!(
+        text(alice.next().await),
+        r#"{"type":"error","data":{"message":"binary frames are not supported"}}"#
+    );
+    alice.shutdown.cancel();
+    assert_eq!(alice.end().await, SessionEnd::Shutdown);
 }

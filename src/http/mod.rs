@@ -7,6 +7,7 @@
 mod account;
 mod admin;
 mod admin_users;
+mod assets;
 mod auth;
 mod chat;
 mod error;
@@ -34,7 +35,8 @@ use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware;
 use axum::response::Response;
 use axum::Router;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
@@ -79,17 +81,30 @@ struct Inner {
     admin_auth: admin::AdminAuth,
     /// Set once start-up has finished; `/readyz` reports it.
     ready: AtomicBool,
-    /// Flips to `true` when shutdown begins; long-lived handlers (WebSockets) watch it so they
-    /// close instead of holding the process past its grace period.
-    shutdown: watch::Sender<bool>,
+    /// Cancelled when shutdown begins: a child of the server's root token, and the parent of
+    /// every socket's own token, so long-lived handlers (WebSockets, the event stream) close
+    /// instead of holding the process past its grace period.
+    shutdown: CancellationToken,
+    /// Every task the HTTP layer spawns (connections, socket sessions, their session checks), so
+    /// shutdown can wait for them.
+    tasks: TaskTracker,
     started_at: Instant,
 }
 
 impl AppState {
     /// A state that is not ready yet; call [`AppState::set_ready`] once start-up has finished.
     pub fn new(config: Config, secrets: Secrets, queues: QueueManager) -> AppState {
+        AppState::with_shutdown(config, secrets, queues, CancellationToken::new())
+    }
+
+    /// [`AppState::new`] whose shutdown is `shutdown`, a child of the caller's root token.
+    pub fn with_shutdown(
+        config: Config,
+        secrets: Secrets,
+        queues: QueueManager,
+        shutdown: CancellationToken,
+    ) -> AppState {
         let job_store = queues.store().clone();
-        let (shutdown, _) = watch::channel(false);
         let health =
             crate::alerts::HealthMonitor::new(config.health.clone(), config.data_dir.clone());
         let admin_auth = admin::AdminAuth::new(config.login_max_failures, &secrets.admin_key);
@@ -104,6 +119,7 @@ impl AppState {
                 admin_auth,
                 ready: AtomicBool::new(false),
                 shutdown,
+                tasks: TaskTracker::new(),
                 started_at: Instant::now(),
             }),
         }
@@ -172,18 +188,26 @@ impl AppState {
     /// Marks the start of shutdown: `/readyz` fails and [`AppState::shutdown_started`] resolves.
     pub fn begin_shutdown(&self) {
         self.set_ready(false);
-        self.inner.shutdown.send_replace(true);
+        self.inner.shutdown.cancel();
     }
 
     pub fn is_shutting_down(&self) -> bool {
-        *self.inner.shutdown.borrow()
+        self.inner.shutdown.is_cancelled()
     }
 
     /// Resolves once shutdown has begun (at once if it already has).
     pub async fn shutdown_started(&self) {
-        let mut receiver = self.inner.shutdown.subscribe();
-        // `wait_for` only fails when the sender is gone, and `self` owns the sender.
-        let _ = receiver.wait_for(|shutting_down| *shutting_down).await;
+        self.inner.shutdown.cancelled().await;
+    }
+
+    /// The HTTP layer's shutdown token; long-lived tasks take a child of it.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    /// The tracker of every task the HTTP layer spawns; shutdown closes it and waits.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.inner.tasks
     }
 }
 

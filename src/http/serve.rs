@@ -23,17 +23,19 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
 use super::HttpSettings;
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and waits for
 /// the connections' requests in flight (the caller bounds that wait). Each request carries
-/// [`ConnectInfo`] with the peer address.
+/// [`ConnectInfo`] with the peer address. Every connection's task is spawned on `tasks`.
 pub async fn serve_connections(
     listener: TcpListener,
     app: Router,
     settings: &HttpSettings,
+    tasks: &TaskTracker,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let mut builder = Builder::new(TokioExecutor::new());
@@ -76,7 +78,7 @@ pub async fn serve_connections(
             .serve_connection_with_upgrades(io, TowerToHyperService::new(service))
             .into_owned();
         let connection = graceful.watch(connection);
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
             }

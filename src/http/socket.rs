@@ -17,7 +17,8 @@ use axum::routing::get;
 use axum::Router;
 use futures_util::{stream, SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
 use ws_tungstenite::tungstenite::handshake::derive_accept_key;
 use ws_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use ws_tungstenite::tungstenite::protocol::frame::{CloseFrame as WsCloseFrame, Frame as WsFrame};
@@ -30,7 +31,8 @@ use super::{ApiError, AppState};
 use crate::chat::{Chat, ChatEvent, Delivery};
 use crate::time::iso_time;
 use crate::ws::{
-    frame, run_session, CloseFrame, Frame, Hub, InboundHandler, InboundMessage, OutboundMessage,
+    run_session, CloseFrame, Frame, Hub, InboundHandler, InboundMessage, MessageStatusFrame,
+    MessagesReadFrame, NotificationFrame, OutboundMessage, ServerFrame, TypingFrame,
 };
 
 /// Longest text frame sent whole; longer ones go out in fragments of this size.
@@ -126,7 +128,12 @@ async fn upgrade(
         .extensions_mut()
         .remove::<hyper::upgrade::OnUpgrade>()
         .ok_or_else(|| ApiError::bad_request("this connection cannot be upgraded"))?;
-    tokio::spawn(async move {
+    // A child of the HTTP layer's token: shutdown closes the socket, and the session's end stops
+    // its session check. Tracked, so shutdown waits for the closing handshake.
+    let socket_token = state.shutdown_token().child_token();
+    // The upgrade completes (or fails) as soon as hyper has sent the 101, so it is not raced
+    // against shutdown: a socket opened at that moment still gets its 1001.
+    state.tasks().clone().spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(err) => {
@@ -140,7 +147,7 @@ async fn upgrade(
             Some(socket_config()),
         )
         .await;
-        session(socket, state, chat, hub, user.id, session_id).await;
+        session(socket, state, socket_token, chat, hub, user.id, session_id).await;
     });
     let accept = derive_accept_key(key.as_bytes());
     Response::builder()
@@ -155,6 +162,7 @@ async fn upgrade(
 async fn session<S>(
     socket: WebSocketStream<S>,
     state: AppState,
+    token: CancellationToken,
     chat: Arc<Chat>,
     hub: Hub,
     user_id: String,
@@ -168,15 +176,12 @@ async fn session<S>(
     });
     let stream = stream.map(|message| message.map(from_tungstenite));
     let handler = ChatHandler { chat };
-    let shutdown = {
-        let state = state.clone();
-        async move { state.shutdown_started().await }
-    };
-    let watcher = tokio::spawn(watch_session(
+    state.tasks().spawn(watch_session(
         Arc::clone(&handler.chat),
         hub.clone(),
         user_id.clone(),
         session_id.clone(),
+        token.clone(),
     ));
     let end = run_session(
         &hub,
@@ -185,22 +190,37 @@ async fn session<S>(
         sink,
         stream,
         &handler,
-        shutdown,
+        token.clone().cancelled_owned(),
     )
     .await;
-    watcher.abort();
+    // Stops the session check.
+    token.cancel();
     tracing::debug!(user = %user_id, reason = end.as_str(), "websocket closed");
 }
 
 /// Closes the socket once its session has ended. This process's own logouts close sockets at
 /// once (`Delivery::end_sessions`); this check covers a session that ended between the upgrade's
 /// check and the socket's registration, and one ended by another process sharing the store.
-async fn watch_session(chat: Arc<Chat>, hub: Hub, user_id: String, session_id: String) {
+/// Ends when `token` is cancelled (the socket closed, or shutdown).
+async fn watch_session(
+    chat: Arc<Chat>,
+    hub: Hub,
+    user_id: String,
+    session_id: String,
+    token: CancellationToken,
+) {
     let mut wait = Duration::from_secs(1);
     loop {
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
         wait = crate::chat::sessions::RECHECK;
-        match chat.session_is_live(&user_id, &session_id).await {
+        let live = tokio::select! {
+            () = token.cancelled() => return,
+            live = chat.session_is_live(&user_id, &session_id) => live,
+        };
+        match live {
             Ok(true) => {}
             Ok(false) => {
                 hub.end_sessions(&user_id, std::slice::from_ref(&session_id));
@@ -298,40 +318,8 @@ impl InboundHandler for ChatHandler {
     }
 }
 
-/// `data` of a `messageStatus` frame: the sender's message job changed state.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct MessageStatusFrame<'a> {
-    message_id: &'a str,
-    job_id: &'a str,
-    state: &'a str,
-}
-
-/// `data` of a `typing` frame.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct TypingFrame<'a> {
-    sender_id: &'a str,
-    is_typing: bool,
-}
-
-/// `data` of a `messagesRead` frame: the reader has read everything up to `upToSeq`.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct MessagesReadFrame<'a> {
-    reader_id: &'a str,
-    up_to_seq: u64,
-}
-
-/// `data` of a `notification` frame; `type` is the notification's own kind.
-#[derive(Serialize)]
-struct NotificationFrame<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    message: &'a str,
-    data: &'a serde_json::Value,
-    timestamp: String,
-}
+/// The frames of chat events: their messages are the API's JSON shape.
+type ChatFrame<'a> = ServerFrame<'a, MessageJson>;
 
 /// Delivers chat events to sockets as the MERN app's frames.
 pub struct HubDelivery {
@@ -347,53 +335,47 @@ impl HubDelivery {
 impl Delivery for HubDelivery {
     fn deliver(&self, users: &[&str], event: ChatEvent) {
         let frame = match &event {
-            ChatEvent::NewMessage(message) => frame("newMessage", &MessageJson::from(message)),
+            ChatEvent::NewMessage(message) => {
+                ChatFrame::NewMessage(&MessageJson::from(message)).encode()
+            }
             ChatEvent::MessageStatus {
                 message_id,
                 job_id,
                 state,
-            } => frame(
-                "messageStatus",
-                &MessageStatusFrame {
-                    message_id,
-                    job_id,
-                    state,
-                },
-            ),
+            } => ChatFrame::MessageStatus(MessageStatusFrame {
+                message_id,
+                job_id,
+                state,
+            })
+            .encode(),
             ChatEvent::Typing {
                 sender_id,
                 is_typing,
-            } => frame(
-                "typing",
-                &TypingFrame {
-                    sender_id,
-                    is_typing: *is_typing,
-                },
-            ),
+            } => ChatFrame::Typing(TypingFrame {
+                sender_id,
+                is_typing: *is_typing,
+            })
+            .encode(),
             ChatEvent::MessagesRead {
                 reader_id,
                 up_to_seq,
-            } => frame(
-                "messagesRead",
-                &MessagesReadFrame {
-                    reader_id,
-                    up_to_seq: *up_to_seq,
-                },
-            ),
+            } => ChatFrame::MessagesRead(MessagesReadFrame {
+                reader_id,
+                up_to_seq: *up_to_seq,
+            })
+            .encode(),
             ChatEvent::Notification {
                 kind,
                 message,
                 data,
                 timestamp,
-            } => frame(
-                "notification",
-                &NotificationFrame {
-                    kind,
-                    message,
-                    data,
-                    timestamp: iso_time(*timestamp),
-                },
-            ),
+            } => ChatFrame::Notification(NotificationFrame {
+                kind,
+                message,
+                data,
+                timestamp: iso_time(*timestamp),
+            })
+            .encode(),
         };
         self.hub.send_to_users(users, frame);
     }
@@ -491,6 +473,76 @@ mod tests {
                 assert_eq!(frame.reason.as_str(), "outbox overflow");
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// The exact bytes of each chat event's frame, as the MERN client reads them. A failing one
+    /// means the wire changed.
+    #[test]
+    fn chat_event_frames_keep_their_exact_wire_form() {
+        let hub = Hub::default();
+        let mut connection = hub.connect("a");
+        // The first frame is the presence snapshot.
+        assert_eq!(
+            connection.try_next(),
+            Some(crate::ws::Outgoing::Frame(Frame::from(
+                r#"{"type":"getOnlineUsers","data":["a"]}"#
+            )))
+        );
+        let delivery = HubDelivery::new(hub.clone());
+        let message = crate::store::chat::MessageRecord {
+            id: "m1".into(),
+            sender_id: "a".into(),
+            receiver_id: "b".into(),
+            text: "hi \"you\"".into(),
+            image: String::new(),
+            seq: 3,
+            created_at: 0,
+            updated_at: 1000,
+        };
+        let cases = [
+            (
+                ChatEvent::NewMessage(message),
+                r#"{"type":"newMessage","data":{"_id":"m1","senderId":"a","receiverId":"b","text":"hi \"you\"","image":"","seq":3,"createdAt":"1970-01-01T00:00:00.000Z","updatedAt":"1970-01-01T00:00:01.000Z"}}"#,
+            ),
+            (
+                ChatEvent::MessageStatus {
+                    message_id: "m1".into(),
+                    job_id: "m1".into(),
+                    state: "completed".into(),
+                },
+                r#"{"type":"messageStatus","data":{"messageId":"m1","jobId":"m1","state":"completed"}}"#,
+            ),
+            (
+                ChatEvent::Typing {
+                    sender_id: "b".into(),
+                    is_typing: true,
+                },
+                r#"{"type":"typing","data":{"senderId":"b","isTyping":true}}"#,
+            ),
+            (
+                ChatEvent::MessagesRead {
+                    reader_id: "b".into(),
+                    up_to_seq: 7,
+                },
+                r#"{"type":"messagesRead","data":{"readerId":"b","upToSeq":7}}"#,
+            ),
+            (
+                ChatEvent::Notification {
+                    kind: "new_message".into(),
+                    message: "New message".into(),
+                    data: serde_json::json!({"messageId": "m1"}),
+                    timestamp: 1000,
+                },
+                r#"{"type":"notification","data":{"type":"new_message","message":"New message","data":{"messageId":"m1"},"timestamp":"1970-01-01T00:00:01.000Z"}}"#,
+            ),
+        ];
+        for (event, expected) in cases {
+            delivery.deliver(&["a"], event);
+            match connection.try_next() {
+                Some(crate::ws::Outgoing::Frame(frame)) => assert_eq!(&*frame, expected),
+                other => panic!("expected a frame, got {other:?}"),
+            }
         }
     }
 }

@@ -14,12 +14,12 @@
 use std::sync::LazyLock;
 
 use axum::extract::Path;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use sha2::{Digest as _, Sha256};
 
+use super::assets::{self, Caching, Site};
 use super::{ApiError, AppState};
 
 /// The client's routes and files.
@@ -49,6 +49,10 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' da
      connect-src 'self' ws: wss:; style-src 'self'; script-src 'self'; object-src 'none'; \
      base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
+const SITE: Site = Site {
+    content_security_policy: CONTENT_SECURITY_POLICY,
+};
+
 /// Where the page finds its files; rewritten to `/app/<version>/` when the page is served.
 const ASSET_PREFIX: &str = "/app/";
 
@@ -56,19 +60,7 @@ const ASSET_PREFIX: &str = "/app/";
 const VERSION_LEN: usize = 12;
 
 /// A digest of every embedded file (names and contents), computed once.
-static VERSION: LazyLock<String> = LazyLock::new(|| {
-    let mut names: Vec<_> = Assets::iter().collect();
-    names.sort();
-    let mut digest = Sha256::new();
-    for name in names {
-        digest.update(name.as_bytes());
-        digest.update([0]);
-        if let Some(file) = Assets::get(&name) {
-            digest.update(file.metadata.sha256_hash());
-        }
-    }
-    hex::encode(digest.finalize())[..VERSION_LEN].to_owned()
-});
+static VERSION: LazyLock<String> = LazyLock::new(|| assets::version::<Assets>(VERSION_LEN));
 
 /// `index.html` with its asset URLs pinned to [`VERSION`], and the page's ETag.
 static PAGE: LazyLock<Option<(Vec<u8>, String)>> = LazyLock::new(|| {
@@ -78,10 +70,7 @@ static PAGE: LazyLock<Option<(Vec<u8>, String)>> = LazyLock::new(|| {
         &format!("\"{ASSET_PREFIX}"),
         &format!("\"{ASSET_PREFIX}{}/", *VERSION),
     );
-    let etag = format!(
-        "\"{}\"",
-        hex::encode(&Sha256::digest(pinned.as_bytes())[..16])
-    );
+    let etag = assets::etag_of(pinned.as_bytes());
     Some((pinned.into_bytes(), etag))
 });
 
@@ -91,7 +80,7 @@ async fn page(headers: HeaderMap) -> Response {
     let Some((body, etag)) = PAGE.as_ref() else {
         return ApiError::not_found("not found").into_response();
     };
-    respond(
+    SITE.respond(
         "index.html",
         body.clone(),
         etag,
@@ -119,91 +108,11 @@ async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
     if name == "index.html" {
         return ApiError::not_found("not found").into_response();
     }
-    let Some(file) = Assets::get(name) else {
-        return ApiError::not_found("not found").into_response();
-    };
-    let etag = format!("\"{}\"", hex::encode(&file.metadata.sha256_hash()[..16]));
-    respond(name, file.data.into_owned(), &etag, caching, &headers)
+    SITE.file::<Assets>(name, caching, &headers)
 }
 
 fn is_version(segment: &str) -> bool {
     segment.len() == VERSION_LEN && segment.bytes().all(|byte| byte.is_ascii_hexdigit())
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Caching {
-    /// Ask the server every time (cheap: the ETag usually answers 304).
-    Revalidate,
-    /// The URL names one version of the file forever.
-    Immutable,
-}
-
-fn content_type(name: &str) -> &'static str {
-    match name.rsplit_once('.').map(|(_, extension)| extension) {
-        Some("html") => "text/html; charset=utf-8",
-        Some("js" | "mjs") => "text/javascript; charset=utf-8",
-        Some("css") => "text/css; charset=utf-8",
-        Some("svg") => "image/svg+xml",
-        Some("png") => "image/png",
-        Some("ico") => "image/x-icon",
-        Some("webmanifest") => "application/manifest+json",
-        Some("json") => "application/json",
-        Some("woff2") => "font/woff2",
-        _ => "application/octet-stream",
-    }
-}
-
-fn respond(
-    name: &str,
-    body: Vec<u8>,
-    etag: &str,
-    caching: Caching,
-    request_headers: &HeaderMap,
-) -> Response {
-    let cache_control = match caching {
-        Caching::Revalidate => "no-cache",
-        Caching::Immutable => "public, max-age=31536000, immutable",
-    };
-    let headers = [
-        (
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(content_type(name)),
-        ),
-        (
-            header::CACHE_CONTROL,
-            HeaderValue::from_static(cache_control),
-        ),
-        (
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-        ),
-        (
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ),
-        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
-        (
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        ),
-    ];
-    let not_modified = request_headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| {
-            value
-                .split(',')
-                .any(|tag| tag.trim() == etag || tag.trim() == "*")
-        });
-    let mut response = if not_modified {
-        (StatusCode::NOT_MODIFIED, headers).into_response()
-    } else {
-        (headers, body).into_response()
-    };
-    if let Ok(etag) = HeaderValue::from_str(etag) {
-        response.headers_mut().insert(header::ETAG, etag);
-    }
-    response
 }
 
 #[cfg(test)]
@@ -224,7 +133,7 @@ mod tests {
     fn every_embedded_file_has_a_known_content_type() {
         for name in Assets::iter() {
             assert_ne!(
-                content_type(&name),
+                assets::content_type(&name),
                 "application/octet-stream",
                 "{name} would be served as bytes"
             );

@@ -19,64 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
-use serde::Serialize;
 use tokio::sync::{mpsc, watch, Notify};
 
-/// One pre-serialised JSON text frame, shared by every socket it is sent to: a message to N
-/// sockets is serialised once and each outbox holds a pointer.
-pub type Frame = Arc<str>;
-
-/// The frame kind that carries the online user ids.
-pub const ONLINE_USERS_KIND: &str = "getOnlineUsers";
-
-/// Serialises `{"type": kind, "data": data}`.
-///
-/// A value that cannot be serialised (a map with non-string keys, a failing `Serialize` impl) is
-/// a programming error: it is logged and the frame becomes a generic `error` frame.
-pub fn frame<T: Serialize + ?Sized>(kind: &str, data: &T) -> Frame {
-    match try_frame(kind, data) {
-        Ok(frame) => frame,
-        Err(error) => {
-            tracing::error!(kind, %error, "websocket frame data does not serialise");
-            frame_error("internal error")
-        }
-    }
-}
-
-/// Serialises `{"type": kind, "data": data}`, returning the serialisation error.
-pub fn try_frame<T: Serialize + ?Sized>(kind: &str, data: &T) -> Result<Frame, serde_json::Error> {
-    #[derive(Serialize)]
-    struct Envelope<'a, T: ?Sized> {
-        #[serde(rename = "type")]
-        kind: &'a str,
-        data: &'a T,
-    }
-    serde_json::to_string(&Envelope { kind, data }).map(Frame::from)
-}
-
-/// Serialises `{"type": kind}`, a frame without data (for example `pong`).
-pub fn bare_frame(kind: &str) -> Frame {
-    #[derive(Serialize)]
-    struct Bare<'a> {
-        #[serde(rename = "type")]
-        kind: &'a str,
-    }
-    // A struct of one string field always serialises.
-    serde_json::to_string(&Bare { kind })
-        .map(Frame::from)
-        .unwrap_or_else(|_| Frame::from(r#"{"type":"error"}"#))
-}
-
-/// Serialises `{"type": "error", "data": {"message": message}}`.
-pub fn frame_error(message: &str) -> Frame {
-    #[derive(Serialize)]
-    struct ErrorData<'a> {
-        message: &'a str,
-    }
-    // A struct of one string field always serialises, so this cannot recurse through `frame`.
-    try_frame("error", &ErrorData { message })
-        .unwrap_or_else(|_| Frame::from(r#"{"type":"error","data":{"message":"internal error"}}"#))
-}
+use super::frame::{Frame, ServerFrame};
 
 /// Limits and timings for sockets; the hub uses `outbox_capacity`, sessions use the rest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -711,12 +656,13 @@ impl Inner {
         match hidden {
             None => self.presence_frame(version),
             Some(hidden) => {
-                let online: Vec<String> = self
-                    .online_users()
-                    .into_iter()
-                    .filter(|user| !hidden.contains(user))
+                let online = self.online_users();
+                let visible: Vec<&str> = online
+                    .iter()
+                    .filter(|user| !hidden.contains(*user))
+                    .map(String::as_str)
                     .collect();
-                frame(ONLINE_USERS_KIND, &online)
+                ServerFrame::online_users(&visible).encode()
             }
         }
     }
@@ -738,7 +684,7 @@ impl Inner {
         }
         online.sort_unstable();
         let online: Vec<&str> = online.iter().map(|user_id| &**user_id).collect();
-        let built = frame(ONLINE_USERS_KIND, &online);
+        let built = ServerFrame::online_users(&online).encode();
         *cache = Some((current, Frame::clone(&built)));
         built
     }
@@ -747,33 +693,6 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn frames_serialise_with_type_and_data() {
-        assert_eq!(
-            &*frame("typing", &serde_json::json!({"senderId": "a"})),
-            r#"{"type":"typing","data":{"senderId":"a"}}"#
-        );
-        assert_eq!(
-            &*frame("getOnlineUsers", &["a", "b"][..]),
-            r#"{"type":"getOnlineUsers","data":["a","b"]}"#
-        );
-        assert_eq!(&*bare_frame("pong"), r#"{"type":"pong"}"#);
-        assert_eq!(
-            &*frame_error("bad \"frame\""),
-            r#"{"type":"error","data":{"message":"bad \"frame\""}}"#
-        );
-    }
-
-    #[test]
-    fn unserialisable_data_becomes_an_error_frame() {
-        let mut map = std::collections::BTreeMap::new();
-        map.insert(vec![1u8], 1);
-        assert_eq!(
-            &*frame("x", &map),
-            r#"{"type":"error","data":{"message":"internal error"}}"#
-        );
-    }
 
     #[test]
     fn zero_capacity_outbox_is_clamped() {

@@ -2,8 +2,7 @@
 //! [`Hub`], writes its outbox, answers and dispatches client frames, keeps the heartbeat, and
 //! closes on timeout, overflow, flood, oversize frames, shutdown or the client leaving.
 //!
-//! Owns the client-frame wire type ([`ClientFrame`]) and the transport-neutral message enums
-//! ([`InboundMessage`], [`OutboundMessage`]) that the axum adapter converts to and from. Must not
+//! Owns the transport-neutral message enums ([`InboundMessage`], [`OutboundMessage`]) that the axum adapter converts to and from. Must not
 //! depend on axum or the chat domain: the domain is reached only through [`InboundHandler`].
 
 use std::fmt::Display;
@@ -12,11 +11,11 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use serde::Deserialize;
 use tokio::time::Instant;
 
+use super::frame::{ClientFrame, Frame, ServerFrame};
 use super::heartbeat::{Heartbeat, InboundBudget, Liveness};
-use super::hub::{bare_frame, frame_error, CloseReason, Connection, Frame, Hub, Outgoing};
+use super::hub::{CloseReason, Connection, Hub, Outgoing};
 
 /// A message the session writes to the socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,33 +45,6 @@ pub enum InboundMessage {
 pub struct CloseFrame {
     pub code: u16,
     pub reason: String,
-}
-
-/// A frame a client sends, `{"type": ..., "data": ...}`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(
-    tag = "type",
-    content = "data",
-    rename_all = "camelCase",
-    rename_all_fields = "camelCase"
-)]
-pub enum ClientFrame {
-    /// `typing {receiverId, isTyping}`
-    Typing {
-        receiver_id: String,
-        is_typing: bool,
-    },
-    /// `markRead {userId, seq}`: the reader has read the conversation with `user_id` up to `seq`.
-    MarkRead { user_id: String, seq: u64 },
-    /// `ping`, answered with `{"type":"pong"}`.
-    Ping,
-}
-
-impl ClientFrame {
-    /// Parses one text frame; the error is a message fit to send back to the client.
-    pub fn parse(text: &str) -> Result<ClientFrame, String> {
-        serde_json::from_str(text).map_err(|error| format!("invalid frame: {error}"))
-    }
 }
 
 /// The domain's side of client frames. Calls run inline in the session, one at a time and in
@@ -249,7 +221,7 @@ where
                         break SessionEnd::MessageTooBig
                     }
                     InboundMessage::Text(text) => match ClientFrame::parse(&text) {
-                        Ok(ClientFrame::Ping) => Some(bare_frame("pong")),
+                        Ok(ClientFrame::Ping) => Some(ServerFrame::pong().encode()),
                         Ok(ClientFrame::Typing {
                             receiver_id,
                             is_typing,
@@ -270,10 +242,10 @@ where
                                 () = handler.mark_read(user_id, &other, seq) => None,
                             }
                         }
-                        Err(message) => Some(frame_error(&message)),
+                        Err(message) => Some(ServerFrame::error(&message).encode()),
                     },
                     InboundMessage::Binary(_) => {
-                        Some(frame_error("binary frames are not supported"))
+                        Some(ServerFrame::error("binary frames are not supported").encode())
                     }
                     InboundMessage::Ping(_) | InboundMessage::Pong(_) => None,
                     InboundMessage::Close(_) => break SessionEnd::ClientClosed,
@@ -414,46 +386,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn client_frames_parse_from_wire_names() {
-        assert_eq!(
-            ClientFrame::parse(r#"{"type":"typing","data":{"receiverId":"b","isTyping":true}}"#),
-            Ok(ClientFrame::Typing {
-                receiver_id: "b".into(),
-                is_typing: true
-            })
-        );
-        assert_eq!(
-            ClientFrame::parse(r#"{"type":"markRead","data":{"userId":"b","seq":42,"extra":1}}"#),
-            Ok(ClientFrame::MarkRead {
-                user_id: "b".into(),
-                seq: 42
-            })
-        );
-        assert_eq!(
-            ClientFrame::parse(r#"{"type":"ping"}"#),
-            Ok(ClientFrame::Ping)
-        );
-        assert_eq!(
-            ClientFrame::parse(r#"{"type":"ping","data":null}"#),
-            Ok(ClientFrame::Ping)
-        );
-    }
-
-    #[test]
-    fn bad_client_frames_explain_themselves() {
-        for text in [
-            "not json",
-            r#"{"type":"shout","data":{}}"#,
-            r#"{"type":"typing","data":{"receiverId":"b"}}"#,
-            r#"{"type":"markRead","data":{"userId":"b","seq":-1}}"#,
-            r#"{"data":{}}"#,
-        ] {
-            let message = ClientFrame::parse(text).expect_err(text);
-            assert!(message.starts_with("invalid frame: "), "{message}");
-        }
-    }
 
     #[test]
     fn every_ending_that_sends_a_close_frame_has_a_valid_code() {

@@ -1,0 +1,292 @@
+//! The wire shapes of socket frames: [`ServerFrame`], everything the server sends, and
+//! [`ClientFrame`], everything a client may send. Both are `{"type": ..., "data": ...}` (a frame
+//! without data, such as `pong`, has no `data` key).
+//!
+//! A server frame is serialised once into a shared [`Frame`] and handed to every socket it goes
+//! to. The chat message inside `newMessage` is the API's own JSON shape, which `http::wire` owns;
+//! it is a type parameter here so this module depends on neither `http` nor the chat domain.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// One pre-serialised JSON text frame, shared by every socket it is sent to: a message to N
+/// sockets is serialised once and each outbox holds a pointer.
+pub type Frame = Arc<str>;
+
+/// A frame the server sends. `M` is the JSON shape of a chat message (`newMessage`); frames
+/// that carry none leave it at [`NoMessage`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", content = "data", rename_all = "camelCase")]
+pub enum ServerFrame<'a, M = NoMessage> {
+    /// A message was saved: to both participants.
+    NewMessage(&'a M),
+    /// The sender's message job changed state.
+    MessageStatus(MessageStatusFrame<'a>),
+    /// The other participant started or stopped typing.
+    Typing(TypingFrame<'a>),
+    /// The other participant read the conversation up to a `seq`.
+    MessagesRead(MessagesReadFrame<'a>),
+    /// A notification for a user who was offline when the message was sent.
+    Notification(NotificationFrame<'a>),
+    /// The ids of the users online that this socket's user may see, sorted.
+    GetOnlineUsers(&'a [&'a str]),
+    /// A client frame was refused; the socket stays open.
+    Error(ErrorFrame<'a>),
+    /// The answer to a client's `ping`.
+    Pong,
+}
+
+/// The message type of frames that carry no chat message: it has no values.
+#[derive(Debug, Clone, Copy)]
+pub enum NoMessage {}
+
+impl Serialize for NoMessage {
+    fn serialize<S: serde::Serializer>(&self, _serializer: S) -> Result<S::Ok, S::Error> {
+        match *self {}
+    }
+}
+
+/// `data` of a `messageStatus` frame: the sender's message job changed state.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageStatusFrame<'a> {
+    pub message_id: &'a str,
+    pub job_id: &'a str,
+    pub state: &'a str,
+}
+
+/// `data` of a `typing` frame.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TypingFrame<'a> {
+    pub sender_id: &'a str,
+    pub is_typing: bool,
+}
+
+/// `data` of a `messagesRead` frame: the reader has read everything up to `upToSeq`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessagesReadFrame<'a> {
+    pub reader_id: &'a str,
+    pub up_to_seq: u64,
+}
+
+/// `data` of a `notification` frame; `type` is the notification's own kind.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotificationFrame<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub message: &'a str,
+    pub data: &'a serde_json::Value,
+    /// ISO-8601, as every timestamp on the wire.
+    pub timestamp: String,
+}
+
+/// `data` of an `error` frame.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorFrame<'a> {
+    pub message: &'a str,
+}
+
+/// What an `error` frame says when a frame could not be built.
+const INTERNAL_ERROR: &str = r#"{"type":"error","data":{"message":"internal error"}}"#;
+
+impl<M: Serialize> ServerFrame<'_, M> {
+    /// Serialises the frame once, for every socket it goes to.
+    ///
+    /// Data that cannot be serialised (a map with non-string keys, a failing `Serialize` impl)
+    /// is a programming error: it is logged and the frame becomes a generic `error` frame.
+    pub fn encode(&self) -> Frame {
+        match self.try_encode() {
+            Ok(frame) => frame,
+            Err(error) => {
+                tracing::error!(kind = self.kind(), %error, "websocket frame data does not serialise");
+                Frame::from(INTERNAL_ERROR)
+            }
+        }
+    }
+
+    /// Serialises the frame, returning the serialisation error.
+    pub fn try_encode(&self) -> Result<Frame, serde_json::Error> {
+        serde_json::to_string(self).map(Frame::from)
+    }
+}
+
+impl<M> ServerFrame<'_, M> {
+    /// The frame's `type`, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ServerFrame::NewMessage(_) => "newMessage",
+            ServerFrame::MessageStatus(_) => "messageStatus",
+            ServerFrame::Typing(_) => "typing",
+            ServerFrame::MessagesRead(_) => "messagesRead",
+            ServerFrame::Notification(_) => "notification",
+            ServerFrame::GetOnlineUsers(_) => "getOnlineUsers",
+            ServerFrame::Error(_) => "error",
+            ServerFrame::Pong => "pong",
+        }
+    }
+}
+
+/// Constructors of the frames without a chat message, which pin `M` (a type parameter's
+/// default does not steer inference in expressions).
+impl<'a> ServerFrame<'a> {
+    /// An `error` frame saying `message`.
+    pub fn error(message: &'a str) -> ServerFrame<'a> {
+        ServerFrame::Error(ErrorFrame { message })
+    }
+
+    /// A `getOnlineUsers` frame listing `users`.
+    pub fn online_users(users: &'a [&'a str]) -> ServerFrame<'a> {
+        ServerFrame::GetOnlineUsers(users)
+    }
+
+    pub fn pong() -> ServerFrame<'a> {
+        ServerFrame::Pong
+    }
+}
+
+/// A frame a client sends, `{"type": ..., "data": ...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(
+    tag = "type",
+    content = "data",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum ClientFrame {
+    /// `typing {receiverId, isTyping}`
+    Typing {
+        receiver_id: String,
+        is_typing: bool,
+    },
+    /// `markRead {userId, seq}`: the reader has read the conversation with `user_id` up to `seq`.
+    MarkRead { user_id: String, seq: u64 },
+    /// `ping`, answered with `{"type":"pong"}`.
+    Ping,
+}
+
+impl ClientFrame {
+    /// Parses one text frame; the error is a message fit to send back to the client.
+    pub fn parse(text: &str) -> Result<ClientFrame, String> {
+        serde_json::from_str(text).map_err(|error| format!("invalid frame: {error}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exact bytes of every kind the server sends. A failing one means the wire changed.
+    #[test]
+    fn server_frames_keep_their_exact_wire_form() {
+        #[derive(Serialize)]
+        struct Message {
+            text: &'static str,
+        }
+        let data = serde_json::json!({"messageId": "m"});
+        let cases: [(ServerFrame<'_, Message>, &str); 8] = [
+            (
+                ServerFrame::NewMessage(&Message { text: "hi" }),
+                r#"{"type":"newMessage","data":{"text":"hi"}}"#,
+            ),
+            (
+                ServerFrame::MessageStatus(MessageStatusFrame {
+                    message_id: "m",
+                    job_id: "j",
+                    state: "active",
+                }),
+                r#"{"type":"messageStatus","data":{"messageId":"m","jobId":"j","state":"active"}}"#,
+            ),
+            (
+                ServerFrame::Typing(TypingFrame {
+                    sender_id: "a",
+                    is_typing: false,
+                }),
+                r#"{"type":"typing","data":{"senderId":"a","isTyping":false}}"#,
+            ),
+            (
+                ServerFrame::MessagesRead(MessagesReadFrame {
+                    reader_id: "a",
+                    up_to_seq: 9,
+                }),
+                r#"{"type":"messagesRead","data":{"readerId":"a","upToSeq":9}}"#,
+            ),
+            (
+                ServerFrame::Notification(NotificationFrame {
+                    kind: "new_message",
+                    message: "New",
+                    data: &data,
+                    timestamp: "1970-01-01T00:00:00.000Z".to_owned(),
+                }),
+                r#"{"type":"notification","data":{"type":"new_message","message":"New","data":{"messageId":"m"},"timestamp":"1970-01-01T00:00:00.000Z"}}"#,
+            ),
+            (
+                ServerFrame::GetOnlineUsers(&["a", "b"]),
+                r#"{"type":"getOnlineUsers","data":["a","b"]}"#,
+            ),
+            (
+                ServerFrame::Error(ErrorFrame {
+                    message: "bad \"frame\"",
+                }),
+                r#"{"type":"error","data":{"message":"bad \"frame\""}}"#,
+            ),
+            (ServerFrame::Pong, r#"{"type":"pong"}"#),
+        ];
+        for (frame, expected) in cases {
+            assert_eq!(&*frame.encode(), expected, "{}", frame.kind());
+        }
+        assert_eq!(
+            &*ServerFrame::online_users(&[]).encode(),
+            r#"{"type":"getOnlineUsers","data":[]}"#
+        );
+    }
+
+    #[test]
+    fn unserialisable_data_becomes_an_error_frame() {
+        let mut map = std::collections::BTreeMap::new();
+        map.insert(vec![1u8], 1);
+        assert_eq!(&*ServerFrame::NewMessage(&map).encode(), INTERNAL_ERROR);
+    }
+
+    #[test]
+    fn client_frames_parse_from_wire_names() {
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"typing","data":{"receiverId":"b","isTyping":true}}"#),
+            Ok(ClientFrame::Typing {
+                receiver_id: "b".into(),
+                is_typing: true
+            })
+        );
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"markRead","data":{"userId":"b","seq":42,"extra":1}}"#),
+            Ok(ClientFrame::MarkRead {
+                user_id: "b".into(),
+                seq: 42
+            })
+        );
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"ping"}"#),
+            Ok(ClientFrame::Ping)
+        );
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"ping","data":null}"#),
+            Ok(ClientFrame::Ping)
+        );
+    }
+
+    #[test]
+    fn bad_client_frames_explain_themselves() {
+        for text in [
+            "not json",
+            r#"{"type":"shout","data":{}}"#,
+            r#"{"type":"typing","data":{"receiverId":"b"}}"#,
+            r#"{"type":"markRead","data":{"userId":"b","seq":-1}}"#,
+            r#"{"data":{}}"#,
+        ] {
+            let message = ClientFrame::parse(text).expect_err(text);
+            assert!(message.starts_with("invalid frame: "), "{message}");
+        }
+    }
+}
