@@ -100,11 +100,14 @@ impl Server {
         .context("cannot set up the chat service")?;
         chat.attach().context("cannot attach the chat processors")?;
         let placed = chat
-            .restore_send_order()
+            .restore_backlog()
             .await
             .context("cannot read the queued messages")?;
         if placed > 0 {
-            tracing::info!(messages = placed, "queued messages keep their send order");
+            tracing::info!(
+                messages = placed,
+                "messages queued before the restart resume"
+            );
         }
         queues.start();
         let shutdown = CancellationToken::new();

@@ -953,20 +953,20 @@ async fn a_backlog_of_one_conversation_is_saved_in_the_order_it_was_sent() {
         .collect();
     assert_eq!(seqs, (1..=sent.len() as u64).collect::<Vec<_>>());
     eventually("every message out of the send order", || async {
-        server.chat.messages_held_in_order() == 0
+        server.chat.messages_in_flight() == 0
     })
     .await;
 
     // A message whose job is removed before it runs holds nothing back.
     queue.pause().await.unwrap();
     let removed = alice.send(&bob, "never processed").await;
-    assert_eq!(server.chat.messages_held_in_order(), 1);
+    assert_eq!(server.chat.messages_in_flight(), 1);
     queue
         .remove(removed["jobId"].as_str().unwrap())
         .await
         .unwrap();
     eventually("the removed message out of the send order", || async {
-        server.chat.messages_held_in_order() == 0
+        server.chat.messages_in_flight() == 0
     })
     .await;
     server.stop().await;
@@ -991,7 +991,7 @@ async fn a_backlog_left_by_a_restart_keeps_its_send_order() {
 
     let server = TestServer::start(dir.path()).await;
     // Every queued message has its place in its conversation again.
-    assert_eq!(server.chat.messages_held_in_order(), sent.len());
+    assert_eq!(server.chat.messages_in_flight(), sent.len());
     let alice = User::login(&server, "alice@example.com", "secret123")
         .await
         .unwrap();
@@ -1011,7 +1011,7 @@ async fn a_backlog_left_by_a_restart_keeps_its_send_order() {
     .await;
     assert_eq!(alice.history_texts(&bob, "").await, sent);
     eventually("every message out of the send order", || async {
-        server.chat.messages_held_in_order() == 0
+        server.chat.messages_in_flight() == 0
     })
     .await;
     server.stop().await;

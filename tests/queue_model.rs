@@ -495,10 +495,10 @@ impl Model {
         }
     }
 
-    /// Sends an active job back to waiting, or to failed past `max_stalled` (stall, recovery).
+    /// Sends an active job back to waiting in its old place, or to failed past `max_stalled`
+    /// (stall, recovery).
     fn stall(&mut self, queue: usize, id: &str, max_stalled: u32) -> JobState {
         self.retire_token(queue, id);
-        let order = self.next_order();
         let now = self.now;
         let job = self.queues[queue]
             .jobs
@@ -508,6 +508,7 @@ impl Model {
         if job.stalled_count > max_stalled {
             job.enter_failed(STALLED_REASON, now);
         } else {
+            let order = job.order;
             job.enter_waiting(order, now);
         }
         job.state
@@ -860,11 +861,12 @@ impl Harness {
                 let released = store.release(name, &id, token, now).await.or_fail()?;
                 prop_assert!(released, "release of active job {} with its token", id);
                 self.model.retire_token(*queue, &id);
-                let order = self.model.next_order();
                 let job = self.model.queues[*queue]
                     .jobs
                     .get_mut(&id)
                     .expect("model: active job exists");
+                // Back in its old place.
+                let order = job.order;
                 job.enter_waiting(order, now);
             }
             Op::Progress { queue, pick } => {

@@ -231,31 +231,30 @@ impl Chat {
     pub async fn restore_backlog(&self) -> Result<usize, ChatError> {
         const PAGE: u64 = 500;
         let queue = self.queues.queue(MESSAGE_QUEUE)?;
-        let total = queue.list(JobState::Waiting, 0, 0).await?.total;
         let mut placed = 0;
-        // Pages come newest first: walk them, and each page, from the oldest end.
-        let mut end = total;
-        while end > 0 {
-            let start = end.saturating_sub(PAGE);
-            let page = queue.list(JobState::Waiting, start, end - start).await?;
-            for job in page.jobs.iter().rev() {
-                if job.spec.name != PROCESS_MESSAGE {
-                    continue;
+        // Active ones too: a crash leaves them active until the first lease expiry.
+        for state in [JobState::Active, JobState::Waiting] {
+            let total = queue.list(state, 0, 0).await?.total;
+            let mut start = 0;
+            while start < total {
+                let page = queue.list(state, start, PAGE).await?;
+                if page.jobs.is_empty() {
+                    break;
                 }
-                let Ok(data) = serde_json::from_str::<MessageJob>(&job.spec.data) else {
-                    continue;
-                };
-                self.remember_sender(&data.message_id, &data.sender_id);
-                placed += 1;
+                start += page.jobs.len() as u64;
+                for job in &page.jobs {
+                    if job.spec.name != PROCESS_MESSAGE {
+                        continue;
+                    }
+                    let Ok(data) = serde_json::from_str::<MessageJob>(&job.spec.data) else {
+                        continue;
+                    };
+                    self.remember_sender(&data.message_id, &data.sender_id);
+                    placed += 1;
+                }
             }
-            end = start;
         }
         Ok(placed)
-    }
-
-    /// The start-up call `server.rs` makes: [`Chat::restore_backlog`] under its former name.
-    pub async fn restore_send_order(&self) -> Result<usize, ChatError> {
-        self.restore_backlog().await
     }
 
     /// Messages sent and not yet taken for processing.

@@ -201,9 +201,7 @@ impl Chat {
 
     /// Sent messages still on their way (their job has not completed, failed for good or been
     /// removed), as this process knows them: the senders kept for their `messageStatus` frames.
-    /// (The name is from when a ticket held each of them in its conversation's order; the
-    /// message queue's group now does, see [`messages`].)
-    pub fn messages_held_in_order(&self) -> usize {
+    pub fn messages_in_flight(&self) -> usize {
         self.senders.lock().len()
     }
 

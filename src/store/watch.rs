@@ -1,10 +1,13 @@
 //! Wake-ups for idle workers: "a job may have become takeable in this queue".
 //!
 //! A worker whose `take` found nothing waits on its queue's [`WorkWatch`] instead of polling.
-//! The store signals it from every transition that makes a job takeable (an add becoming
-//! visible, a promotion, a retry, an expired lease, a release, a resume, a group freeing a
-//! slot), so the wake-up reaches workers of every handle on the store, not only the process
-//! that caused it. Memory and sled signal in process; a shared backend (Redis) would publish on
+//! The store signals it from every transition that makes a job takeable (a promotion, a retry,
+//! an expired lease, a release, a resume, a group freeing a slot), so the wake-up reaches
+//! workers of every handle on the store, not only the process that caused it. An add is the
+//! exception in process: the engine that added signals the watch itself once it has published
+//! the job's `added` and `waiting` events, so no worker's `active` comes before them (a store
+//! waking at visibility raced the announcement); the watch being the store's, workers of every
+//! handle still wake. A shared backend still publishes an add for the other instances. Memory and sled signal in process; a shared backend (Redis) would publish on
 //! a channel per queue from the Lua script of each such transition and have one subscriber task
 //! per instance call [`WorkWatch::wake`] on each message; pub/sub can drop a message, so its
 //! watches would be [`WorkWatch::lossy`] and the engine re-checks at their interval.

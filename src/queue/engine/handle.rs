@@ -83,7 +83,7 @@ impl Queue {
         let task = tokio::spawn(async move {
             let now = shared.clock.now();
             let added = shared.store.add(&shared.name, jobs, now).await?;
-            let mut delayed = false;
+            let (mut delayed, mut waiting) = (false, false);
             for job in added.iter().filter(|job| !job.existed) {
                 shared.publish(EventKind::Added, Some(&job.id), None);
                 match job.state {
@@ -91,10 +91,18 @@ impl Queue {
                         delayed = true;
                         shared.publish(EventKind::Delayed, Some(&job.id), None);
                     }
-                    _ => shared.publish(EventKind::Waiting, Some(&job.id), None),
+                    _ => {
+                        waiting = true;
+                        shared.publish(EventKind::Waiting, Some(&job.id), None);
+                    }
                 }
             }
-            // The store woke the workers of waiting jobs; the timer is this process's own.
+            // Announced first, then the wake-up (the store leaves an add's to the engine that
+            // made it, see `WorkWatch`): an idle worker's `active` never comes before `added`.
+            // The watch is the store's, so workers of every handle on it wake.
+            if waiting {
+                shared.work.wake();
+            }
             if delayed {
                 shared.timer_wake.notify_one();
             }

@@ -24,7 +24,9 @@ use crate::store::job::{
 use crate::store::watch::Watches;
 use crate::store::{JobStore, RemovedIds, RemovedOutcome, StoreError, WorkWatch};
 
-use self::queue::{revive, to_failed, to_waiting, Counters, Queue, INLINE_TRIM_LIMIT, KEPT_TRACES};
+use self::queue::{
+    back_to_waiting, revive, to_failed, to_waiting, Counters, Queue, INLINE_TRIM_LIMIT, KEPT_TRACES,
+};
 
 /// Every queue of the store, and the counters they share.
 #[derive(Default)]
@@ -90,12 +92,7 @@ impl JobStore for MemoryJobStore {
                 .map(|job| found.add(job, counters, now))
                 .collect()
         });
-        if added
-            .iter()
-            .any(|job| !job.existed && job.state == JobState::Waiting)
-        {
-            self.watches.wake(queue);
-        }
+        // The engine that added wakes the workers once it has announced the jobs (`WorkWatch`).
         Ok(added)
     }
 
@@ -279,12 +276,11 @@ impl JobStore for MemoryJobStore {
         max_stalled: u32,
         now: Millis,
     ) -> Result<Option<JobState>, StoreError> {
-        let state = self.write(queue, |queue, counters| {
+        let state = self.write(queue, |queue, _| {
             if !queue.owned_by(id, token) {
                 return None;
             }
-            let order = counters.next_order();
-            queue.stall(id, max_stalled, order, now)
+            queue.stall(id, max_stalled, now)
         });
         if state == Some(JobState::Waiting) {
             self.watches.wake(queue);
@@ -314,15 +310,14 @@ impl JobStore for MemoryJobStore {
         now: Millis,
         max_stalled: u32,
     ) -> Result<Vec<Expired>, StoreError> {
-        let expired: Vec<Expired> = self.write(queue, |queue, counters| {
+        let expired: Vec<Expired> = self.write(queue, |queue, _| {
             let mut expired = Vec::new();
             for (id, token) in queue.active() {
                 if !queue.leases.lapsed(&id, token, now) {
                     continue;
                 }
                 queue.leases.end(&id);
-                let order = counters.next_order();
-                if let Some(state) = queue.stall(&id, max_stalled, order, now) {
+                if let Some(state) = queue.stall(&id, max_stalled, now) {
                     expired.push(Expired {
                         id: id.to_string(),
                         state,
@@ -358,12 +353,11 @@ impl JobStore for MemoryJobStore {
         token: u64,
         now: Millis,
     ) -> Result<bool, StoreError> {
-        let released = self.write(queue, |queue, counters| {
+        let released = self.write(queue, |queue, _| {
             if !queue.owned_by(id, token) {
                 return false;
             }
-            let order = counters.next_order();
-            queue.change(id, |status| to_waiting(status, order, now));
+            queue.change(id, |status| back_to_waiting(status, now));
             true
         });
         if released {

@@ -125,6 +125,13 @@ pub(super) fn to_waiting(status: &mut JobStatus, order: u64, since: Millis) {
     status.token = 0;
 }
 
+/// An active job cut off mid-run (stalled, released) goes back to `waiting` in its old place:
+/// before the jobs queued after it, so a group's order survives a crash.
+pub(super) fn back_to_waiting(status: &mut JobStatus, since: Millis) {
+    let order = status.order;
+    to_waiting(status, order, since);
+}
+
 pub(super) fn to_failed(status: &mut JobStatus, reason: String, now: Millis) {
     status.state = JobState::Failed;
     status.entered_at = now;
@@ -319,19 +326,13 @@ impl Queue {
 
     /// An active job whose worker is gone: back to `waiting` with the stall counted, or to
     /// `failed` once it stalled more than `max_stalled` times.
-    pub(super) fn stall(
-        &mut self,
-        id: &str,
-        max_stalled: u32,
-        order: u64,
-        now: Millis,
-    ) -> Option<JobState> {
+    pub(super) fn stall(&mut self, id: &str, max_stalled: u32, now: Millis) -> Option<JobState> {
         let job = self.change(id, |status| {
             status.stalled_count += 1;
             if status.stalled_count > max_stalled {
                 to_failed(status, STALLED_TOO_OFTEN.to_owned(), now);
             } else {
-                to_waiting(status, order, now);
+                back_to_waiting(status, now);
             }
         })?;
         Some(job.status.state)

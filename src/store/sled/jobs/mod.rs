@@ -239,7 +239,6 @@ fn stall_entry(
     queue: &str,
     id: &str,
     max_stalled: u32,
-    order: u64,
     now: Millis,
 ) -> Result<Option<JobState>, StoreError> {
     let status = index.update(id, |status| {
@@ -251,9 +250,10 @@ fn stall_entry(
             status.finished_at = Some(now);
             status.failed_reason = Some("job stalled more than allowable limit".to_owned());
         } else {
+            // Back in its old place (its `order` is kept): a job cut off mid-run goes before
+            // the ones queued after it, so a group's send order survives a crash.
             status.state = JobState::Waiting;
             status.entered_at = now;
-            status.order = order;
             status.ready_at = now;
         }
     });

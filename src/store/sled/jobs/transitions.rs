@@ -17,7 +17,6 @@ impl SledJobStore {
         // Adds of the same `jobId` still in flight: this add is acknowledged only after them.
         let mut earlier: Vec<PendingAdd> = Vec::new();
         let mut counter = 0;
-        let mut any_waiting = false;
         let own = {
             let mut guard = index.lock();
             // Every job of this add shares one handle on the commit's outcome.
@@ -79,7 +78,6 @@ impl SledJobStore {
                     existed: false,
                     state,
                 });
-                any_waiting |= state == JobState::Waiting;
                 fresh.push(id.clone());
                 guard.jobs.insert(
                     id.clone(),
@@ -95,7 +93,6 @@ impl SledJobStore {
                 None
             } else {
                 let publish_index = index.clone();
-                let watch = self.watches.watch(queue);
                 let publish: AfterCommit = Box::new(move |result| {
                     let mut guard = publish_index.lock();
                     for id in &fresh {
@@ -108,10 +105,8 @@ impl SledJobStore {
                         }
                     }
                     drop(guard);
-                    // Takeable from now on, by any worker on this store.
-                    if result.is_ok() && any_waiting {
-                        watch.wake();
-                    }
+                    // Takeable from now on; the engine that added it wakes the workers once it
+                    // has announced it (`WorkWatch`).
                     let _ = tell.send(result.clone());
                 });
                 Some(
@@ -375,10 +370,10 @@ impl SledJobStore {
         if !owned {
             return Ok(None);
         }
-        let order = self.next_order();
         let mut writes = Vec::with_capacity(1);
-        let state = stall_entry(&mut guard, &mut writes, queue, id, max_stalled, order, now)?;
-        self.committer.submit(writes, order);
+        let state = stall_entry(&mut guard, &mut writes, queue, id, max_stalled, now)?;
+        // No new position to count: the job keeps its old one.
+        self.committer.submit(writes, 0);
         if guard.take_freed() {
             self.watches.wake(queue);
         }
@@ -421,12 +416,10 @@ impl SledJobStore {
                 .collect();
             let mut writes = Vec::with_capacity(lapsed.len());
             let mut expired = Vec::with_capacity(lapsed.len());
-            let mut order = 0;
             for id in &lapsed {
                 guard.leases.end(id);
-                order = self.next_order();
                 if let Some(state) =
-                    stall_entry(&mut guard, &mut writes, queue, id, max_stalled, order, now)?
+                    stall_entry(&mut guard, &mut writes, queue, id, max_stalled, now)?
                 {
                     expired.push(Expired {
                         id: id.to_string(),
@@ -444,7 +437,7 @@ impl SledJobStore {
             if expired.is_empty() {
                 return Ok(expired);
             }
-            (self.submit(writes, order), expired)
+            (self.submit(writes, 0), expired)
         };
         wait(writes).await?;
         if expired.iter().any(|job| job.state == JobState::Waiting) {
@@ -480,20 +473,19 @@ impl SledJobStore {
             if !owned {
                 return Ok(false);
             }
-            let order = self.next_order();
             let mut writes = Vec::with_capacity(1);
+            // Back in its old place, as a stalled job (`stall_entry`).
             if let Some(status) = guard.update(id, |status| {
                 status.state = JobState::Waiting;
                 status.entered_at = now;
                 status.token = 0;
-                status.order = order;
                 status.ready_at = now;
             }) {
                 put_status(&mut writes, queue, id, status)?;
             }
             // Released jobs wake a worker below; a freed group slot is part of that.
             guard.take_freed();
-            self.submit(writes, order)
+            self.submit(writes, 0)
         };
         wait(writes).await?;
         self.watches.wake(queue);
