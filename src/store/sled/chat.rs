@@ -31,6 +31,7 @@
 
 mod accounts;
 mod deletion;
+mod keys;
 mod sessions;
 mod users;
 
@@ -44,6 +45,10 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use self::keys::{
+    check_id, conversation_id, conversation_prefix, key, key_safe, message_key, page, pair_key,
+    seq_of, COUNT_KEY, EMAIL, EMAIL_CLAIM, MESSAGE_ID, PARTNER, READ_MARK, USER,
+};
 use super::committer::{AfterCommit, Committer, Write};
 use super::Database;
 use crate::store::accounts::{AccountState, OneTimeToken, SessionRecord, TokenPurpose};
@@ -54,17 +59,6 @@ use crate::store::chat::{
 use crate::store::codec::{decode, encode};
 use crate::store::job::Millis;
 use crate::store::StoreError;
-
-const USER: u8 = b'u';
-const EMAIL: u8 = b'e';
-const MESSAGE: u8 = b'c';
-const MESSAGE_ID: u8 = b'i';
-const PARTNER: u8 = b'p';
-const READ_MARK: u8 = b'r';
-const EMAIL_CLAIM: u8 = b'x';
-/// Highest message count written; the committer keeps it (never decreasing) in the same batch as
-/// the message that reached it.
-const COUNT_KEY: &[u8] = b"m:count";
 
 /// Where a message lives, found by its id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -398,88 +392,8 @@ enum Existing {
     Pending(MessageRecord, Outcome),
 }
 
-/// Whether a user id can be part of a conversation key.
-fn key_safe(id: &str) -> bool {
-    !id.contains([':', '\0'])
-}
-
-fn check_id(id: &str) -> Result<(), StoreError> {
-    if key_safe(id) {
-        Ok(())
-    } else {
-        Err(StoreError::Codec(format!(
-            "user id {id:?} cannot be stored: it contains ':' or NUL"
-        )))
-    }
-}
-
-fn conversation_id(a: &str, b: &str) -> String {
-    let (first, second) = if a <= b { (a, b) } else { (b, a) };
-    format!("{first}:{second}")
-}
-
-fn key(kind: u8, id: &str) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(1 + id.len());
-    bytes.push(kind);
-    bytes.extend_from_slice(id.as_bytes());
-    bytes
-}
-
-fn pair_key(kind: u8, first: &str, second: &str) -> Vec<u8> {
-    let mut bytes = key(kind, first);
-    bytes.push(0);
-    bytes.extend_from_slice(second.as_bytes());
-    bytes
-}
-
-fn conversation_prefix(conversation: &str) -> Vec<u8> {
-    let mut bytes = key(MESSAGE, conversation);
-    bytes.push(0);
-    bytes
-}
-
-fn message_key(conversation: &str, seq: u64) -> Vec<u8> {
-    let mut bytes = conversation_prefix(conversation);
-    bytes.extend_from_slice(&seq.to_be_bytes());
-    bytes
-}
-
-/// The seq at the end of a message key.
-fn seq_of(stored_key: &[u8]) -> Result<u64, StoreError> {
-    stored_key
-        .len()
-        .checked_sub(8)
-        .and_then(|start| stored_key.get(start..))
-        .and_then(|tail| tail.try_into().ok())
-        .map(u64::from_be_bytes)
-        .ok_or_else(|| StoreError::Codec("bad message key".to_owned()))
-}
-
 async fn wait(durable: Durable) -> Result<(), StoreError> {
     durable.await.unwrap_or(Err(StoreError::Closed))
-}
-
-/// Decodes the values of a key range, up to `limit` of them, from whichever end `newest_first`
-/// names; the result is always oldest first.
-fn page(
-    range: impl DoubleEndedIterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
-    limit: usize,
-    newest_first: bool,
-) -> Result<Vec<MessageRecord>, StoreError> {
-    let mut messages = Vec::with_capacity(limit.min(256));
-    let items: Box<dyn Iterator<Item = _>> = if newest_first {
-        Box::new(range.rev())
-    } else {
-        Box::new(range)
-    };
-    for item in items.take(limit) {
-        let (_, value) = item?;
-        messages.push(decode(&value)?);
-    }
-    if newest_first {
-        messages.reverse();
-    }
-    Ok(messages)
 }
 
 #[async_trait]
@@ -907,70 +821,4 @@ impl Drop for SledChatStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    /// Golden bytes of the chat tree's key layouts and of its private record. If this fails,
-    /// stored keys would no longer be found: never edit the hex (see `store::codec`'s golden
-    /// tests for what to do instead).
-    #[test]
-    fn key_layouts_are_frozen() {
-        assert_eq!(hex(&key(USER, "u1")), "757531");
-        assert_eq!(hex(&key(EMAIL, "a@b.c")), "656140622e63");
-        assert_eq!(
-            hex(&message_key("u1:u2", 258)),
-            "6375313a7532000000000000000102"
-        );
-        assert_eq!(hex(&key(MESSAGE_ID, "m1")), "696d31");
-        assert_eq!(hex(&pair_key(PARTNER, "u1", "u2")), "707531007532");
-        assert_eq!(
-            hex(&pair_key(READ_MARK, "u1:u2", "u1")),
-            "7275313a7532007531"
-        );
-        assert_eq!(hex(&key(EMAIL_CLAIM, "a@b.c")), "786140622e63");
-        assert_eq!(hex(COUNT_KEY), "6d3a636f756e74");
-        assert_eq!(hex(&key(accounts::ACCOUNT, "u1")), "617531");
-        assert_eq!(hex(&pair_key(accounts::BLOCK, "u1", "u2")), "627531007532");
-        assert_eq!(
-            hex(&pair_key(accounts::BLOCKED_BY, "u2", "u1")),
-            "427532007531"
-        );
-        assert_eq!(hex(&key(sessions::SESSION, "s1")), "737331");
-        assert_eq!(
-            hex(&pair_key(sessions::USER_SESSION, "u1", "s1")),
-            "537531007331"
-        );
-    }
-
-    #[test]
-    fn message_ref_is_frozen() {
-        crate::store::codec::golden::golden(
-            &MessageRef {
-                conversation: "u1:u2".to_owned(),
-                seq: 300,
-            },
-            "010575313a7532ac02",
-        );
-    }
-
-    #[test]
-    fn message_keys_sort_by_conversation_then_seq() {
-        let conversation = conversation_id("b", "a");
-        assert_eq!(conversation, "a:b");
-        assert!(message_key(&conversation, 2) < message_key(&conversation, 10));
-        assert!(message_key(&conversation, u64::MAX) < message_key("a:c", 0));
-        assert_eq!(seq_of(&message_key(&conversation, 258)).unwrap(), 258);
-        assert!(seq_of(b"short").is_err());
-    }
-
-    #[test]
-    fn ids_that_would_break_keys_are_refused() {
-        assert!(check_id("65a1b2c3d4e5f60718293a4b").is_ok());
-        assert!(check_id("a:b").is_err());
-        assert!(check_id("a\0b").is_err());
-    }
-}
+mod tests;
