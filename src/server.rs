@@ -203,7 +203,7 @@ impl Server {
         // Alerts already queued get a moment to go out; checks stop before the queues do.
         alerts.shutdown(self.grace.min(ALERT_DELIVERY_GRACE)).await;
 
-        self.chat.stop();
+        self.chat.stop(self.grace).await;
         if let Err(err) = self.queues.shutdown(self.grace).await {
             tracing::error!(error = %err, "cannot stop the job queues cleanly");
         }

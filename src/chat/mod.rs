@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::jobs::{EMAIL_QUEUE, MESSAGE_QUEUE, NOTIFICATION_QUEUE};
 use crate::queue::clock::Clock;
@@ -101,6 +102,8 @@ pub struct Chat {
     signup_mode: SignupMode,
     clock: Clock,
     stop: CancellationToken,
+    /// The status forwarder, awaited by [`Chat::stop`].
+    tasks: TaskTracker,
 }
 
 impl Chat {
@@ -148,6 +151,7 @@ impl Chat {
             signup_mode: config.signup_mode,
             clock: Clock::new(),
             stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
         }))
     }
 
@@ -179,7 +183,8 @@ impl Chat {
                 chat.clone().send_account_email(job)
             });
         let chat = self.clone();
-        tokio::spawn(async move { chat.forward_statuses().await });
+        self.tasks
+            .spawn(async move { chat.forward_statuses().await });
         Ok(())
     }
 
@@ -205,9 +210,16 @@ impl Chat {
         self.senders.lock().len()
     }
 
-    /// Stops background tasks.
-    pub fn stop(&self) {
+    /// Stops background tasks and waits up to `grace` for them to end.
+    pub async fn stop(&self, grace: std::time::Duration) {
         self.stop.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the message status forwarder did not stop in time");
+        }
     }
 
     pub fn accounts(&self) -> &Accounts {
