@@ -20,9 +20,8 @@
 mod loadgen;
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -79,45 +78,12 @@ struct Totals {
     refused: u64,
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
-    Ok(listener.local_addr()?.port())
-}
-
 fn start_server(bin: &Path, data_dir: &Path, port: u16, log: &Path) -> anyhow::Result<Child> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .with_context(|| format!("cannot open {}", log.display()))?;
-    Command::new(bin)
-        .env("DATA_DIR", data_dir)
-        .env("PORT", port.to_string())
-        .env("BIND_ADDR", "127.0.0.1")
-        .env("RATE_LIMIT_AUTH", "0")
-        .env("RATE_LIMIT_SEND", "0")
-        .env("ARGON2_MEMORY_KIB", "8")
-        .env("ARGON2_ITERATIONS", "1")
-        .env("RUST_LOG", "warn")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("cannot start {}", bin.display()))
+    loadgen::spawn_server(Command::new(bin), data_dir, port, log)
 }
 
 async fn wait_ready(client: &reqwest::Client, target: &loadgen::Target) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(response) = client.get(target.http("/readyz")).send().await {
-            if response.status().is_success() {
-                return Ok(());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    bail!("the server was not ready within 60 s")
+    loadgen::wait_ready(client, target, Duration::from_secs(60)).await
 }
 
 enum Outcome {
@@ -331,7 +297,7 @@ async fn main() -> anyhow::Result<()> {
     let client = loadgen::http_client(64, Duration::from_secs(10))?;
     let started = Instant::now();
 
-    let port = free_port()?;
+    let port = loadgen::free_port()?;
     let target = loadgen::Target::parse(&format!("http://127.0.0.1:{port}"))?;
     let mut server = start_server(&args.bin, &data_dir, port, &log)?;
     wait_ready(&client, &target).await?;
@@ -356,7 +322,7 @@ async fn main() -> anyhow::Result<()> {
         let target = if round == 0 {
             target.clone()
         } else {
-            let port = free_port()?;
+            let port = loadgen::free_port()?;
             let target = loadgen::Target::parse(&format!("http://127.0.0.1:{port}"))?;
             server = start_server(&args.bin, &data_dir, port, &log)?;
             wait_ready(&client, &target)
@@ -378,7 +344,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // The last start: retry what was in doubt, let the queue drain, read everything back.
-    let port = free_port()?;
+    let port = loadgen::free_port()?;
     let target = loadgen::Target::parse(&format!("http://127.0.0.1:{port}"))?;
     let mut server = start_server(&args.bin, &data_dir, port, &log)?;
     wait_ready(&client, &target).await?;

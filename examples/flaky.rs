@@ -23,9 +23,8 @@
 mod loadgen;
 
 use std::collections::{HashMap, HashSet};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,45 +79,12 @@ fn partners(index: usize, count: usize) -> Vec<usize> {
     out
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
-    Ok(listener.local_addr()?.port())
-}
-
 fn start_server(bin: &Path, data_dir: &Path, port: u16, log: &Path) -> anyhow::Result<Child> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .with_context(|| format!("cannot open {}", log.display()))?;
-    Command::new(bin)
-        .env("DATA_DIR", data_dir)
-        .env("PORT", port.to_string())
-        .env("BIND_ADDR", "127.0.0.1")
-        .env("RATE_LIMIT_AUTH", "0")
-        .env("RATE_LIMIT_SEND", "0")
-        .env("ARGON2_MEMORY_KIB", "8")
-        .env("ARGON2_ITERATIONS", "1")
-        .env("RUST_LOG", "warn")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("cannot start {}", bin.display()))
+    loadgen::spawn_server(Command::new(bin), data_dir, port, log)
 }
 
 async fn wait_ready(client: &reqwest::Client, target: &loadgen::Target) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(response) = client.get(target.http("/readyz")).send().await {
-            if response.status().is_success() {
-                return Ok(());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    bail!("the server was not ready within 60 s")
+    loadgen::wait_ready(client, target, Duration::from_secs(60)).await
 }
 
 /// What one client received, first copies only.
@@ -523,7 +489,7 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("cannot create a temp dir")?;
     let data_dir = dir.path().join("data");
     let log = dir.path().join("server.log");
-    let port = free_port()?;
+    let port = loadgen::free_port()?;
     let target = loadgen::Target::parse(&format!("http://127.0.0.1:{port}"))?;
     let http = loadgen::http_client(256, Duration::from_secs(30))?;
     let mut server = start_server(&args.bin, &data_dir, port, &log)?;

@@ -21,9 +21,8 @@
 #[path = "loadgen/lib.rs"]
 mod loadgen;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,47 +53,17 @@ struct Args {
     senders: usize,
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
-    Ok(listener.local_addr()?.port())
-}
-
 fn start_under_callgrind(bin: &Path, dir: &Path, port: u16) -> anyhow::Result<Child> {
-    let log = std::fs::File::create(dir.join("server.log")).context("cannot create the log")?;
-    Command::new("valgrind")
+    let mut valgrind = Command::new("valgrind");
+    valgrind
         .arg("--tool=callgrind")
         .arg(format!(
             "--callgrind-out-file={}",
             dir.join("callgrind.out").display()
         ))
-        .arg(bin)
-        .env("DATA_DIR", dir.join("data"))
-        .env("PORT", port.to_string())
-        .env("BIND_ADDR", "127.0.0.1")
-        .env("RATE_LIMIT_AUTH", "0")
-        .env("RATE_LIMIT_SEND", "0")
-        .env("ARGON2_MEMORY_KIB", "8")
-        .env("ARGON2_ITERATIONS", "1")
-        .env("RUST_LOG", "warn")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
+        .arg(bin);
+    loadgen::spawn_server(valgrind, &dir.join("data"), port, &dir.join("server.log"))
         .context("cannot start valgrind (apt-get install valgrind)")
-}
-
-async fn wait_ready(client: &reqwest::Client, target: &loadgen::Target) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while Instant::now() < deadline {
-        if let Ok(response) = client.get(target.http("/readyz")).send().await {
-            if response.status().is_success() {
-                return Ok(());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("the server was not ready within 300 s under valgrind")
 }
 
 /// The total instruction count (`Ir`) of a callgrind output file.
@@ -114,11 +83,11 @@ fn total_instructions(path: &Path) -> anyhow::Result<u64> {
 /// returns the server's instruction count.
 async fn run(args: &Args, messages: u64) -> anyhow::Result<u64> {
     let dir = tempfile::tempdir().context("cannot create a temp dir")?;
-    let port = free_port()?;
+    let port = loadgen::free_port()?;
     let target = loadgen::Target::parse(&format!("http://127.0.0.1:{port}"))?;
     let http = loadgen::http_client(args.senders * 2, Duration::from_secs(120))?;
     let mut server = start_under_callgrind(&args.bin, dir.path(), port)?;
-    wait_ready(&http, &target).await?;
+    loadgen::wait_ready(&http, &target, Duration::from_secs(300)).await?;
     let users = args.users.max(2) / 2 * 2;
     let accounts = loadgen::signup_all(&http, &target, "ir", users, 4).await?;
     let received = Arc::new(AtomicU64::new(0));

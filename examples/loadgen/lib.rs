@@ -93,6 +93,65 @@ pub struct Account {
     pub token: String,
 }
 
+/// A free port on the loopback interface (bound and released: another process could take it in
+/// between, which a loopback test rig accepts).
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Starts `command` (the server binary, or a wrapper such as valgrind around it) as a server for
+/// a test rig: `data_dir`, `port` on 127.0.0.1, no rate limits, the cheapest password hashes,
+/// warnings only; stdout and stderr appended to `log`.
+// Used by the chaos, flaky and instructions examples, not by the loadgen command itself.
+#[allow(dead_code)]
+pub fn spawn_server(
+    mut command: std::process::Command,
+    data_dir: &Path,
+    port: u16,
+    log: &Path,
+) -> anyhow::Result<std::process::Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("cannot open {}", log.display()))?;
+    command
+        .env("DATA_DIR", data_dir)
+        .env("PORT", port.to_string())
+        .env("BIND_ADDR", "127.0.0.1")
+        .env("RATE_LIMIT_AUTH", "0")
+        .env("RATE_LIMIT_SEND", "0")
+        .env("ARGON2_MEMORY_KIB", "8")
+        .env("ARGON2_ITERATIONS", "1")
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start {:?}", command.get_program()))
+}
+
+/// Waits until `GET /readyz` answers 200, for at most `within`.
+#[allow(dead_code)]
+pub async fn wait_ready(
+    client: &reqwest::Client,
+    target: &Target,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(response) = client.get(target.http("/readyz")).send().await {
+            if response.status().is_success() {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bail!("the server was not ready within {} s", within.as_secs())
+}
+
 /// An HTTP client for many concurrent requests to one host: keep-alive connections, pooled.
 pub fn http_client(max_connections: usize, timeout: Duration) -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
@@ -1398,10 +1457,7 @@ pub async fn run_startup(options: &StartupOptions) -> anyhow::Result<Value> {
     let mut runs = Vec::new();
     let mut times = Vec::new();
     for _ in 0..options.repeat.max(1) {
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-            listener.local_addr()?.port()
-        };
+        let port = free_port()?;
         let started = Instant::now();
         let mut child = tokio::process::Command::new(&options.server_bin)
             .env("DATA_DIR", &options.data_dir)
