@@ -820,3 +820,63 @@ async fn bad_requests_get_clear_answers() {
     assert_eq!(response.status(), 400);
     server.stop().await;
 }
+
+/// What the socket.io-client test needs, or why it cannot run here.
+fn node_client_prerequisites(root: &std::path::Path) -> Result<(), String> {
+    let node = std::process::Command::new("node").arg("--version").output();
+    if !node.is_ok_and(|output| output.status.success()) {
+        return Err("node is not installed".to_owned());
+    }
+    if !root
+        .join("tests/socketio_js/node_modules/socket.io-client/package.json")
+        .exists()
+    {
+        return Err("socket.io-client is missing (cd tests/socketio_js && npm ci)".to_owned());
+    }
+    Ok(())
+}
+
+/// The real socket.io-client from npm (tests/socketio_js/chat.mjs): two users chat live,
+/// presence, typing and read receipts, a refused impostor, polling upgraded to a WebSocket, and
+/// a dropped connection recovered with what it missed exactly once. Outside CI it is skipped,
+/// with the reason printed, when node or the npm package is missing; with `CI=true` it must run.
+#[tokio::test]
+async fn the_real_socketio_client_chats_live() {
+    use std::io::Write as _;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    if let Err(reason) = node_client_prerequisites(root) {
+        let in_ci = std::env::var("CI").is_ok_and(|value| value == "true" || value == "1");
+        assert!(
+            !in_ci,
+            "CI must run the socket.io-client test, but {reason}"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipping the socket.io-client test: {reason}"
+        );
+        return;
+    }
+    let server = TestServer::memory().await;
+    let run = tokio::process::Command::new("node")
+        .arg("tests/socketio_js/chat.mjs")
+        .arg(&server.base)
+        .current_dir(root)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the socket.io-client test finishes within 120 s")
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "socket.io-client test failed:\n{report}"
+    );
+    assert!(report.contains("passed, 0 failed"), "{report}");
+    println!("{report}");
+    server.stop().await;
+}

@@ -404,6 +404,10 @@ impl Reader {
                 biased;
                 next = self.inbound.recv() => {
                     let Some(Inbound::Packet(text)) = next else { return None };
+                    if text.starts_with(packet::CLOSE) {
+                        // The transport closing (socket.io's "transport close"): recoverable.
+                        return None;
+                    }
                     if let Some(message) = self.packet(&text) {
                         return Some(message);
                     }
@@ -440,7 +444,7 @@ impl Reader {
                 self.reply(format!("3{data}"));
                 return Some(InboundMessage::Ping(Vec::new()));
             }
-            Ok(EnginePacket::Close) => return Some(InboundMessage::Close(None)),
+            Ok(EnginePacket::Close) => return None,
             Ok(EnginePacket::Upgrade | EnginePacket::Noop) => return None,
             Err(error) => return Some(self.refuse(error)),
         };
