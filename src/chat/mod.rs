@@ -369,6 +369,15 @@ impl Chat {
         Ok(self.store.history(&user.id, other_id, page).await?)
     }
 
+    /// The conversations of `user_id` with their last messages (the starting point of a
+    /// socket's catch-up after a reconnect).
+    pub async fn conversations(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<crate::store::chat::ConversationSummary>, ChatError> {
+        Ok(self.store.conversations(user_id).await?)
+    }
+
     /// A message job, if `viewer` sent it (or `viewer` is `None`: the admin).
     pub async fn job_status(
         &self,

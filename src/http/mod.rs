@@ -50,6 +50,7 @@ use crate::queue::QueueManager;
 use crate::store::JobStore;
 
 pub use error::{error_response, ApiError, ErrorBody, JsonBody, INTERNAL_MESSAGE};
+pub use origin::cookie_origin_refusal;
 pub use serve::serve_connections;
 pub use session::{authenticate, EXPECTED_USER_HEADER};
 pub use settings::HttpSettings;
@@ -216,7 +217,7 @@ pub fn app(state: AppState) -> Router {
     crate::telemetry::init();
     let cors = cors_layer(&state.config().http.cors_origins);
     // `Router::layer` wraps what came before, so the list reads innermost first.
-    Router::new()
+    let router = Router::new()
         .merge(health::router())
         .merge(monitor::router())
         .merge(admin::router())
@@ -227,7 +228,10 @@ pub fn app(state: AppState) -> Router {
         .merge(users::router())
         .merge(chat::router())
         .merge(socket::router())
-        .merge(web::router())
+        .merge(web::router());
+    #[cfg(feature = "socketio")]
+    let router = router.merge(crate::socketio::router());
+    router
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), origin::guard))
         // Outside the origin guard: a preflight is answered here and never reaches it.
