@@ -218,6 +218,11 @@ pub struct Config {
     /// Allowed cross-origin callers and connection timeouts (`CORS_ORIGINS`, `*_TIMEOUT_SECS`).
     #[command(flatten)]
     pub http: crate::http::HttpSettings,
+
+    /// File uploads and a front end folder to serve (`FILE_MAX_MB`, `RATE_LIMIT_UPLOAD`,
+    /// `FRONTEND_DIR`).
+    #[command(flatten)]
+    pub serve: crate::http::ServeSettings,
 }
 
 /// The `SameSite` attribute of the session cookie.
@@ -375,6 +380,10 @@ impl Config {
             argon2_iterations: 1,
             health: crate::alerts::HealthSettings::default(),
             http: crate::http::HttpSettings::default(),
+            serve: crate::http::ServeSettings {
+                rate_limit_upload: 0,
+                ..crate::http::ServeSettings::default()
+            },
         }
     }
 
@@ -403,6 +412,7 @@ impl Config {
                 *field = None;
             }
         }
+        self.serve.normalize();
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -450,6 +460,7 @@ impl Config {
                 ));
             }
         }
+        self.serve.validate()?;
         Ok(())
     }
 }
@@ -493,6 +504,7 @@ impl fmt::Debug for Config {
             .field("argon2_iterations", &self.argon2_iterations)
             .field("health", &self.health)
             .field("http", &self.http)
+            .field("serve", &self.serve)
             .finish()
     }
 }

@@ -10,14 +10,17 @@ pub mod blocks;
 pub mod delivery;
 pub mod email;
 pub mod error;
+pub mod files;
 pub mod ids;
 pub mod images;
+pub mod last_seen;
 pub mod lockout;
 pub mod mail_links;
 pub mod messages;
 pub mod names;
 pub mod profile;
 pub mod sessions;
+pub mod user_search;
 pub mod verification;
 
 use std::collections::HashMap;
@@ -84,6 +87,8 @@ pub struct SidebarEntry {
     /// Set when this user's name looks like another listed user's (or the caller's own): a
     /// short tag that tells them apart (see [`names::tag`]).
     pub name_tag: Option<String>,
+    /// When this user was last seen (see [`last_seen`]); `None` when unknown or hidden.
+    pub last_seen: Option<crate::queue::model::Millis>,
 }
 
 pub struct Chat {
@@ -104,6 +109,7 @@ pub struct Chat {
     stop: CancellationToken,
     /// The status forwarder, awaited by [`Chat::stop`].
     tasks: TaskTracker,
+    last_seen_memo: last_seen::LastSeenMemo,
 }
 
 impl Chat {
@@ -152,6 +158,7 @@ impl Chat {
             clock: Clock::new(),
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            last_seen_memo: last_seen::LastSeenMemo::default(),
         }))
     }
 
@@ -334,11 +341,24 @@ impl Chat {
                     read_by_other: summary.as_ref().map_or(0, |summary| summary.read_by_other),
                     last_message: summary.and_then(|summary| summary.last_message),
                     name_tag: None,
+                    last_seen: None,
                     user: other,
                 }
             })
             .collect();
         tag_look_alikes(user, &mut entries);
+        let presence: Vec<(&str, last_seen::Presence)> = entries
+            .iter()
+            .map(|entry| {
+                let hidden = blockers.binary_search(&entry.user.id).is_ok();
+                let presence = last_seen::Presence::of(entry.online, hidden);
+                (entry.user.id.as_str(), presence)
+            })
+            .collect();
+        let times = self.last_seen(&presence, crate::time::now_millis()).await?;
+        for (entry, time) in entries.iter_mut().zip(times) {
+            entry.last_seen = time;
+        }
         entries.sort_by(|a, b| {
             let activity = |entry: &SidebarEntry| {
                 entry

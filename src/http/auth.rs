@@ -33,6 +33,20 @@ pub fn router() -> Router<AppState> {
         .route("/api/auth/logout-all", post(logout_others))
         .route("/api/auth/password", put(change_password))
         .route("/api/auth/signup-mode", get(signup_mode))
+        .route("/api/auth/oauth/providers", get(oauth_providers))
+}
+
+/// `GET /api/auth/oauth/providers`: no sign-in provider is configured (Courier has none), in the
+/// shape the stock front end's login page reads; `setupRequired: false` keeps it from asking
+/// for a setup that does not exist.
+async fn oauth_providers() -> Json<serde_json::Value> {
+    Json(json!({
+        "success": true,
+        "providers": {},
+        "configured": false,
+        "setupRequired": false,
+        "message": "Sign-in with other providers is not available on this server",
+    }))
 }
 
 /// `GET /api/auth/signup-mode`: `{signupMode}` (`open`, `invite` or `closed`), so the sign-in

@@ -11,6 +11,8 @@ mod assets;
 mod auth;
 mod chat;
 mod error;
+mod files;
+mod frontend;
 mod health;
 pub mod monitor;
 mod origin;
@@ -20,6 +22,7 @@ mod serve;
 mod session;
 mod settings;
 mod socket;
+mod user_search;
 mod users;
 mod web;
 pub mod wire;
@@ -39,7 +42,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -50,6 +52,7 @@ use crate::queue::QueueManager;
 use crate::store::JobStore;
 
 pub use error::{error_response, ApiError, ErrorBody, JsonBody, INTERNAL_MESSAGE};
+pub use files::{ServeSettings, UPLOAD_PATH};
 pub use origin::cookie_origin_refusal;
 pub use serve::serve_connections;
 pub use session::{authenticate, EXPECTED_USER_HEADER};
@@ -228,17 +231,24 @@ pub fn app(state: AppState) -> Router {
         .merge(users::router())
         .merge(chat::router())
         .merge(socket::router())
-        .merge(web::router());
+        .merge(web::router(state.config()))
+        .merge(files::router(state.config()))
+        .merge(user_search::router());
     #[cfg(feature = "socketio")]
     let router = router.merge(crate::socketio::router());
     router
-        .fallback(not_found)
+        // A JSON 404, or `FRONTEND_DIR`'s front end for paths that are not Courier's.
+        .fallback(frontend::fallback)
         .layer(middleware::from_fn_with_state(state.clone(), origin::guard))
         // Outside the origin guard: a preflight is answered here and never reaches it.
         .layer(cors)
         // axum's extractors apply their own 2 MB default; make them agree with the layer below.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        // MAX_BODY_BYTES, and FILE_MAX_MB on the upload route.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            files::body_limit,
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
@@ -298,10 +308,6 @@ fn cors_layer(origins: &[String]) -> tower::util::Either<CorsLayer, tower::layer
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-async fn not_found() -> ApiError {
-    ApiError::not_found("not found")
-}
 
 /// The request span: method, path and request id. Only the path is recorded, never the query,
 /// which can carry a token (`/ws?token=`).

@@ -22,18 +22,24 @@ use axum::Router;
 use super::assets::{self, Caching, Site};
 use super::{ApiError, AppState};
 
-/// The client's routes and files.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/", get(page))
-        .route("/login", get(page))
-        .route("/signup", get(page))
-        .route("/profile", get(page))
+/// The client's routes and files; with `FRONTEND_DIR` only its e-mail link pages (the folder's
+/// front end takes the rest, see `frontend.rs`).
+pub fn router(config: &crate::config::Config) -> Router<AppState> {
+    let client = if config.serve.frontend_dir.is_some() {
+        Router::new()
+    } else {
+        Router::new()
+            .route("/", get(page))
+            .route("/login", get(page))
+            .route("/signup", get(page))
+            .route("/profile", get(page))
+            .route("/chat/{user_id}", get(page))
+    };
+    client
         .route("/verify-email", get(page))
         .route("/unsubscribe", get(page))
         .route("/reset-password", get(page))
         .route("/forgot-password", get(page))
-        .route("/chat/{user_id}", get(page))
         .route("/app/{*path}", get(asset))
         // The client's scripts and styles shrink to about a quarter with gzip.
         .layer(tower_http::compression::CompressionLayer::new().gzip(true))

@@ -22,6 +22,9 @@ pub struct UserJson {
     pub created_at: String,
     #[serde(rename = "updatedAt")]
     pub updated_at: String,
+    /// The signed-in user is seen now (this JSON only ever describes the caller).
+    #[serde(rename = "lastSeen")]
+    pub last_seen: String,
 }
 
 impl From<&UserRecord> for UserJson {
@@ -34,6 +37,7 @@ impl From<&UserRecord> for UserJson {
             profile_pic: user.profile_pic.clone(),
             created_at: iso_time(user.created_at),
             updated_at: iso_time(user.updated_at),
+            last_seen: iso_time(crate::time::now_millis()),
         }
     }
 }
@@ -113,6 +117,9 @@ pub struct SidebarUserJson {
     /// Present when another listed user's name looks the same: shown beside the name.
     #[serde(rename = "nameTag", skip_serializing_if = "Option::is_none")]
     pub name_tag: Option<String>,
+    /// Now when online, else the latest use of their sessions; `null` when unknown or hidden.
+    #[serde(rename = "lastSeen")]
+    pub last_seen: Option<String>,
 }
 
 impl From<&SidebarEntry> for SidebarUserJson {
@@ -126,6 +133,7 @@ impl From<&SidebarEntry> for SidebarUserJson {
             last_message: entry.last_message.as_ref().map(MessageJson::from),
             is_blocked: entry.blocked,
             name_tag: entry.name_tag.clone(),
+            last_seen: entry.last_seen.map(iso_time),
         }
     }
 }
