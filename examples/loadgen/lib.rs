@@ -1505,6 +1505,7 @@ pub async fn fill_store(
                     text: message_text(index, 100),
                     image: String::new(),
                     created_at: now(),
+                    ..NewMessage::default()
                 })
                 .await?;
             }

@@ -40,7 +40,7 @@ use crate::store::chat::{ChatStore, HistoryPage, MessageRecord, UserRecord};
 
 pub use accounts::{Accounts, Authenticated, HashCost, Signup};
 pub use administration::{AccountSummary, Invitation, SignupMode};
-pub use delivery::{ChatEvent, Delivery, NoDelivery};
+pub use delivery::{ChatEvent, Delivery, MessageView, NoDelivery, ReplyPreview};
 pub use error::ChatError;
 pub use messages::{ImageInput, SendInput, Sent};
 pub use sessions::{ClientInfo, SessionInfo};
