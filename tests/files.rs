@@ -173,7 +173,7 @@ async fn an_upload_comes_back_byte_for_byte_from_its_url_and_its_proxy_link() {
 }
 
 #[tokio::test]
-async fn an_upload_survives_a_restart_on_sled() {
+async fn an_upload_survives_a_restart_and_an_unfinished_one_does_not() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
     let alice = User::signup(&server, "Alice").await;
@@ -181,12 +181,21 @@ async fn an_upload_survives_a_restart_on_sled() {
     let (status, body) = upload(&alice, &bytes, "notes.txt", "text/plain").await;
     assert_eq!(status, 200, "{body}");
     let url = body["file"]["url"].as_str().unwrap().to_owned();
+    let hash = sha256(&bytes);
+    // What a crash in the middle of another upload would have left.
+    std::fs::write(
+        files_dir(&server).join(".upload-00000000deadbeef"),
+        b"half a fi",
+    )
+    .unwrap();
     server.stop().await;
 
     let server = TestServer::start(dir.path()).await;
+    // Answering a request means the routes are built, and with them the leftovers removed.
     let alice = User::login(&server, &alice.email, "secret123")
         .await
         .unwrap();
+    assert_eq!(stored(&server), vec![hash], "the unfinished upload is gone");
     let response = get(&alice, &url).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.bytes().await.unwrap().to_vec(), bytes);

@@ -69,8 +69,15 @@ pub fn router(config: &Config) -> Router<AppState> {
         ImageLimits::new(crate::chat::images::DEFAULT_MAX_IMAGE_PIXELS)
             .unwrap_or_else(|_| unreachable!("the default pixel limit is at least 1"))
     });
+    let store = FileStore::new(&config.data_dir, config.serve.file_max_bytes(), limits);
+    // Built once at start-up, before any upload: what a crash left half-written goes now.
+    match store.remove_leftovers() {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "removed unfinished uploads"),
+        Err(err) => tracing::warn!(error = %err, "cannot remove unfinished uploads"),
+    }
     let files = Arc::new(Files {
-        store: FileStore::new(&config.data_dir, config.serve.file_max_bytes(), limits),
+        store,
         limiter: NonZeroU32::new(config.serve.rate_limit_upload)
             .map(|limit| RateLimiter::keyed(Quota::per_minute(limit))),
     });
