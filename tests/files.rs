@@ -222,6 +222,7 @@ async fn a_file_over_the_limit_is_refused_with_413_and_nothing_is_kept() {
     // Far over, with its length declared: refused before it is read.
     let (status, body) = upload(&alice, &noise(3 * limit), "big.bin", "application/zip").await;
     assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"], body["message"]);
     // Far over, streamed without a declared length.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         (0..48).map(|_| Ok(noise(64 * 1024))).collect();
@@ -254,6 +255,11 @@ async fn uploads_and_downloads_need_a_session() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"].is_string() && body["error"] == body["message"],
+        "{body}"
+    );
     assert!(stored(&server).is_empty());
 
     let (status, body) = upload(&alice, b"hello", "a.txt", "text/plain").await;

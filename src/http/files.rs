@@ -109,7 +109,12 @@ pub async fn body_limit(State(state): State<AppState>, request: Request, next: N
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
-        return ApiError::PayloadTooLarge("request body is too large".to_owned()).into_response();
+        let refusal = ApiError::PayloadTooLarge("request body is too large".to_owned());
+        return if request.uri().path() == UPLOAD_PATH {
+            with_error_key(refusal.into_response()).await
+        } else {
+            refusal.into_response()
+        };
     }
     let request = request.map(|body| Body::new(http_body_util::Limited::new(body, limit)));
     next.run(request).await
@@ -118,10 +123,14 @@ pub async fn body_limit(State(state): State<AppState>, request: Request, next: N
 async fn upload(
     State(state): State<AppState>,
     Extension(files): Extension<Arc<Files>>,
-    CurrentUser(user): CurrentUser,
+    user: Result<CurrentUser, ApiError>,
     request: Request,
 ) -> Response {
-    match receive(&state, &files, &user.id, request).await {
+    let answer = match user {
+        Ok(CurrentUser(user)) => receive(&state, &files, &user.id, request).await,
+        Err(refused) => Err(refused),
+    };
+    match answer {
         Ok(answer) => answer.into_response(),
         Err(err) => with_error_key(err.into_response()).await,
     }
