@@ -325,8 +325,37 @@ async fn pages_svg_and_scripts_are_only_ever_downloaded_and_images_show_inline()
     assert_eq!(header(&response, "content-type"), "image/png");
     assert!(header(&response, "content-disposition").starts_with("inline;"));
     assert_eq!(header(&response, "x-content-type-options"), "nosniff");
+    assert_eq!(
+        header(&response, "cross-origin-resource-policy"),
+        "same-site"
+    );
     assert_eq!(response.bytes().await.unwrap().to_vec(), image);
+
+    // HEAD tells the size and type without the bytes.
+    let response = alice
+        .http
+        .head(server.url(body["file"]["url"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "content-type"), "image/png");
+    assert_eq!(header(&response, "content-length"), image.len().to_string());
     server.stop().await;
+}
+
+#[test]
+fn the_file_size_limit_is_between_1_and_1024_mb() {
+    use courier::config::Config;
+    let parse = |value: &str| Config::from_args(["courier", "--ephemeral", "--file-max-mb", value]);
+    assert!(parse("0").is_err());
+    assert!(parse("1025").is_err());
+    assert_eq!(
+        parse("100").unwrap().serve.file_max_bytes(),
+        100 * 1024 * 1024
+    );
+    let default = Config::from_args(["courier", "--ephemeral"]).unwrap();
+    assert_eq!(default.serve.file_max_mb, 25);
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@
 //! served inline with its own type; everything else, HTML, SVG and scripts included, is
 //! `application/octet-stream` with `Content-Disposition: attachment`. Every answer carries
 //! `nosniff`, `Content-Security-Policy: sandbox; default-src 'none'` and
-//! `Cross-Origin-Resource-Policy: same-origin`; the hash is the ETag and the content never
+//! `Cross-Origin-Resource-Policy: same-site`; the hash is the ETag and the content never
 //! changes (`immutable`); ranges work (tower-http's `ServeFile`).
 
 mod settings;
@@ -366,7 +366,9 @@ async fn serve(
     );
     set.insert(
         header::HeaderName::from_static("cross-origin-resource-policy"),
-        HeaderValue::from_static("same-origin"),
+        // Same-site, not same-origin: a front end on another port of this host (a development
+        // server allowed by CORS_ORIGINS) still shows the images.
+        HeaderValue::from_static("same-site"),
     );
     Ok(response)
 }
