@@ -173,7 +173,7 @@ async fn an_upload_comes_back_byte_for_byte_from_its_url_and_its_proxy_link() {
 }
 
 #[tokio::test]
-async fn an_upload_survives_a_restart_on_sled() {
+async fn an_upload_survives_a_restart_and_an_unfinished_one_does_not() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
     let alice = User::signup(&server, "Alice").await;
@@ -181,12 +181,21 @@ async fn an_upload_survives_a_restart_on_sled() {
     let (status, body) = upload(&alice, &bytes, "notes.txt", "text/plain").await;
     assert_eq!(status, 200, "{body}");
     let url = body["file"]["url"].as_str().unwrap().to_owned();
+    let hash = sha256(&bytes);
+    // What a crash in the middle of another upload would have left.
+    std::fs::write(
+        files_dir(&server).join(".upload-00000000deadbeef"),
+        b"half a fi",
+    )
+    .unwrap();
     server.stop().await;
 
     let server = TestServer::start(dir.path()).await;
+    // Answering a request means the routes are built, and with them the leftovers removed.
     let alice = User::login(&server, &alice.email, "secret123")
         .await
         .unwrap();
+    assert_eq!(stored(&server), vec![hash], "the unfinished upload is gone");
     let response = get(&alice, &url).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.bytes().await.unwrap().to_vec(), bytes);
@@ -213,6 +222,7 @@ async fn a_file_over_the_limit_is_refused_with_413_and_nothing_is_kept() {
     // Far over, with its length declared: refused before it is read.
     let (status, body) = upload(&alice, &noise(3 * limit), "big.bin", "application/zip").await;
     assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"], body["message"]);
     // Far over, streamed without a declared length.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         (0..48).map(|_| Ok(noise(64 * 1024))).collect();
@@ -245,6 +255,11 @@ async fn uploads_and_downloads_need_a_session() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"].is_string() && body["error"] == body["message"],
+        "{body}"
+    );
     assert!(stored(&server).is_empty());
 
     let (status, body) = upload(&alice, b"hello", "a.txt", "text/plain").await;
@@ -310,8 +325,37 @@ async fn pages_svg_and_scripts_are_only_ever_downloaded_and_images_show_inline()
     assert_eq!(header(&response, "content-type"), "image/png");
     assert!(header(&response, "content-disposition").starts_with("inline;"));
     assert_eq!(header(&response, "x-content-type-options"), "nosniff");
+    assert_eq!(
+        header(&response, "cross-origin-resource-policy"),
+        "same-site"
+    );
     assert_eq!(response.bytes().await.unwrap().to_vec(), image);
+
+    // HEAD tells the size and type without the bytes.
+    let response = alice
+        .http
+        .head(server.url(body["file"]["url"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "content-type"), "image/png");
+    assert_eq!(header(&response, "content-length"), image.len().to_string());
     server.stop().await;
+}
+
+#[test]
+fn the_file_size_limit_is_between_1_and_1024_mb() {
+    use courier::config::Config;
+    let parse = |value: &str| Config::from_args(["courier", "--ephemeral", "--file-max-mb", value]);
+    assert!(parse("0").is_err());
+    assert!(parse("1025").is_err());
+    assert_eq!(
+        parse("100").unwrap().serve.file_max_bytes(),
+        100 * 1024 * 1024
+    );
+    let default = Config::from_args(["courier", "--ephemeral"]).unwrap();
+    assert_eq!(default.serve.file_max_mb, 25);
 }
 
 #[tokio::test]

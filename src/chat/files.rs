@@ -29,6 +29,9 @@ const HEAD_BYTES: usize = 512;
 /// Longest file name kept, in characters (the extension is kept when a name is cut).
 pub const MAX_FILE_NAME: usize = 120;
 
+/// How the temporary file of an upload in progress is named (never a hash).
+const TEMPORARY_PREFIX: &str = ".upload-";
+
 /// The prefix of every file URL: `/api/files/<sha256>/<name>`.
 pub const URL_PREFIX: &str = "/api/files/";
 
@@ -334,12 +337,36 @@ impl FileStore {
         }))
     }
 
+    /// Removes the temporary files of uploads a crash cut short; returns how many. Call at
+    /// start-up only, before any upload of this process begins (the data directory is this
+    /// process's alone).
+    pub fn remove_leftovers(&self) -> std::io::Result<usize> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(err) => return Err(err),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry?;
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(TEMPORARY_PREFIX)
+            {
+                std::fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Starts an upload: a temporary file in the files directory.
     pub async fn begin(&self) -> Result<Staged, UploadError> {
         tokio::fs::create_dir_all(&self.dir).await?;
         let temporary = self
             .dir
-            .join(format!(".upload-{:016x}", rand::random::<u64>()));
+            .join(format!("{TEMPORARY_PREFIX}{:016x}", rand::random::<u64>()));
         let file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -477,7 +504,7 @@ fn store_bytes(dir: &Path, hash: &str, bytes: &[u8]) -> std::io::Result<()> {
         return Ok(());
     }
     std::fs::create_dir_all(dir)?;
-    let temporary = dir.join(format!(".upload-{:016x}", rand::random::<u64>()));
+    let temporary = dir.join(format!("{TEMPORARY_PREFIX}{:016x}", rand::random::<u64>()));
     let written = (|| {
         let mut file = std::fs::File::create(&temporary)?;
         file.write_all(bytes)?;

@@ -19,7 +19,7 @@
 //! served inline with its own type; everything else, HTML, SVG and scripts included, is
 //! `application/octet-stream` with `Content-Disposition: attachment`. Every answer carries
 //! `nosniff`, `Content-Security-Policy: sandbox; default-src 'none'` and
-//! `Cross-Origin-Resource-Policy: same-origin`; the hash is the ETag and the content never
+//! `Cross-Origin-Resource-Policy: same-site`; the hash is the ETag and the content never
 //! changes (`immutable`); ranges work (tower-http's `ServeFile`).
 
 mod settings;
@@ -69,8 +69,15 @@ pub fn router(config: &Config) -> Router<AppState> {
         ImageLimits::new(crate::chat::images::DEFAULT_MAX_IMAGE_PIXELS)
             .unwrap_or_else(|_| unreachable!("the default pixel limit is at least 1"))
     });
+    let store = FileStore::new(&config.data_dir, config.serve.file_max_bytes(), limits);
+    // Built once at start-up, before any upload: what a crash left half-written goes now.
+    match store.remove_leftovers() {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "removed unfinished uploads"),
+        Err(err) => tracing::warn!(error = %err, "cannot remove unfinished uploads"),
+    }
     let files = Arc::new(Files {
-        store: FileStore::new(&config.data_dir, config.serve.file_max_bytes(), limits),
+        store,
         limiter: NonZeroU32::new(config.serve.rate_limit_upload)
             .map(|limit| RateLimiter::keyed(Quota::per_minute(limit))),
     });
@@ -102,7 +109,12 @@ pub async fn body_limit(State(state): State<AppState>, request: Request, next: N
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
-        return ApiError::PayloadTooLarge("request body is too large".to_owned()).into_response();
+        let refusal = ApiError::PayloadTooLarge("request body is too large".to_owned());
+        return if request.uri().path() == UPLOAD_PATH {
+            with_error_key(refusal.into_response()).await
+        } else {
+            refusal.into_response()
+        };
     }
     let request = request.map(|body| Body::new(http_body_util::Limited::new(body, limit)));
     next.run(request).await
@@ -111,10 +123,14 @@ pub async fn body_limit(State(state): State<AppState>, request: Request, next: N
 async fn upload(
     State(state): State<AppState>,
     Extension(files): Extension<Arc<Files>>,
-    CurrentUser(user): CurrentUser,
+    user: Result<CurrentUser, ApiError>,
     request: Request,
 ) -> Response {
-    match receive(&state, &files, &user.id, request).await {
+    let answer = match user {
+        Ok(CurrentUser(user)) => receive(&state, &files, &user.id, request).await,
+        Err(refused) => Err(refused),
+    };
+    match answer {
         Ok(answer) => answer.into_response(),
         Err(err) => with_error_key(err.into_response()).await,
     }
@@ -350,7 +366,9 @@ async fn serve(
     );
     set.insert(
         header::HeaderName::from_static("cross-origin-resource-policy"),
-        HeaderValue::from_static("same-origin"),
+        // Same-site, not same-origin: a front end on another port of this host (a development
+        // server allowed by CORS_ORIGINS) still shows the images.
+        HeaderValue::from_static("same-site"),
     );
     Ok(response)
 }
