@@ -606,3 +606,61 @@ async fn a_client_that_was_away_catches_up_on_every_change() {
     assert_eq!(nothing, json!([]));
     server.stop().await;
 }
+
+/// Until the groups module answers `Chat::group_member`, a group message is its sender's alone:
+/// they may edit, react to and delete it and get its events; nobody else sees it.
+#[tokio::test]
+async fn a_group_message_is_visible_to_its_sender_only_until_groups_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let (alice, bob, _carol) = three_users(&server).await;
+    server.stop().await;
+    let (jobs, chat) = common::open_stores(dir.path()).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let id = "0123456789abcdef0123456a";
+    chat.save_message(courier::store::chat::NewMessage {
+        id: id.to_owned(),
+        sender_id: alice.id.clone(),
+        group_id: Some("0123456789abcdef0123ffff".to_owned()),
+        text: "team update".to_owned(),
+        created_at: now,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    drop((jobs, chat));
+    let server = TestServer::start(dir.path()).await;
+    let alice = User::login(&server, &alice.email, "secret123")
+        .await
+        .unwrap();
+    let bob = User::login(&server, &bob.email, "secret123").await.unwrap();
+    let mut alice_socket = alice.socket().await;
+    let mut bob_socket = bob.socket().await;
+
+    refused(&reactions(&bob, id).await, 404);
+    refused(&edit(&bob, id, json!({ "text": "x" })).await, 404);
+    refused(&react(&bob, id, "👍", true).await, 404);
+    refused(&delete(&bob, id).await, 404);
+    refused(
+        &bob.send_json(&alice.id, json!({ "text": "re", "replyTo": id }))
+            .await,
+        400,
+    );
+    let (status, edited) = edit(&alice, id, json!({ "text": "team update v2" })).await;
+    assert_eq!(status, 200, "{edited}");
+    assert_eq!(edited["groupId"], "0123456789abcdef0123ffff");
+    assert_eq!(edited["receiverId"], Value::Null);
+    assert_eq!(react(&alice, id, "👍", true).await.0, 200);
+    assert_eq!(alice_socket.next_of("messageEdited").await["messageId"], id);
+    assert_eq!(
+        alice_socket.next_of("message_reaction_update").await["messageId"],
+        id
+    );
+    let marker = send_saved(&alice, &bob, json!({ "text": "marker" })).await;
+    assert!(events_before(&mut bob_socket, &marker).await.is_empty());
+    assert_eq!(delete(&alice, id).await.0, 200);
+    server.stop().await;
+}
