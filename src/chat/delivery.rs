@@ -38,6 +38,17 @@ pub struct ReplyPreview {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChatEvent {
     NewMessage(Box<MessageView>),
+    /// A message's text was edited: to everyone who can see it.
+    MessageEdited(Box<MessageRecord>),
+    /// A message was (soft) deleted: to everyone who can see it.
+    MessageDeleted(Box<MessageRecord>),
+    /// `user_id` added (`is_add`) or took back `reaction` on `message` (as it is now).
+    ReactionUpdate {
+        message: Box<MessageRecord>,
+        reaction: String,
+        user_id: String,
+        is_add: bool,
+    },
     /// The sender's message job moved to `state` (`waiting`, `active`, `delayed`, `completed`,
     /// `failed`).
     MessageStatus {
