@@ -198,7 +198,14 @@ async fn receive(
             ));
         }
         let stored = staged.commit().await.map_err(upload_error)?;
-        let sniffed = files::sniff(&stored.head, declared.as_deref(), &name);
+        let mut sniffed = files::sniff(&stored.head, declared.as_deref(), &name);
+        if files::is_inline_image(&stored.head, stored.size).is_none()
+            && sniffed.kind == files::FileKind::Image
+        {
+            // A photo past the image limit is only downloaded: a front end that previews
+            // `image` files would show it broken.
+            sniffed.kind = files::FileKind::Other;
+        }
         tracing::info!(
             user = user_id,
             hash = %stored.hash,
