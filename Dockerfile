@@ -15,8 +15,10 @@ RUN apt-get update \
     && mkdir -p /data && chown courier /data
 COPY --from=build /src/target/release/courier /usr/local/bin/courier
 USER courier
-ENV DATA_DIR=/data PORT=5000 LOG_FORMAT=json
+ENV LOG_FORMAT=json
 VOLUME ["/data"]
 EXPOSE 5000
 HEALTHCHECK --interval=30s --timeout=3s CMD ["/bin/bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/5000"]
 ENTRYPOINT ["/usr/local/bin/courier"]
+# The data folder is an argument, not DATA_DIR, so `docker run IMAGE --ephemeral` replaces it.
+CMD ["--data-dir", "/data"]

@@ -144,10 +144,28 @@ struct Args {
     /// startup: seconds to leave each started server idle before reading its idle RSS.
     #[arg(long, default_value_t = 2.0)]
     idle_secs: f64,
+    /// chat, connections: the sockets' protocol: Courier's `/ws`, or Socket.IO at `/socket.io/`.
+    #[arg(long, value_enum, default_value_t = TransportArg::Ws)]
+    transport: TransportArg,
     /// Tokio worker threads of this generator. One keeps up with 5,000 messages/s and leaves
     /// more of a shared machine to the server (two cost ~15% more CPU per message in wake-ups).
     #[arg(long, default_value_t = 1)]
     worker_threads: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TransportArg {
+    Ws,
+    Socketio,
+}
+
+impl From<TransportArg> for loadgen::Transport {
+    fn from(transport: TransportArg) -> Self {
+        match transport {
+            TransportArg::Ws => loadgen::Transport::Ws,
+            TransportArg::Socketio => loadgen::Transport::SocketIo,
+        }
+    }
 }
 
 fn secs(value: f64, name: &str) -> anyhow::Result<Duration> {
@@ -175,6 +193,7 @@ async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
                 request_timeout: secs(args.request_timeout_secs, "request-timeout-secs")?,
                 setup_concurrency: args.setup_concurrency,
                 dump_latencies: args.dump_latencies.clone(),
+                transport: args.transport.into(),
             };
             loadgen::run_chat(&target, &options).await
         }
@@ -195,6 +214,7 @@ async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
                 settle: secs(args.settle_secs, "settle-secs")?,
                 presence_timeout: secs(args.presence_timeout_secs, "presence-timeout-secs")?,
                 server_pid: args.server_pid,
+                transport: args.transport.into(),
             };
             loadgen::run_connections(&target, &options).await
         }

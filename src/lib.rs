@@ -18,6 +18,8 @@ pub mod http;
 pub mod jobs;
 pub mod queue;
 pub mod server;
+#[cfg(feature = "socketio")]
+pub mod socketio;
 pub mod store;
 pub mod telemetry;
 pub mod testing;

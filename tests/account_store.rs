@@ -361,6 +361,7 @@ async fn deleting_a_user_removes_everything_theirs_and_refuses_later_messages(ba
         text: format!("text of {id}"),
         image: String::new(),
         created_at: NOW,
+        ..NewMessage::default()
     };
     for (n, id) in ["ana", "bo", "cy"].into_iter().enumerate() {
         let created = chat.create_user(account(id, NOW + n as u64)).await.unwrap();

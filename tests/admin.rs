@@ -930,6 +930,7 @@ async fn the_dashboard_api_lists_finds_and_acts_on_jobs() {
     assert_eq!(detail["name"], TEST_JOB);
     assert_eq!(detail["attemptsMade"], 1);
     assert_eq!(detail["options"]["attempts"], 1);
+    assert_eq!(detail["options"]["group"], Value::Null);
     assert_eq!(detail["logs"], json!(["attempt 1"]));
     assert_eq!(detail["failedReason"], "failing on purpose");
     assert_eq!(detail["stacktrace"].as_array().unwrap().len(), 1);
@@ -1047,11 +1048,34 @@ async fn the_dashboard_api_lists_finds_and_acts_on_jobs() {
     assert_eq!(promoted["count"], 2);
     let counts = server.message().counts().await.unwrap();
     assert_eq!((counts.waiting, counts.delayed), (3, 0));
+    // A grouped job (waiting: the queue is paused) shows its group, in BullMQ Pro's spelling.
+    let grouped = server
+        .message()
+        .add(
+            TEST_JOB,
+            &json!({"n": 9}),
+            JobOptions {
+                group: Some("alice:bob".to_owned()),
+                ..JobOptions::default()
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    let (status, detail) = server
+        .admin(
+            Method::GET,
+            &format!("/admin/api/queues/message/jobs/{grouped}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(detail["options"]["group"], json!({"id": "alice:bob"}));
     let (status, drained) = server
         .admin(Method::POST, "/admin/api/queues/message/drain", None)
         .await;
     assert_eq!(status, 200);
-    assert_eq!(drained["count"], 3);
+    assert_eq!(drained["count"], 4);
     let (status, _) = server
         .admin(Method::POST, "/admin/api/queues/message/resume", None)
         .await;

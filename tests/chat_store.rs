@@ -74,6 +74,7 @@ fn message(id: &str, from: &str, to: &str, created_at: Millis) -> NewMessage {
         text: format!("text of {id}"),
         image: String::new(),
         created_at,
+        ..NewMessage::default()
     }
 }
 
@@ -733,16 +734,9 @@ impl Model {
             .conversations
             .entry(conversation(&new.sender_id, &new.receiver_id))
             .or_default();
-        let record = MessageRecord {
-            id: new.id,
-            sender_id: new.sender_id,
-            receiver_id: new.receiver_id,
-            text: new.text,
-            image: new.image,
-            seq: messages.len() as u64 + 1,
-            created_at: new.created_at,
-            updated_at: new.created_at,
-        };
+        // Nothing is changed here, so each save's change stamp is its seq.
+        let seq = messages.len() as u64 + 1;
+        let record = MessageRecord::new_at(new, seq, seq);
         messages.push(record.clone());
         self.by_id.insert(record.id.clone(), record.clone());
         (record, true)

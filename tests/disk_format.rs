@@ -22,7 +22,9 @@ use std::io::Read;
 use std::path::Path;
 
 use courier::store::accounts::SessionRecord;
-use courier::store::chat::{CreateUser, HistoryPage, NewMessage, UserRecord};
+use courier::store::chat::{
+    ChangeOutcome, CreateUser, HistoryPage, MessageChange, NewMessage, UserRecord,
+};
 use courier::store::job::{
     Complete, Fail, FailOutcome, JobOptions, JobState, KeepJobs, NewJob, TakeRequest,
 };
@@ -80,6 +82,7 @@ fn message(id: &str, from: &str, to: &str, at: u64) -> NewMessage {
         text: format!("text of {id}"),
         image: String::new(),
         created_at: at,
+        ..NewMessage::default()
     }
 }
 
@@ -333,4 +336,51 @@ async fn data_written_by_the_first_format_opens_and_keeps_working() {
         JobState::Waiting
     );
     assert_eq!(stores.chat.message("m4").await.unwrap().unwrap().seq, 4);
+
+    // A format-1 message can be edited and reacted to; the change index starts on old data.
+    let old = stores.chat.message("m1").await.unwrap().unwrap();
+    assert_eq!((old.change, old.edit_history.len()), (0, 0));
+    let edit = MessageChange::Edit {
+        by: "ada".to_owned(),
+        text: "edited".to_owned(),
+        window_ms: u64::MAX,
+    };
+    let ChangeOutcome::Changed {
+        message: edited, ..
+    } = stores
+        .chat
+        .change_message("m1", edit, T0 + 30)
+        .await
+        .unwrap()
+    else {
+        panic!("m1 was not edited");
+    };
+    assert_eq!(edited.edit_history[0].text, "text of m1");
+    drop(stores);
+    let stores = open_at(&dir);
+    assert_eq!(stores.chat.message("m1").await.unwrap().unwrap(), edited);
+    let changed = stores
+        .chat
+        .history(
+            "ada",
+            "bob",
+            HistoryPage::ChangedAfter {
+                change: 0,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    let ids: Vec<&str> = changed.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["m4", "m1"]);
+    let all = stores
+        .chat
+        .history("ada", "bob", HistoryPage::Latest { limit: 10 })
+        .await
+        .unwrap();
+    assert_eq!(
+        all.len(),
+        4,
+        "format-1 and format-2 messages read side by side"
+    );
 }

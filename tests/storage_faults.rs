@@ -126,6 +126,7 @@ async fn run_seed(dir: &Path, seed: u64) {
                 text: text.clone(),
                 image: String::new(),
                 created_at: 1_000 + step as u64,
+                ..NewMessage::default()
             };
             match stores.chat.save_message(message).await {
                 Ok((record, created)) => {

@@ -236,6 +236,99 @@ pub async fn connect_socket(target: &Target, token: &str) -> anyhow::Result<Ws> 
     Ok(socket)
 }
 
+/// The real-time protocol the sockets speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// Courier's own `/ws` frames.
+    #[default]
+    Ws,
+    /// Socket.IO over WebSocket at `/socket.io/` (Engine.IO v4), as socket.io-client does it.
+    SocketIo,
+}
+
+/// Opens a socket of `transport` for `token`; a Socket.IO one has its namespace connected.
+pub async fn connect_with(
+    target: &Target,
+    token: &str,
+    transport: Transport,
+) -> anyhow::Result<Ws> {
+    match transport {
+        Transport::Ws => connect_socket(target, token).await,
+        Transport::SocketIo => connect_socketio(target, token).await,
+    }
+}
+
+/// A Socket.IO connection: the Engine.IO open packet, then `40{"token"}` answered by `40{...}`.
+pub async fn connect_socketio(target: &Target, token: &str) -> anyhow::Result<Ws> {
+    let request = format!("{}/socket.io/?EIO=4&transport=websocket", target.ws)
+        .into_client_request()
+        .context("bad websocket url")?;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(64 << 20));
+    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+        .await
+        .context("socket.io connect failed")?;
+    let mut connect_sent = false;
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(30), socket.next())
+            .await
+            .context("no socket.io handshake within 30 s")?;
+        let text = match message {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(_)) => continue,
+            Some(Err(err)) => bail!("socket.io handshake failed: {err}"),
+            None => bail!("socket.io handshake: the server closed"),
+        };
+        if text.starts_with('0') && !connect_sent {
+            let connect = format!("40{}", json!({ "token": token }));
+            futures_util::SinkExt::send(&mut socket, Message::text(connect)).await?;
+            connect_sent = true;
+        } else if text.as_str() == "2" {
+            futures_util::SinkExt::send(&mut socket, Message::text("3")).await?;
+        } else if text.starts_with("40") {
+            return Ok(socket);
+        } else if text.starts_with("44") {
+            bail!("socket.io connect refused: {text}");
+        }
+    }
+}
+
+/// What a socket.io packet means to a reader: an event as the `/ws` frame
+/// `{"type":..,"data":..}`, a ping to answer, or nothing.
+pub enum SioPacket {
+    Frame(String),
+    Ping,
+    Other,
+}
+
+/// Reads one Socket.IO packet: `42["name",data(,"offset")]` becomes `{"type":"name","data":data}`.
+pub fn socketio_packet(text: &str) -> SioPacket {
+    if text == "2" {
+        return SioPacket::Ping;
+    }
+    let Some(rest) = text.strip_prefix("42[\"") else {
+        return SioPacket::Other;
+    };
+    let Some(end) = rest.find('"') else {
+        return SioPacket::Other;
+    };
+    let name = &rest[..end];
+    let mut data = rest[end + 1..].strip_suffix(']').unwrap_or("");
+    // The recovery offset, a last string argument after the data.
+    if data.ends_with('"') {
+        if let Some(comma) = data.rfind(",\"") {
+            data = &data[..comma];
+        }
+    }
+    match data.strip_prefix(',') {
+        Some(data) => SioPacket::Frame(format!(r#"{{"type":"{name}","data":{data}}}"#)),
+        None => SioPacket::Frame(format!(r#"{{"type":"{name}"}}"#)),
+    }
+}
+
 /// The server's durable commits so far and what their log writes and syncs took, from
 /// `courier_storage_commits_total` and `courier_storage_commit_duration_seconds` in `/metrics`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -461,6 +554,8 @@ pub struct ChatOptions {
     /// Writes every acknowledged message as a CSV line here: scheduled start (ms since the run
     /// began), send and delivery latency (ms; empty when lost).
     pub dump_latencies: Option<PathBuf>,
+    /// The protocol of the sockets.
+    pub transport: Transport,
 }
 
 impl Default for ChatOptions {
@@ -479,6 +574,7 @@ impl Default for ChatOptions {
             request_timeout: Duration::from_secs(30),
             setup_concurrency: 64,
             dump_latencies: None,
+            transport: Transport::Ws,
         }
     }
 }
@@ -540,6 +636,7 @@ fn frame_kind(text: &str) -> Option<&str> {
 /// first frame (the server's `getOnlineUsers` snapshot), which proves the hub knows the socket.
 async fn read_chat_socket(
     mut socket: Ws,
+    transport: Transport,
     user: usize,
     user_id: Arc<str>,
     live: Arc<Live>,
@@ -584,15 +681,30 @@ async fn read_chat_socket(
                 break;
             }
         };
+        let converted;
+        let text: &str = match transport {
+            Transport::Ws => text.as_str(),
+            Transport::SocketIo => match socketio_packet(&text) {
+                SioPacket::Frame(frame) => {
+                    converted = frame;
+                    &converted
+                }
+                SioPacket::Ping => {
+                    let _ = futures_util::SinkExt::send(&mut socket, Message::text("3")).await;
+                    continue;
+                }
+                SioPacket::Other => continue,
+            },
+        };
         if let Some(registered) = registered.take() {
             let _ = registered.send(());
         }
         // The generator shares the machine with the server: read a frame's type without parsing
         // the whole frame when it comes first, as the server writes it.
         let parsed;
-        let kind = match frame_kind(&text) {
+        let kind = match frame_kind(text) {
             Some(kind) => kind,
-            None => match serde_json::from_str::<FrameHead>(&text) {
+            None => match serde_json::from_str::<FrameHead>(text) {
                 Ok(head) => {
                     parsed = head.kind;
                     parsed.as_str()
@@ -607,7 +719,7 @@ async fn read_chat_socket(
             }
         }
         if kind == "newMessage" {
-            match serde_json::from_str::<NewMessageFrame>(&text) {
+            match serde_json::from_str::<NewMessageFrame>(text) {
                 Ok(frame) => {
                     let data = frame.data;
                     if !seen.insert(data.id.clone()) {
@@ -738,7 +850,7 @@ pub async fn run_chat(target: &Target, options: &ChatOptions) -> anyhow::Result<
     let connected: Vec<anyhow::Result<(usize, Ws)>> = stream::iter(plan)
         .map(|user| {
             let token = accounts[user].token.clone();
-            async move { Ok((user, connect_socket(target, &token).await?)) }
+            async move { Ok((user, connect_with(target, &token, options.transport).await?)) }
         })
         .buffer_unordered(options.setup_concurrency.max(1))
         .collect()
@@ -750,6 +862,7 @@ pub async fn run_chat(target: &Target, options: &ChatOptions) -> anyhow::Result<
         registrations.push(is_registered);
         readers.spawn(read_chat_socket(
             socket,
+            options.transport,
             user,
             Arc::from(accounts[user].id.as_str()),
             live.clone(),
@@ -899,6 +1012,7 @@ pub async fn run_chat(target: &Target, options: &ChatOptions) -> anyhow::Result<
     let mut report = report;
     let extra = json!({
         "mode": "chat",
+        "transport": format!("{:?}", options.transport),
         "offered_rate": options.rate,
         "duration_s": options.duration.as_secs_f64(),
         "warmup_s": options.warmup.as_secs_f64(),
@@ -1111,6 +1225,8 @@ pub struct ConnectionOptions {
     /// How long to wait for the presence change to reach every socket.
     pub presence_timeout: Duration,
     pub server_pid: Option<u32>,
+    /// The protocol of the sockets.
+    pub transport: Transport,
 }
 
 impl Default for ConnectionOptions {
@@ -1122,6 +1238,7 @@ impl Default for ConnectionOptions {
             settle: Duration::from_secs(3),
             presence_timeout: Duration::from_secs(60),
             server_pid: None,
+            transport: Transport::Ws,
         }
     }
 }
@@ -1130,6 +1247,7 @@ impl Default for ConnectionOptions {
 /// `getOnlineUsers` frame first lists the probe user.
 async fn hold_socket(
     mut socket: Ws,
+    transport: Transport,
     probe: Arc<Mutex<Option<(String, Instant)>>>,
     seen_probe: Arc<AtomicU64>,
     stop: CancellationToken,
@@ -1145,7 +1263,18 @@ async fn hold_socket(
         let now = Instant::now();
         match message {
             Some(Ok(Message::Text(text))) => {
-                if arrival.is_some() || !text.starts_with(r#"{"type":"getOnlineUsers""#) {
+                let presence = match transport {
+                    Transport::Ws => r#"{"type":"getOnlineUsers""#,
+                    Transport::SocketIo => {
+                        if text.as_str() == "2" {
+                            let _ =
+                                futures_util::SinkExt::send(&mut socket, Message::text("3")).await;
+                            continue;
+                        }
+                        r#"42["getOnlineUsers""#
+                    }
+                };
+                if arrival.is_some() || !text.starts_with(presence) {
                     continue;
                 }
                 let probe = probe.lock().clone();
@@ -1202,7 +1331,7 @@ pub async fn run_connections(
     let results: Vec<anyhow::Result<Ws>> = stream::iter(0..options.connections)
         .map(|index| {
             let token = owners[index % users].token.clone();
-            async move { connect_socket(target, &token).await }
+            async move { connect_with(target, &token, options.transport).await }
         })
         .buffer_unordered(options.connect_concurrency.max(1))
         .collect()
@@ -1215,6 +1344,7 @@ pub async fn run_connections(
             Ok(socket) => {
                 holders.spawn(hold_socket(
                     socket,
+                    options.transport,
                     probe.clone(),
                     seen_probe.clone(),
                     stop.clone(),
@@ -1230,7 +1360,7 @@ pub async fn run_connections(
     // The probe: one more user connects; every socket must get a getOnlineUsers listing it.
     *probe.lock() = Some((probe_account.id.clone(), Instant::now()));
     let probe_started = Instant::now();
-    let probe_socket = connect_socket(target, &probe_account.token).await?;
+    let probe_socket = connect_with(target, &probe_account.token, options.transport).await?;
     let deadline = probe_started + options.presence_timeout;
     while (seen_probe.load(Ordering::Relaxed) as usize) < open && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -1258,6 +1388,7 @@ pub async fn run_connections(
     };
     Ok(json!({
         "mode": "connections",
+        "transport": format!("{:?}", options.transport),
         "connections": open,
         "users": users,
         "connect_s": round(connect_secs, 3),
@@ -1374,6 +1505,7 @@ pub async fn fill_store(
                     text: message_text(index, 100),
                     image: String::new(),
                     created_at: now(),
+                    ..NewMessage::default()
                 })
                 .await?;
             }

@@ -5,9 +5,39 @@
 
 use crate::store::chat::MessageRecord;
 
+/// A message as its participants see it: the stored record, and a preview of the message it
+/// replies to (resolved by the domain, which checked the reply is in the same conversation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageView {
+    pub message: MessageRecord,
+    pub reply: Option<ReplyPreview>,
+}
+
+impl MessageView {
+    /// A view without a reply preview.
+    pub fn plain(message: MessageRecord) -> MessageView {
+        MessageView {
+            message,
+            reply: None,
+        }
+    }
+}
+
+/// What a reply shows of the message it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyPreview {
+    pub id: String,
+    /// Empty when the original was deleted.
+    pub text: String,
+    pub image: String,
+    pub sender_id: String,
+    pub sender_name: String,
+    pub deleted: bool,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChatEvent {
-    NewMessage(MessageRecord),
+    NewMessage(Box<MessageView>),
     /// The sender's message job moved to `state` (`waiting`, `active`, `delayed`, `completed`,
     /// `failed`).
     MessageStatus {

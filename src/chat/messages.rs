@@ -19,7 +19,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::delivery::ChatEvent;
+use super::delivery::{ChatEvent, MessageView};
 use super::email::Email;
 use super::error::ChatError;
 use super::images;
@@ -302,6 +302,7 @@ impl Chat {
                 text: data.text.clone(),
                 image,
                 created_at: data.created_at,
+                ..NewMessage::default()
             })
             .await;
         let (message, inserted) = match saved {
@@ -342,8 +343,10 @@ impl Chat {
         job.progress(json!(100)).await?;
         // Delivery comes last: nothing after it can fail the attempt and cause a second delivery.
         let users = [message.sender_id.as_str(), message.receiver_id.as_str()];
-        self.delivery
-            .deliver(&users, ChatEvent::NewMessage(message.clone()));
+        self.delivery.deliver(
+            &users,
+            ChatEvent::NewMessage(Box::new(MessageView::plain(message.clone()))),
+        );
         if let Some(event) = notify_now {
             self.delivery
                 .deliver(&[message.receiver_id.as_str()], event);

@@ -40,7 +40,7 @@ use crate::store::chat::{ChatStore, HistoryPage, MessageRecord, UserRecord};
 
 pub use accounts::{Accounts, Authenticated, HashCost, Signup};
 pub use administration::{AccountSummary, Invitation, SignupMode};
-pub use delivery::{ChatEvent, Delivery, NoDelivery};
+pub use delivery::{ChatEvent, Delivery, MessageView, NoDelivery, ReplyPreview};
 pub use error::ChatError;
 pub use messages::{ImageInput, SendInput, Sent};
 pub use sessions::{ClientInfo, SessionInfo};
@@ -387,6 +387,15 @@ impl Chat {
             return Err(ChatError::NotFound("User not found".to_owned()));
         }
         Ok(self.store.history(&user.id, other_id, page).await?)
+    }
+
+    /// The conversations of `user_id` with their last messages (the starting point of a
+    /// socket's catch-up after a reconnect).
+    pub async fn conversations(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<crate::store::chat::ConversationSummary>, ChatError> {
+        Ok(self.store.conversations(user_id).await?)
     }
 
     /// A message job, if `viewer` sent it (or `viewer` is `None`: the admin).

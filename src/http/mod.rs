@@ -52,6 +52,7 @@ use crate::store::JobStore;
 
 pub use error::{error_response, ApiError, ErrorBody, JsonBody, INTERNAL_MESSAGE};
 pub use files::{ServeSettings, UPLOAD_PATH};
+pub use origin::cookie_origin_refusal;
 pub use serve::serve_connections;
 pub use session::{authenticate, EXPECTED_USER_HEADER};
 pub use settings::HttpSettings;
@@ -218,7 +219,7 @@ pub fn app(state: AppState) -> Router {
     crate::telemetry::init();
     let cors = cors_layer(&state.config().http.cors_origins);
     // `Router::layer` wraps what came before, so the list reads innermost first.
-    Router::new()
+    let router = Router::new()
         .merge(health::router())
         .merge(monitor::router())
         .merge(admin::router())
@@ -231,7 +232,10 @@ pub fn app(state: AppState) -> Router {
         .merge(socket::router())
         .merge(web::router(state.config()))
         .merge(files::router(state.config()))
-        .merge(user_search::router())
+        .merge(user_search::router());
+    #[cfg(feature = "socketio")]
+    let router = router.merge(crate::socketio::router());
+    router
         // A JSON 404, or `FRONTEND_DIR`'s front end for paths that are not Courier's.
         .fallback(frontend::fallback)
         .layer(middleware::from_fn_with_state(state.clone(), origin::guard))

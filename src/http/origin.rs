@@ -45,6 +45,13 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
     next.run(request).await
 }
 
+/// Why a request with the session cookie and these headers may not act as the user (see the
+/// module docs), or `None` when it may. For handshakes that authenticate later, such as
+/// Socket.IO's namespace connect.
+pub fn cookie_origin_refusal(headers: &HeaderMap, allowed: &[String]) -> Option<&'static str> {
+    check(headers, allowed).err().map(|refusal| refusal.message)
+}
+
 /// Why a request was refused: `message` for the client, `reason` for the log.
 #[derive(Debug)]
 struct Refusal {

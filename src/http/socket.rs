@@ -335,8 +335,8 @@ impl HubDelivery {
 impl Delivery for HubDelivery {
     fn deliver(&self, users: &[&str], event: ChatEvent) {
         let frame = match &event {
-            ChatEvent::NewMessage(message) => {
-                ChatFrame::NewMessage(&MessageJson::from(message)).encode()
+            ChatEvent::NewMessage(view) => {
+                ChatFrame::NewMessage(&MessageJson::from(&**view)).encode()
             }
             ChatEvent::MessageStatus {
                 message_id,
@@ -490,19 +490,21 @@ mod tests {
             )))
         );
         let delivery = HubDelivery::new(hub.clone());
-        let message = crate::store::chat::MessageRecord {
-            id: "m1".into(),
-            sender_id: "a".into(),
-            receiver_id: "b".into(),
-            text: "hi \"you\"".into(),
-            image: String::new(),
-            seq: 3,
-            created_at: 0,
-            updated_at: 1000,
-        };
+        let mut message = crate::store::chat::MessageRecord::new_at(
+            crate::store::chat::NewMessage {
+                id: "m1".into(),
+                sender_id: "a".into(),
+                receiver_id: "b".into(),
+                text: "hi \"you\"".into(),
+                ..Default::default()
+            },
+            3,
+            3,
+        );
+        message.updated_at = 1000;
         let cases = [
             (
-                ChatEvent::NewMessage(message),
+                ChatEvent::NewMessage(Box::new(crate::chat::MessageView::plain(message))),
                 r#"{"type":"newMessage","data":{"_id":"m1","senderId":"a","receiverId":"b","text":"hi \"you\"","image":"","seq":3,"createdAt":"1970-01-01T00:00:00.000Z","updatedAt":"1970-01-01T00:00:01.000Z"}}"#,
             ),
             (

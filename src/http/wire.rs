@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::chat::{names, SidebarEntry};
+use crate::chat::{names, MessageView, SidebarEntry};
 use crate::store::chat::{MessageRecord, UserRecord};
 use crate::time::iso_time;
 
@@ -92,6 +92,12 @@ impl From<&MessageRecord> for MessageJson {
             created_at: iso_time(message.created_at),
             updated_at: iso_time(message.updated_at),
         }
+    }
+}
+
+impl From<&MessageView> for MessageJson {
+    fn from(view: &MessageView) -> MessageJson {
+        MessageJson::from(&view.message)
     }
 }
 

@@ -16,7 +16,11 @@ pub struct Clock {
 
 impl Clock {
     pub fn new() -> Clock {
-        let start_millis: Millis = crate::time::now_millis();
+        Clock::starting_at(crate::time::now_millis())
+    }
+
+    /// A clock that reads `start_millis` now.
+    pub fn starting_at(start_millis: Millis) -> Clock {
         Clock {
             start_instant: Instant::now(),
             start_millis,

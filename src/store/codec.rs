@@ -7,6 +7,7 @@
 
 use serde::{de::DeserializeOwned, Serialize};
 
+use super::chat::{self, MessageRecord};
 use super::job::{v1, JobSpec, JobStatus};
 use super::StoreError;
 
@@ -15,7 +16,8 @@ use super::StoreError;
 pub const FORMAT_V1: u8 = 1;
 
 /// Tag of the second layout, for the records whose shape grew after format 1 (job specs and
-/// statuses gained a group): postcard 1.x of the current shape.
+/// statuses gained a group; messages gained groups, replies, attachments, edits, deletes,
+/// reactions and a change stamp): postcard 1.x of the current shape.
 pub const FORMAT_V2: u8 = 2;
 
 /// A record whose layout changed after format 1: written with [`FORMAT_V2`], and read from
@@ -31,6 +33,10 @@ impl Versioned for JobSpec {
 
 impl Versioned for JobStatus {
     type V1 = v1::JobStatus;
+}
+
+impl Versioned for MessageRecord {
+    type V1 = chat::v1::MessageRecord;
 }
 
 fn body<T: DeserializeOwned>(body: &[u8]) -> Result<T, StoreError> {
@@ -128,7 +134,7 @@ pub(crate) mod golden {
 
     use super::{decode, decode_versioned, encode, encode_versioned, Versioned};
     use crate::store::accounts::{AccountState, OneTimeToken, SessionRecord, TokenPurpose};
-    use crate::store::chat::{MessageRecord, UserRecord};
+    use crate::store::chat::{self, Attachment, Edit, MessageRecord, Reaction, UserRecord};
     use crate::store::job::{
         v1, Backoff, BackoffKind, JobOptions, JobSpec, JobState, JobStatus, KeepJobs,
     };
@@ -345,20 +351,69 @@ pub(crate) mod golden {
         );
     }
 
+    const MESSAGE_RECORD_V1: &str = "01036d2d3105752d61646105752d626f620a68656c6c6f2c20426f621d68747470733a2f2f696d672e6578616d706c652e636f6d2f312e706e6701909e96ffbc31f8a596ffbc31";
+
+    fn message_v1() -> chat::v1::MessageRecord {
+        chat::v1::MessageRecord {
+            id: "m-1".to_owned(),
+            sender_id: "u-ada".to_owned(),
+            receiver_id: "u-bob".to_owned(),
+            text: "hello, Bob".to_owned(),
+            image: "https://img.example.com/1.png".to_owned(),
+            seq: 1,
+            created_at: 1_700_000_010_000,
+            updated_at: 1_700_000_011_000,
+        }
+    }
+
     #[test]
     fn message_record() {
-        golden(
-            &MessageRecord {
-                id: "m-1".to_owned(),
-                sender_id: "u-ada".to_owned(),
-                receiver_id: "u-bob".to_owned(),
-                text: "hello, Bob".to_owned(),
-                image: "https://img.example.com/1.png".to_owned(),
-                seq: 1,
-                created_at: 1_700_000_010_000,
-                updated_at: 1_700_000_011_000,
-            },
-            "01036d2d3105752d61646105752d626f620a68656c6c6f2c20426f621d68747470733a2f2f696d672e6578616d706c652e636f6d2f312e706e6701909e96ffbc31f8a596ffbc31",
+        golden(&message_v1(), MESSAGE_RECORD_V1);
+        let upgraded = MessageRecord::from(message_v1());
+        upgrades::<MessageRecord>(MESSAGE_RECORD_V1, &upgraded);
+        assert_eq!(upgraded.change, 0);
+        assert_eq!(upgraded.group_id, None);
+        assert!(upgraded.reactions.is_empty() && upgraded.edit_history.is_empty());
+    }
+
+    #[test]
+    fn message_record_v2_with_everything_set() {
+        let mut message = MessageRecord::from(message_v1());
+        message.group_id = Some("g-1".to_owned());
+        message.receiver_id = String::new();
+        message.reply_to = Some("m-0".to_owned());
+        message.attachment = Some(Attachment {
+            url: "/api/files/ab/notes.pdf".to_owned(),
+            name: "notes.pdf".to_owned(),
+            size: 1_234,
+            file_type: "document".to_owned(),
+            mime_type: "application/pdf".to_owned(),
+        });
+        message.edit_history = vec![Edit {
+            text: "helo".to_owned(),
+            edited_at: 1_700_000_012_000,
+        }];
+        message.edited_at = Some(1_700_000_012_000);
+        message.deleted_at = Some(1_700_000_013_000);
+        message.reactions = vec![Reaction {
+            emoji: "👍".to_owned(),
+            users: vec!["u-bob".to_owned(), "u-cy".to_owned()],
+        }];
+        message.system = true;
+        message.change = 7;
+        golden_versioned(
+            &message,
+            "02036d2d3105752d616461000a68656c6c6f2c20426f621d68747470733a2f2f696d672e6578616d706c652e636f6d2f312e706e6701909e96ffbc31f8a596ffbc310103672d3101036d2d3001172f6170692f66696c65732f61622f6e6f7465732e706466096e6f7465732e706466d20908646f63756d656e740f6170706c69636174696f6e2f706466010468656c6fe0ad96ffbc3101e0ad96ffbc3101c8b596ffbc310104f09f918d0205752d626f6204752d63790107",
+        );
+    }
+
+    #[test]
+    fn message_record_v2_with_nothing_set() {
+        let mut message = MessageRecord::from(message_v1());
+        message.change = 1;
+        golden_versioned(
+            &message,
+            "02036d2d3105752d61646105752d626f620a68656c6c6f2c20426f621d68747470733a2f2f696d672e6578616d706c652e636f6d2f312e706e6701909e96ffbc31f8a596ffbc31000000000000000001",
         );
     }
 

@@ -29,12 +29,17 @@ pub(crate) struct Lanes<K> {
     /// Lanes in turn order (`None`: the ungrouped one). Every lane with waiting jobs is here
     /// once; a lane that ran dry may linger until the next `pick` passes it.
     ring: VecDeque<Option<Arc<str>>>,
+    /// Idle groups kept only for their rate window, oldest first: `pick` forgets them once the
+    /// window is over, so a queue that saw a million conversations does not keep a million lanes.
+    cooling: VecDeque<Arc<str>>,
 }
 
 struct Lane<K> {
     waiting: BTreeSet<K>,
     active: u32,
     queued: bool,
+    /// Whether the group is in `cooling`.
+    cooling: bool,
     rate: RateWindow,
 }
 
@@ -44,6 +49,7 @@ impl<K> Default for Lane<K> {
             waiting: BTreeSet::new(),
             active: 0,
             queued: false,
+            cooling: false,
             rate: RateWindow::default(),
         }
     }
@@ -56,6 +62,7 @@ impl<K> Default for Lanes<K> {
             ungrouped_queued: false,
             groups: HashMap::new(),
             ring: VecDeque::new(),
+            cooling: VecDeque::new(),
         }
     }
 }
@@ -132,6 +139,7 @@ impl<K: Ord + Clone> Lanes<K> {
     /// The job `take` should start at `now` under `limits`, without taking it. Drops lanes that
     /// ran dry from the ring on the way.
     pub(crate) fn pick(&mut self, limits: GroupLimits, now: Millis) -> Pick<K> {
+        self.sweep_cooling(limits, now);
         let mut rate_limited: Option<Millis> = None;
         let mut position = 0;
         while let Some(slot) = self.ring.get(position) {
@@ -212,13 +220,44 @@ impl<K: Ord + Clone> Lanes<K> {
     }
 
     /// Forgets a group with nothing waiting, nothing active and no turn in the ring. A group
-    /// whose rate window was used is remembered, so its window holds.
+    /// whose rate window was used is remembered until the window is over (see `cooling`), so
+    /// its window holds.
     fn forget_if_idle(&mut self, group: &str) {
-        let idle = self.groups.get(group).is_some_and(|lane| {
-            lane.waiting.is_empty() && lane.active == 0 && !lane.queued && lane.rate.is_unused()
-        });
-        if idle {
+        let Some((name, lane)) = self.groups.get_key_value(group) else {
+            return;
+        };
+        if !lane.waiting.is_empty() || lane.active > 0 || lane.queued {
+            return;
+        }
+        if lane.rate.is_unused() {
             self.groups.remove(group);
+        } else if !lane.cooling {
+            let name = name.clone();
+            self.cooling.push_back(name.clone());
+            if let Some(lane) = self.groups.get_mut(&name) {
+                lane.cooling = true;
+            }
+        }
+    }
+
+    /// Forgets the cooling groups, oldest first, whose rate window is over at `now`; a group
+    /// that got work again just leaves the list. Stops at the first window still open (the
+    /// list is in the order groups went idle, so later windows are rarely over sooner).
+    fn sweep_cooling(&mut self, limits: GroupLimits, now: Millis) {
+        while let Some(group) = self.cooling.front() {
+            match self.groups.get_mut(group) {
+                None => {}
+                Some(lane) if !lane.waiting.is_empty() || lane.active > 0 || lane.queued => {
+                    lane.cooling = false;
+                }
+                Some(lane) => {
+                    if !lane.rate.is_over(limits.rate, now) {
+                        return;
+                    }
+                    self.groups.remove(group);
+                }
+            }
+            self.cooling.pop_front();
         }
     }
 }
@@ -307,5 +346,45 @@ mod tests {
         assert_eq!(take(&mut lanes, limits), Some("b-1"));
         assert!(matches!(lanes.pick(limits, 0), Pick::RateLimited(1_000)));
         assert!(matches!(lanes.pick(limits, 1_000), Pick::Job(_)));
+    }
+
+    #[test]
+    fn an_idle_group_is_kept_for_its_rate_window_then_forgotten() {
+        let limits = GroupLimits {
+            concurrency: None,
+            rate: Some(RateLimit {
+                max: 1,
+                duration_ms: 1_000,
+            }),
+        };
+        let mut lanes = Lanes::default();
+        add(&mut lanes, 1, "a-1");
+        add(&mut lanes, 2, "a-2");
+        assert_eq!(take(&mut lanes, limits), Some("a-1"));
+        // a-2 goes (removed while waiting) and a-1 finishes: a is idle but its window holds.
+        lanes.leave(Some("a"), JobState::Waiting, &(2, "a-2"));
+        lanes.leave(Some("a"), JobState::Active, &(1, "a-1"));
+        assert!(matches!(lanes.pick(limits, 999), Pick::Empty));
+        assert!(lanes.groups.contains_key("a"), "its window is still open");
+        add(&mut lanes, 3, "a-3");
+        assert!(matches!(lanes.pick(limits, 999), Pick::RateLimited(1_000)));
+        assert_eq!(
+            lanes.cooling.len(),
+            0,
+            "a group with work leaves the cooling list"
+        );
+        let Pick::Job(choice) = lanes.pick(limits, 1_000) else {
+            panic!("the window is over");
+        };
+        lanes.commit(&choice, limits, 1_000);
+        lanes.leave(Some("a"), JobState::Waiting, &(3, "a-3"));
+        assert!(matches!(lanes.pick(limits, 1_999), Pick::Empty));
+        assert!(lanes.groups.contains_key("a"));
+        assert!(matches!(lanes.pick(limits, 2_000), Pick::Empty));
+        assert!(
+            lanes.groups.is_empty(),
+            "the window is over: the group is forgotten"
+        );
+        assert!(lanes.cooling.is_empty());
     }
 }

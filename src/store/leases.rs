@@ -53,6 +53,15 @@ impl RateWindow {
         }
     }
 
+    /// Whether the last window opened is over at `now` under `limit` (so forgetting it changes
+    /// nothing); always true without a limit.
+    pub(crate) fn is_over(&self, limit: Option<RateLimit>, now: Millis) -> bool {
+        match (limit, self.start) {
+            (Some(limit), Some(start)) => now >= start.saturating_add(limit.duration_ms),
+            _ => true,
+        }
+    }
+
     /// Whether no window was ever opened (nothing to remember about this limit).
     pub(crate) fn is_unused(&self) -> bool {
         self.start.is_none()

@@ -245,6 +245,8 @@ fn options_value(opts: &JobOptions) -> Value {
         "lifo": opts.lifo,
         "removeOnComplete": keep_value(opts.remove_on_complete),
         "removeOnFail": keep_value(opts.remove_on_fail),
+        // BullMQ Pro's spelling of a job group.
+        "group": opts.group.as_ref().map(|id| serde_json::json!({ "id": id })),
     })
 }
 

@@ -324,10 +324,25 @@ pub struct QueueManager {
 
 impl QueueManager {
     pub fn new(store: Arc<dyn JobStore>, hub: Arc<dyn EventHub>) -> QueueManager {
+        QueueManager::with_clock(store, hub, Clock::new())
+    }
+
+    /// A manager whose clock reads `start` (epoch milliseconds) now, instead of the wall clock:
+    /// for simulations that restart the engine and need time to go on from where it was, the
+    /// same on every run (see tests/queue_simulation.rs).
+    pub fn starting_at(
+        store: Arc<dyn JobStore>,
+        hub: Arc<dyn EventHub>,
+        start: Millis,
+    ) -> QueueManager {
+        QueueManager::with_clock(store, hub, Clock::starting_at(start))
+    }
+
+    fn with_clock(store: Arc<dyn JobStore>, hub: Arc<dyn EventHub>, clock: Clock) -> QueueManager {
         QueueManager {
             store,
             hub,
-            clock: Clock::new(),
+            clock,
             queues: Arc::new(RwLock::new(Vec::new())),
             started: Arc::new(Mutex::new(false)),
         }

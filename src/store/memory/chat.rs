@@ -17,21 +17,21 @@
 
 mod accounts;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use crate::store::accounts::{AccountState, OneTimeToken, SessionRecord, TokenPurpose};
 use crate::store::chat::{
-    AccountChange, ChatStore, ConversationSummary, CreateUser, HistoryPage, MessageRecord,
-    NewMessage, UserChange, UserRecord,
+    direct_conversation_key, AccountChange, ChangeOutcome, ChatStore, ConversationSummary,
+    CreateUser, HistoryPage, MessageChange, MessageRecord, NewMessage, UserChange, UserRecord,
 };
 use crate::store::job::Millis;
 use crate::store::StoreError;
 
-/// A conversation: its two user ids, smaller first.
-type ConversationKey = (String, String);
+/// A conversation: its two user ids sorted and joined with `:`, or a group id.
+type ConversationKey = String;
 
 /// Chat data kept in memory (see the module docs). Cheap to create; share it as
 /// `Arc<dyn ChatStore>`.
@@ -65,6 +65,12 @@ struct State {
     partners: HashMap<String, BTreeSet<String>>,
     /// Message id → where the message is.
     message_ids: HashMap<String, (ConversationKey, u64)>,
+    /// Each conversation's change index: change stamp → seq of the message it stamped last.
+    changes: HashMap<ConversationKey, BTreeMap<u64, u64>>,
+    /// Each conversation's last change stamp.
+    last_change: HashMap<ConversationKey, u64>,
+    /// File URL → ids of the stored messages that refer to it.
+    file_refs: HashMap<String, BTreeSet<String>>,
     /// Read marks, by conversation and reader.
     read_marks: HashMap<(ConversationKey, String), u64>,
     /// Time of the last e-mail claim, by conversation and the user e-mailed.
@@ -93,11 +99,7 @@ fn check_id(id: &str) -> Result<(), StoreError> {
 }
 
 fn conversation_key(a: &str, b: &str) -> ConversationKey {
-    if a <= b {
-        (a.to_owned(), b.to_owned())
-    } else {
-        (b.to_owned(), a.to_owned())
-    }
+    direct_conversation_key(a, b)
 }
 
 /// The part of `messages` (sorted by `seq`) that `page` asks for, oldest first.
@@ -112,6 +114,8 @@ fn page_of(messages: &[MessageRecord], page: HistoryPage) -> &[MessageRecord] {
             let start = messages.partition_point(|message| message.seq <= seq);
             (start, start.saturating_add(limit).min(messages.len()))
         }
+        // Answered from the change index (`State::changed_after`).
+        HistoryPage::ChangedAfter { .. } => (0, 0),
     };
     messages.get(start..end).unwrap_or_default()
 }
@@ -153,8 +157,21 @@ impl State {
 
     fn save_message(&mut self, message: NewMessage) -> Result<(MessageRecord, bool), StoreError> {
         check_id(&message.sender_id)?;
-        check_id(&message.receiver_id)?;
-        for user in [&message.sender_id, &message.receiver_id] {
+        let conversation = match &message.group_id {
+            Some(group) => {
+                check_id(group)?;
+                group.clone()
+            }
+            None => {
+                check_id(&message.receiver_id)?;
+                conversation_key(&message.sender_id, &message.receiver_id)
+            }
+        };
+        let mut named = vec![&message.sender_id];
+        if message.group_id.is_none() {
+            named.push(&message.receiver_id);
+        }
+        for user in named {
             if self.deleted_users.contains(user) {
                 return Err(StoreError::Deleted(user.clone()));
             }
@@ -162,26 +179,32 @@ impl State {
         if let Some(stored) = self.message(&message.id) {
             return Ok((stored.clone(), false));
         }
-        let conversation = conversation_key(&message.sender_id, &message.receiver_id);
+        let is_group = message.group_id.is_some();
+        let change = self.next_change(&conversation);
         let messages = self.conversations.entry(conversation.clone()).or_default();
         let seq = messages.last().map_or(0, |last| last.seq) + 1;
-        let record = MessageRecord {
-            id: message.id,
-            sender_id: message.sender_id,
-            receiver_id: message.receiver_id,
-            text: message.text,
-            image: message.image,
-            seq,
-            created_at: message.created_at,
-            updated_at: message.created_at,
-        };
+        let record = MessageRecord::new_at(message, seq, change);
         messages.push(record.clone());
-        let (first, second) = &conversation;
-        for (user, other) in [(first, second), (second, first)] {
-            self.partners
-                .entry(user.clone())
+        if !is_group {
+            for (user, other) in [
+                (&record.sender_id, &record.receiver_id),
+                (&record.receiver_id, &record.sender_id),
+            ] {
+                self.partners
+                    .entry(user.clone())
+                    .or_default()
+                    .insert(other.clone());
+            }
+        }
+        self.changes
+            .entry(conversation.clone())
+            .or_default()
+            .insert(change, seq);
+        for url in record.file_refs() {
+            self.file_refs
+                .entry(url)
                 .or_default()
-                .insert(other.clone());
+                .insert(record.id.clone());
         }
         self.message_ids
             .insert(record.id.clone(), (conversation, seq));
@@ -189,14 +212,104 @@ impl State {
         Ok((record, true))
     }
 
+    fn next_change(&mut self, conversation: &str) -> u64 {
+        let last = self.last_change.entry(conversation.to_owned()).or_insert(0);
+        *last += 1;
+        *last
+    }
+
+    fn change_message(&mut self, id: &str, change: MessageChange, now: Millis) -> ChangeOutcome {
+        let Some((conversation, seq)) = self.message_ids.get(id).cloned() else {
+            return ChangeOutcome::NotFound;
+        };
+        let Some(mut record) = self.message(id).cloned() else {
+            return ChangeOutcome::NotFound;
+        };
+        let before = record.clone();
+        match change.apply(&mut record, now) {
+            Err(refused) => return ChangeOutcome::Refused(refused, before),
+            Ok(false) => return ChangeOutcome::Unchanged(before),
+            Ok(true) => {}
+        }
+        let stamp = self.next_change(&conversation);
+        record.change = stamp;
+        let index = self.changes.entry(conversation.clone()).or_default();
+        index.remove(&before.change);
+        index.insert(stamp, seq);
+        let mut released = Vec::new();
+        let kept = record.file_refs();
+        for url in before.file_refs() {
+            if kept.contains(&url) {
+                continue;
+            }
+            if let Some(ids) = self.file_refs.get_mut(&url) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.file_refs.remove(&url);
+                    released.push(url);
+                }
+            }
+        }
+        if let Some(stored) = self
+            .conversations
+            .get_mut(&conversation)
+            .and_then(|messages| {
+                let index = messages.partition_point(|message| message.seq < seq);
+                messages.get_mut(index)
+            })
+        {
+            *stored = record.clone();
+        }
+        ChangeOutcome::Changed {
+            message: record,
+            released,
+        }
+    }
+
+    /// The first `limit` messages of `conversation` stamped after `change`, in stamp order.
+    fn changed_after(&self, conversation: &str, change: u64, limit: usize) -> Vec<MessageRecord> {
+        let (Some(index), Some(messages)) = (
+            self.changes.get(conversation),
+            self.conversations.get(conversation),
+        ) else {
+            return Vec::new();
+        };
+        let Some(from) = change.checked_add(1) else {
+            return Vec::new();
+        };
+        index
+            .range(from..)
+            .take(limit)
+            .filter_map(|(_, seq)| {
+                let position = messages.partition_point(|message| message.seq < *seq);
+                messages.get(position).filter(|message| message.seq == *seq)
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn conversation_page(&self, conversation: &str, page: HistoryPage) -> Vec<MessageRecord> {
+        if let HistoryPage::ChangedAfter { change, limit } = page {
+            return self.changed_after(conversation, change, limit);
+        }
+        match self.conversations.get(conversation) {
+            Some(messages) => page_of(messages, page).to_vec(),
+            None => Vec::new(),
+        }
+    }
+
+    fn group_history(&self, group_id: &str, page: HistoryPage) -> Vec<MessageRecord> {
+        if !key_safe(group_id) {
+            return Vec::new();
+        }
+        self.conversation_page(group_id, page)
+    }
+
     fn history(&self, a: &str, b: &str, page: HistoryPage) -> Vec<MessageRecord> {
         if !key_safe(a) || !key_safe(b) {
             return Vec::new();
         }
-        match self.conversations.get(&conversation_key(a, b)) {
-            Some(messages) => page_of(messages, page).to_vec(),
-            None => Vec::new(),
-        }
+        self.conversation_page(&conversation_key(a, b), page)
     }
 
     fn last_seq(&self, conversation: &ConversationKey) -> u64 {
@@ -338,6 +451,31 @@ impl ChatStore for MemoryChatStore {
         Ok(self.state.lock().history(a, b, page))
     }
 
+    async fn group_history(
+        &self,
+        group_id: &str,
+        page: HistoryPage,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        Ok(self.state.lock().group_history(group_id, page))
+    }
+
+    async fn change_message(
+        &self,
+        id: &str,
+        change: MessageChange,
+        now: Millis,
+    ) -> Result<ChangeOutcome, StoreError> {
+        Ok(self.state.lock().change_message(id, change, now))
+    }
+
+    async fn file_referenced(&self, url: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .state
+            .lock()
+            .file_refs
+            .contains_key(crate::store::chat::canonical_file_url(url)))
+    }
+
     async fn mark_read(&self, reader: &str, other: &str, seq: u64) -> Result<u64, StoreError> {
         self.state.lock().mark_read(reader, other, seq)
     }
@@ -466,16 +604,14 @@ mod tests {
     }
 
     fn message(seq: u64) -> MessageRecord {
-        MessageRecord {
+        let message = NewMessage {
             id: format!("m{seq}"),
             sender_id: "a".to_owned(),
             receiver_id: "b".to_owned(),
-            text: String::new(),
-            image: String::new(),
-            seq,
             created_at: seq,
-            updated_at: seq,
-        }
+            ..NewMessage::default()
+        };
+        MessageRecord::new_at(message, seq, seq)
     }
 
     /// Pages are cut by `seq`, not by position: they stay right if a conversation has gaps.

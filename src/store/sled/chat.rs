@@ -22,14 +22,20 @@
 //! | `p<userId>\0<otherId>` | empty; both directions, written with a conversation's first message |
 //! | `r<convId>\0<userId>` | read mark (u64) |
 //! | `x<convId>\0<userId>` | time of the last e-mail claim (Millis) |
+//! | `k<convId>\0<change u64 BE>` | seq of the message this change stamp is the latest of (see `chat/changes.rs`) |
+//! | `h<url>\0<messageId>` | empty: the message refers to the stored file at `url` |
+//! | `m:file-refs` | empty: the `h` index covers every message (see `chat/changes.rs`) |
 //! | `m:count` | number of stored messages, u64 BE (the committer's counter key) |
 //! | `a…`, `t…`, `T…`, `b…`, `B…`, `s…`, `S…` | account states, single-use tokens, blocks, sessions (see `chat/accounts.rs`) |
 //! | `d<userId>` | when the account was disabled (see `chat/deletion.rs`, which also deletes users) |
 //!
-//! `convId` is the two user ids sorted and joined with `:`; user ids therefore may contain neither
-//! `:` nor NUL (ObjectIds never do), and writes reject ids that would.
+//! `convId` is the two user ids sorted and joined with `:`, or a group id for a group's messages;
+//! user and group ids therefore may contain neither `:` nor NUL (ObjectIds never do), and writes
+//! reject ids that would. Messages are stored in format 2 (`codec::encode_versioned`); those of
+//! format 1 read as they were, with no change stamp.
 
 mod accounts;
+mod changes;
 mod deletion;
 mod keys;
 mod sessions;
@@ -46,17 +52,18 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use self::keys::{
-    check_id, conversation_id, conversation_prefix, key, key_safe, message_key, page, pair_key,
-    seq_of, COUNT_KEY, EMAIL, EMAIL_CLAIM, MESSAGE_ID, PARTNER, READ_MARK, USER,
+    change_key, change_prefix, check_id, conversation_id, conversation_prefix, file_ref_key, key,
+    key_safe, message_key, page, pair_key, seq_of, COUNT_KEY, EMAIL, EMAIL_CLAIM, MESSAGE_ID,
+    PARTNER, READ_MARK, USER,
 };
 use super::committer::{AfterCommit, Committer, Write};
 use super::Database;
 use crate::store::accounts::{AccountState, OneTimeToken, SessionRecord, TokenPurpose};
 use crate::store::chat::{
-    AccountChange, ChatStore, ConversationSummary, CreateUser, HistoryPage, MessageRecord,
-    NewMessage, UserChange, UserRecord,
+    AccountChange, ChangeOutcome, ChatStore, ConversationSummary, CreateUser, HistoryPage,
+    MessageChange, MessageRecord, NewMessage, UserChange, UserRecord,
 };
-use crate::store::codec::{decode, encode};
+use crate::store::codec::{decode, decode_versioned, encode, encode_versioned};
 use crate::store::job::Millis;
 use crate::store::StoreError;
 
@@ -76,7 +83,9 @@ type Durable = oneshot::Receiver<Result<(), StoreError>>;
 struct Conversation {
     /// Highest `seq` handed out (queued writes included).
     last_seq: u64,
-    /// The `p` keys of both users exist or are queued.
+    /// Highest change stamp handed out (queued writes included).
+    last_change: u64,
+    /// The `p` keys of both users exist or are queued (always true for a group).
     linked: bool,
 }
 
@@ -203,6 +212,8 @@ pub struct SledChatStore {
     state: Mutex<State>,
     /// Commits finished since the state was last locked, with whether they succeeded.
     settled: Arc<Mutex<Vec<(Settled, bool)>>>,
+    /// Message changes on their way to disk (`changes.rs`).
+    message_writes: Arc<changes::MessageWrites>,
     /// Account and token writes on their way to disk (`accounts.rs`).
     account_writes: Arc<accounts::AccountWrites>,
     /// User record changes on their way to disk (`users.rs`).
@@ -227,6 +238,7 @@ impl SledChatStore {
         };
         let committer =
             database.committer(tree.clone(), COUNT_KEY.to_vec(), message_count, false)?;
+        changes::index_file_refs(&tree)?;
         Ok(SledChatStore {
             tree,
             user_cache: Mutex::new(UserCache::default()),
@@ -235,6 +247,7 @@ impl SledChatStore {
                 ..State::default()
             }),
             settled: Arc::new(Mutex::new(Vec::new())),
+            message_writes: Arc::default(),
             account_writes: Arc::default(),
             user_writes: Arc::default(),
             committer,
@@ -286,13 +299,13 @@ impl SledChatStore {
     }
 
     /// The state of a conversation, loaded from the tree the first time it is written: its last
-    /// key gives the last seq, and one of its `p` keys says whether it is linked.
+    /// key gives the last seq, its last change key the last change stamp, and (for a direct
+    /// conversation, whose two users `link` names) one of its `p` keys whether it is linked.
     fn conversation<'a>(
         &self,
         state: &'a mut State,
         conversation: &str,
-        first: &str,
-        second: &str,
+        link: Option<(&str, &str)>,
     ) -> Result<&'a mut Conversation, StoreError> {
         match state.conversations.entry(conversation.to_owned()) {
             Entry::Occupied(entry) => Ok(entry.into_mut()),
@@ -305,8 +318,25 @@ impl SledChatStore {
                     Some(item) => seq_of(&item?.0)?,
                     None => 0,
                 };
-                let linked = self.tree.contains_key(pair_key(PARTNER, first, second))?;
-                Ok(entry.insert(Conversation { last_seq, linked }))
+                let last_change = match self
+                    .tree
+                    .scan_prefix(change_prefix(conversation))
+                    .next_back()
+                {
+                    Some(item) => seq_of(&item?.0)?,
+                    None => 0,
+                };
+                let linked = match link {
+                    Some((first, second)) => {
+                        self.tree.contains_key(pair_key(PARTNER, first, second))?
+                    }
+                    None => true,
+                };
+                Ok(entry.insert(Conversation {
+                    last_seq,
+                    last_change,
+                    linked,
+                }))
             }
         }
     }
@@ -366,7 +396,7 @@ impl SledChatStore {
         let place: MessageRef = decode(&bytes)?;
         // The id key and the message are written in one batch: one without the other is damage.
         match self.tree.get(message_key(&place.conversation, place.seq))? {
-            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            Some(bytes) => Ok(Some(decode_versioned(&bytes)?)),
             None => Err(StoreError::Codec(format!(
                 "message {id} is indexed but not stored"
             ))),
@@ -380,8 +410,42 @@ impl SledChatStore {
             .scan_prefix(conversation_prefix(conversation))
             .next_back()
         {
-            Some(item) => Ok(Some(decode(&item?.1)?)),
+            Some(item) => Ok(Some(decode_versioned(&item?.1)?)),
             None => Ok(None),
+        }
+    }
+    /// A page of the conversation keyed `conversation` (direct or group).
+    fn conversation_page(
+        &self,
+        conversation: &str,
+        page_wanted: HistoryPage,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        match page_wanted {
+            HistoryPage::Latest { limit } => page(
+                self.tree.scan_prefix(conversation_prefix(conversation)),
+                limit,
+                true,
+            ),
+            HistoryPage::Before { seq, limit } => page(
+                self.tree
+                    .range(message_key(conversation, 0)..message_key(conversation, seq)),
+                limit,
+                true,
+            ),
+            HistoryPage::After { seq, limit } => match seq.checked_add(1) {
+                Some(from) => page(
+                    self.tree.range(
+                        message_key(conversation, from)..=message_key(conversation, u64::MAX),
+                    ),
+                    limit,
+                    false,
+                ),
+                None => Ok(Vec::new()),
+            },
+
+            HistoryPage::ChangedAfter { change, limit } => {
+                self.changed_after(conversation, change, limit)
+            }
         }
     }
 }
@@ -475,11 +539,23 @@ impl ChatStore for SledChatStore {
 
     async fn save_message(&self, message: NewMessage) -> Result<(MessageRecord, bool), StoreError> {
         check_id(&message.sender_id)?;
-        check_id(&message.receiver_id)?;
-        let conversation = conversation_id(&message.sender_id, &message.receiver_id);
+        let conversation = match &message.group_id {
+            Some(group) => {
+                check_id(group)?;
+                group.clone()
+            }
+            None => {
+                check_id(&message.receiver_id)?;
+                conversation_id(&message.sender_id, &message.receiver_id)
+            }
+        };
         let decided: Result<(Durable, MessageRecord), Existing> = {
             let mut state = self.lock();
-            for user in [&message.sender_id, &message.receiver_id] {
+            let mut named = vec![&message.sender_id];
+            if message.group_id.is_none() {
+                named.push(&message.receiver_id);
+            }
+            for user in named {
                 if state.deleted_users.contains(user) {
                     return Err(StoreError::Deleted(user.clone()));
                 }
@@ -492,27 +568,23 @@ impl ChatStore for SledChatStore {
             } else if let Some(stored) = self.read_message(&message.id)? {
                 Err(Existing::Stored(stored))
             } else {
-                let (first, second) = if message.sender_id <= message.receiver_id {
-                    (&message.sender_id, &message.receiver_id)
+                let pair = if message.sender_id <= message.receiver_id {
+                    (message.sender_id.clone(), message.receiver_id.clone())
                 } else {
-                    (&message.receiver_id, &message.sender_id)
+                    (message.receiver_id.clone(), message.sender_id.clone())
                 };
-                let entry = self.conversation(&mut state, &conversation, first, second)?;
+                let link = message
+                    .group_id
+                    .is_none()
+                    .then_some((pair.0.as_str(), pair.1.as_str()));
+                let entry = self.conversation(&mut state, &conversation, link)?;
                 let seq = entry.last_seq + 1;
-                let record = MessageRecord {
-                    id: message.id.clone(),
-                    sender_id: message.sender_id.clone(),
-                    receiver_id: message.receiver_id.clone(),
-                    text: message.text,
-                    image: message.image,
-                    seq,
-                    created_at: message.created_at,
-                    updated_at: message.created_at,
-                };
-                let mut writes = Vec::with_capacity(4);
+                let change = entry.last_change + 1;
+                let record = MessageRecord::new_at(message, seq, change);
+                let mut writes = Vec::with_capacity(6);
                 writes.push(Write::Put(
                     message_key(&conversation, seq),
-                    encode(&record)?,
+                    encode_versioned(&record)?,
                 ));
                 writes.push(Write::Put(
                     key(MESSAGE_ID, &record.id),
@@ -521,13 +593,18 @@ impl ChatStore for SledChatStore {
                         seq,
                     })?,
                 ));
-                let link = !entry.linked;
-                if link {
+                writes.push(Write::Put(change_key(&conversation, change), encode(&seq)?));
+                for url in record.file_refs() {
+                    writes.push(Write::Put(file_ref_key(&url, &record.id), Vec::new()));
+                }
+                let newly_linked = !entry.linked;
+                if let (true, Some((first, second))) = (newly_linked, link) {
                     writes.push(Write::Put(pair_key(PARTNER, first, second), Vec::new()));
                     writes.push(Write::Put(pair_key(PARTNER, second, first), Vec::new()));
                 }
                 // Every fallible step is done: now memory may change.
                 entry.last_seq = seq;
+                entry.last_change = change;
                 entry.linked = true;
                 state.message_count += 1;
                 let count = state.message_count;
@@ -576,30 +653,31 @@ impl ChatStore for SledChatStore {
         if !key_safe(a) || !key_safe(b) {
             return Ok(Vec::new());
         }
-        let conversation = conversation_id(a, b);
-        match page_wanted {
-            HistoryPage::Latest { limit } => page(
-                self.tree.scan_prefix(conversation_prefix(&conversation)),
-                limit,
-                true,
-            ),
-            HistoryPage::Before { seq, limit } => page(
-                self.tree
-                    .range(message_key(&conversation, 0)..message_key(&conversation, seq)),
-                limit,
-                true,
-            ),
-            HistoryPage::After { seq, limit } => match seq.checked_add(1) {
-                Some(from) => page(
-                    self.tree.range(
-                        message_key(&conversation, from)..=message_key(&conversation, u64::MAX),
-                    ),
-                    limit,
-                    false,
-                ),
-                None => Ok(Vec::new()),
-            },
+        self.conversation_page(&conversation_id(a, b), page_wanted)
+    }
+
+    async fn group_history(
+        &self,
+        group_id: &str,
+        page_wanted: HistoryPage,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        if !key_safe(group_id) {
+            return Ok(Vec::new());
         }
+        self.conversation_page(group_id, page_wanted)
+    }
+
+    async fn change_message(
+        &self,
+        id: &str,
+        change: MessageChange,
+        now: Millis,
+    ) -> Result<ChangeOutcome, StoreError> {
+        self.write_change(id, change, now).await
+    }
+
+    async fn file_referenced(&self, url: &str) -> Result<bool, StoreError> {
+        self.read_file_referenced(url)
     }
 
     async fn mark_read(&self, reader: &str, other: &str, seq: u64) -> Result<u64, StoreError> {
@@ -615,7 +693,7 @@ impl ChatStore for SledChatStore {
                 (other, reader)
             };
             let last_seq = self
-                .conversation(&mut state, &conversation, first, second)?
+                .conversation(&mut state, &conversation, Some((first, second)))?
                 .last_seq;
             let current = self.mark(&state, &mark_key)?.unwrap_or(0);
             let wanted = seq.min(last_seq);
@@ -664,7 +742,7 @@ impl ChatStore for SledChatStore {
                 );
                 for item in unread_range {
                     let (_, value) = item?;
-                    let message: MessageRecord = decode(&value)?;
+                    let message: MessageRecord = decode_versioned(&value)?;
                     if message.sender_id == other_id && message.sender_id != user {
                         unread += 1;
                     }

@@ -297,10 +297,20 @@ impl State {
             let conversation = super::conversation_key(id, &other);
             for message in self.conversations.remove(&conversation).unwrap_or_default() {
                 self.message_ids.remove(&message.id);
+                for url in message.file_refs() {
+                    if let Some(ids) = self.file_refs.get_mut(&url) {
+                        ids.remove(&message.id);
+                        if ids.is_empty() {
+                            self.file_refs.remove(&url);
+                        }
+                    }
+                }
                 deleted += 1;
             }
+            self.changes.remove(&conversation);
+            self.last_change.remove(&conversation);
         }
-        let theirs = |(first, second): &(String, String)| first == id || second == id;
+        let theirs = |conversation: &String| conversation.split(':').any(|part| part == id);
         self.read_marks
             .retain(|(conversation, _), _| !theirs(conversation));
         self.email_claims

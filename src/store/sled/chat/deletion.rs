@@ -8,13 +8,14 @@
 use std::collections::BTreeSet;
 
 use super::accounts::{ACCOUNT, BLOCK, BLOCKED_BY};
+use super::keys::{change_prefix, file_ref_key};
 use super::sessions::{SESSION, USER_SESSION};
 use super::{
     check_id, conversation_id, conversation_prefix, key, pair_key, wait, SledChatStore, EMAIL,
     EMAIL_CLAIM, MESSAGE_ID, PARTNER, READ_MARK, USER,
 };
 use crate::store::chat::MessageRecord;
-use crate::store::codec::{decode, encode};
+use crate::store::codec::{decode, decode_versioned, encode};
 use crate::store::job::Millis;
 use crate::store::sled::committer::Write;
 use crate::store::StoreError;
@@ -72,7 +73,10 @@ impl SledChatStore {
                 .pending_messages
                 .values()
                 .map(|pending| pending.record.clone())
-                .filter(|record| record.sender_id == id || record.receiver_id == id)
+                .filter(|record| {
+                    record.group_id.is_none()
+                        && (record.sender_id == id || record.receiver_id == id)
+                })
                 .collect();
             for record in &in_flight {
                 let other = if record.sender_id == id {
@@ -85,25 +89,36 @@ impl SledChatStore {
 
             let mut deleted_keys = BTreeSet::new();
             let mut deleted = 0u64;
-            let mut delete_message = |writes: &mut Vec<Write>, message_key: Vec<u8>, id: &str| {
-                if deleted_keys.insert(message_key.clone()) {
-                    writes.push(Write::Delete(message_key));
-                    writes.push(Write::Delete(key(MESSAGE_ID, id)));
-                    deleted += 1;
-                }
-            };
+            let mut gone_messages = Vec::new();
+            let mut delete_message =
+                |writes: &mut Vec<Write>, message_key: Vec<u8>, record: &MessageRecord| {
+                    if deleted_keys.insert(message_key.clone()) {
+                        writes.push(Write::Delete(message_key));
+                        writes.push(Write::Delete(key(MESSAGE_ID, &record.id)));
+                        for url in record.file_refs() {
+                            writes.push(Write::Delete(file_ref_key(&url, &record.id)));
+                        }
+                        gone_messages.push(record.id.clone());
+                        deleted += 1;
+                    }
+                };
             for other in &others {
                 let conversation = conversation_id(id, other);
                 for item in self.tree.scan_prefix(conversation_prefix(&conversation)) {
                     let (message_key, value) = item?;
-                    let record: MessageRecord = decode(&value)?;
-                    delete_message(&mut writes, message_key.to_vec(), &record.id);
+                    let record: MessageRecord = decode_versioned(&value)?;
+                    delete_message(&mut writes, message_key.to_vec(), &record);
                 }
                 for record in in_flight.iter().filter(|record| {
                     conversation_id(&record.sender_id, &record.receiver_id) == conversation
                 }) {
                     let message_key = super::message_key(&conversation, record.seq);
-                    delete_message(&mut writes, message_key, &record.id);
+                    delete_message(&mut writes, message_key, record);
+                }
+                // The change index goes with the messages. (The key of a change still on its
+                // way may stay behind: it names a seq that is gone, and reads skip it.)
+                for item in self.tree.scan_prefix(change_prefix(&conversation)) {
+                    writes.push(Write::Delete(item?.0.to_vec()));
                 }
                 for marks in [READ_MARK, EMAIL_CLAIM] {
                     for side in [id, other.as_str()] {
@@ -117,6 +132,7 @@ impl SledChatStore {
                 state.conversations.remove(&conversation);
             }
             state.deleted_users.insert(id.to_owned());
+            self.drop_pending_changes(&gone_messages);
 
             self.drop_pending_user(id);
             let mut pending = self.account_writes.pending.lock();

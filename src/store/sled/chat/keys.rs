@@ -1,7 +1,7 @@
 //! The chat tree's key layouts (the table in `chat.rs`) and the reads of a key range.
 
 use crate::store::chat::MessageRecord;
-use crate::store::codec::decode;
+use crate::store::codec::decode_versioned;
 use crate::store::StoreError;
 
 pub(super) const USER: u8 = b'u';
@@ -11,6 +11,11 @@ pub(super) const MESSAGE_ID: u8 = b'i';
 pub(super) const PARTNER: u8 = b'p';
 pub(super) const READ_MARK: u8 = b'r';
 pub(super) const EMAIL_CLAIM: u8 = b'x';
+pub(super) const CHANGE: u8 = b'k';
+pub(super) const FILE_REF: u8 = b'h';
+/// Present once every stored message's file references are in the `h` index (written by the
+/// one-time upgrade of data from before format 2, see `chat/changes.rs`).
+pub(super) const FILE_REFS_MARK: &[u8] = b"m:file-refs";
 /// Highest message count written; the committer keeps it (never decreasing) in the same batch as
 /// the message that reached it.
 pub(super) const COUNT_KEY: &[u8] = b"m:count";
@@ -61,6 +66,30 @@ pub(super) fn message_key(conversation: &str, seq: u64) -> Vec<u8> {
     bytes
 }
 
+pub(super) fn change_prefix(conversation: &str) -> Vec<u8> {
+    let mut bytes = key(CHANGE, conversation);
+    bytes.push(0);
+    bytes
+}
+
+pub(super) fn change_key(conversation: &str, change: u64) -> Vec<u8> {
+    let mut bytes = change_prefix(conversation);
+    bytes.extend_from_slice(&change.to_be_bytes());
+    bytes
+}
+
+pub(super) fn file_ref_prefix(url: &str) -> Vec<u8> {
+    let mut bytes = key(FILE_REF, url);
+    bytes.push(0);
+    bytes
+}
+
+pub(super) fn file_ref_key(url: &str, message_id: &str) -> Vec<u8> {
+    let mut bytes = file_ref_prefix(url);
+    bytes.extend_from_slice(message_id.as_bytes());
+    bytes
+}
+
 /// The seq at the end of a message key.
 pub(super) fn seq_of(stored_key: &[u8]) -> Result<u64, StoreError> {
     stored_key
@@ -87,7 +116,7 @@ pub(super) fn page(
     };
     for item in items.take(limit) {
         let (_, value) = item?;
-        messages.push(decode(&value)?);
+        messages.push(decode_versioned(&value)?);
     }
     if newest_first {
         messages.reverse();

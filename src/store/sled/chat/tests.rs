@@ -63,3 +63,49 @@ fn ids_that_would_break_keys_are_refused() {
     assert!(check_id("a:b").is_err());
     assert!(check_id("a\0b").is_err());
 }
+
+#[test]
+fn lifecycle_key_layouts_are_frozen() {
+    use super::keys::{FILE_REF, FILE_REFS_MARK};
+    assert_eq!(
+        hex(&change_key("u1:u2", 258)),
+        "6b75313a7532000000000000000102"
+    );
+    assert_eq!(hex(&change_key("g1", 1)), "6b6731000000000000000001");
+    assert_eq!(hex(&file_ref_key("/u/x", "m1")), "682f752f78006d31");
+    assert_eq!(hex(&key(FILE_REF, "a")), "6861");
+    assert_eq!(hex(FILE_REFS_MARK), "6d3a66696c652d72656673");
+}
+
+/// Data from before format 2 has messages with images and no file references: the first open
+/// indexes them (once), so deleting a new message with the same image does not release a file
+/// an old message still shows.
+#[test]
+fn the_first_open_indexes_the_files_of_old_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path().join("plain")).unwrap();
+    let tree = db.open_tree("chat").unwrap();
+    let old = crate::store::chat::v1::MessageRecord {
+        id: "m1".to_owned(),
+        sender_id: "a".to_owned(),
+        receiver_id: "b".to_owned(),
+        text: String::new(),
+        image: "/uploads/old".to_owned(),
+        seq: 1,
+        created_at: 1,
+        updated_at: 1,
+    };
+    tree.insert(message_key("a:b", 1), encode(&old).unwrap())
+        .unwrap();
+    changes::index_file_refs(&tree).unwrap();
+    assert!(tree
+        .contains_key(file_ref_key("/uploads/old", "m1"))
+        .unwrap());
+    assert!(tree.contains_key(keys::FILE_REFS_MARK).unwrap());
+    // Once marked, it does not run again (a removed reference stays removed).
+    tree.remove(file_ref_key("/uploads/old", "m1")).unwrap();
+    changes::index_file_refs(&tree).unwrap();
+    assert!(!tree
+        .contains_key(file_ref_key("/uploads/old", "m1"))
+        .unwrap());
+}
