@@ -331,6 +331,23 @@ async fn pages_svg_and_scripts_are_only_ever_downloaded_and_images_show_inline()
     );
     assert_eq!(response.bytes().await.unwrap().to_vec(), image);
 
+    // A photo past the image limit (5 MB) is kept as it came, and only downloaded.
+    let mut big = test_images::png(2, 1, &[]);
+    let end = big.split_off(big.len() - 12);
+    big.extend(test_images::png_chunk(b"zzTx", &noise(5 * 1024 * 1024)));
+    big.extend(end);
+    let (status, uploaded) = upload(&alice, &big, "huge.png", "image/png").await;
+    assert_eq!(status, 200, "{uploaded}");
+    assert_eq!(uploaded["file"]["type"], "other");
+    assert_eq!(uploaded["file"]["mimeType"], "image/png");
+    let response = get(&alice, uploaded["file"]["url"].as_str().unwrap()).await;
+    assert_eq!(
+        header(&response, "content-type"),
+        "application/octet-stream"
+    );
+    assert!(header(&response, "content-disposition").starts_with("attachment;"));
+    assert_eq!(response.bytes().await.unwrap().to_vec(), big);
+
     // HEAD tells the size and type without the bytes.
     let response = alice
         .http

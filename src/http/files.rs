@@ -5,7 +5,7 @@
 //! little multipart framing ([`body_limit`] replaces the global 8 MB limit on this one path),
 //! the file itself is cut off at `FILE_MAX_MB` while it streams (413, nothing kept), and the
 //! answer comes only once the file is synced under its hash. Uploads per user are limited
-//! (`RATE_LIMIT_UPLOAD` a minute). Errors carry both `message` and `error` (the stock upload
+//! (`RATE_LIMIT_UPLOAD` a minute), and may take [`UPLOAD_TIMEOUT`] rather than 30 s. Errors carry both `message` and `error` (the stock upload
 //! dialog reads `error`).
 //!
 //! **Who may read a file:** anyone signed in who has its URL. The URL holds the SHA-256 of the
@@ -26,6 +26,7 @@ mod settings;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, Request, State};
@@ -40,7 +41,7 @@ use serde_json::json;
 use tower::ServiceExt as _;
 
 use super::session::CurrentUser;
-use super::{ApiError, AppState, MAX_BODY_BYTES};
+use super::{ApiError, AppState, MAX_BODY_BYTES, REQUEST_TIMEOUT};
 use crate::chat::files::{self, FileStore, UploadError};
 use crate::chat::images::ImageLimits;
 use crate::config::Config;
@@ -118,6 +119,25 @@ pub async fn body_limit(State(state): State<AppState>, request: Request, next: N
     }
     let request = request.map(|body| Body::new(http_body_util::Limited::new(body, limit)));
     next.run(request).await
+}
+
+/// How long an upload may take: 25 MB over a 1 Mbit/s uplink takes more than three minutes,
+/// and the global [`REQUEST_TIMEOUT`] would cut it at 30 s. (A connection that stops sending
+/// is still closed after `IDLE_TIMEOUT_SECS`.)
+pub const UPLOAD_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// The time limit of every request: [`REQUEST_TIMEOUT`], or [`UPLOAD_TIMEOUT`] on
+/// [`UPLOAD_PATH`]; past it the client gets 408.
+pub async fn deadline(request: Request, next: Next) -> Response {
+    let limit = if request.uri().path() == UPLOAD_PATH && request.method() == Method::POST {
+        UPLOAD_TIMEOUT
+    } else {
+        REQUEST_TIMEOUT
+    };
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => StatusCode::REQUEST_TIMEOUT.into_response(),
+    }
 }
 
 async fn upload(
@@ -198,7 +218,14 @@ async fn receive(
             ));
         }
         let stored = staged.commit().await.map_err(upload_error)?;
-        let sniffed = files::sniff(&stored.head, declared.as_deref(), &name);
+        let mut sniffed = files::sniff(&stored.head, declared.as_deref(), &name);
+        if files::is_inline_image(&stored.head, stored.size).is_none()
+            && sniffed.kind == files::FileKind::Image
+        {
+            // A photo past the image limit is only downloaded: a front end that previews
+            // `image` files would show it broken.
+            sniffed.kind = files::FileKind::Other;
+        }
         tracing::info!(
             user = user_id,
             hash = %stored.hash,
@@ -424,6 +451,36 @@ mod tests {
             disposition_name("Zoë \"x\".txt"),
             "filename=\"Zo_ _x_.txt\"; filename*=UTF-8''Zo%C3%AB%20%22x%22.txt"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn uploads_may_take_longer_than_other_requests() {
+        let slow = || async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            "done"
+        };
+        let app: Router = Router::new()
+            .route("/slow", get(slow))
+            .route(UPLOAD_PATH, post(slow))
+            .layer(axum::middleware::from_fn(deadline));
+        let request = |method: Method, path: &str| {
+            axum::http::Request::builder()
+                .method(method)
+                .uri(path)
+                .body(Body::empty())
+                .unwrap()
+        };
+        let response = app
+            .clone()
+            .oneshot(request(Method::GET, "/slow"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        let response = app
+            .oneshot(request(Method::POST, UPLOAD_PATH))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
     }
 
     #[test]

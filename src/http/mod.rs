@@ -44,7 +44,6 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::config::{Config, Secrets};
@@ -249,10 +248,8 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             files::body_limit,
         ))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
+        // REQUEST_TIMEOUT, and longer for a file upload on a slow link.
+        .layer(middleware::from_fn(files::deadline))
         .layer(CatchPanicLayer::custom(panic_response))
         // Outside the layers above, so their bare 408/413 responses get the JSON shape too.
         .layer(middleware::map_response(json_error_bodies))
