@@ -599,7 +599,7 @@ impl Writer {
                         self.out.send(packet).await.map_err(|_| "session closed")?;
                         replayed += 1;
                     }
-                    position = position.max(message.seq);
+                    position = position.max(message.message.seq);
                 }
             }
         }
