@@ -111,7 +111,8 @@ async fn the_page_answers_every_client_route_revalidated_and_locked_down() {
     assert!(!page.contains("src=\"http") && !page.contains("href=\"http"));
 
     let chat_route = "/chat/65f0a1b2c3d4e5f6a7b8c9d0";
-    for path in ["/login", "/signup", "/profile", chat_route] {
+    let group_route = "/groups/65f0a1b2c3d4e5f6a7b8c9d1";
+    for path in ["/login", "/signup", "/profile", chat_route, group_route] {
         let (status, headers, body) = get(path, &server).await;
         assert_eq!(status, 200, "{path}");
         assert_eq!(

@@ -34,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/reset-password", get(page))
         .route("/forgot-password", get(page))
         .route("/chat/{user_id}", get(page))
+        .route("/groups/{group_id}", get(page))
         .route("/app/{*path}", get(asset))
         // The client's scripts and styles shrink to about a quarter with gzip.
         .layer(tower_http::compression::CompressionLayer::new().gzip(true))
