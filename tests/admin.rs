@@ -5,6 +5,9 @@
 //! Each test starts the real server (`courier::testing`, on memory stores) and registers a
 //! processor for its own job names on the `message` queue, so jobs fail or succeed on purpose.
 
+#[path = "common/browser.rs"]
+mod browser;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -1519,40 +1522,16 @@ async fn health_changes_are_posted_to_the_webhook_once_each_with_retries() {
     queues.shutdown(Duration::from_secs(1)).await.unwrap();
 }
 
-/// What the browser test needs, or why it cannot run here.
-fn browser_prerequisites(root: &std::path::Path) -> Result<(), String> {
-    let node = std::process::Command::new("node").arg("--version").output();
-    if !node.is_ok_and(|output| output.status.success()) {
-        return Err("node is not installed".to_owned());
-    }
-    let chromium = std::env::var("CHROMIUM_PATH").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if !std::path::Path::new(&chromium).exists() {
-        return Err(format!("{chromium} is missing (apt-get install chromium)"));
-    }
-    if !root
-        .join("tests/browser/node_modules/playwright-core/package.json")
-        .exists()
-    {
-        return Err("playwright-core is missing (cd tests/browser && npm ci)".to_owned());
-    }
-    Ok(())
-}
-
 /// Opens the dashboard in headless Chromium (tests/browser/admin.mjs): sign in, see the queues
 /// and their counts, open a failed job whose data holds markup (it must stay text), retry it and
 /// see it complete. Screenshots go to `target/`. Outside CI it is skipped, with the reason
 /// printed, when node, Chromium or playwright-core are missing; with `CI=true` it must run.
 #[tokio::test]
 async fn the_dashboard_works_in_a_real_browser() {
-    use std::io::Write as _;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    if let Err(reason) = browser_prerequisites(root) {
-        let in_ci = std::env::var("CI").is_ok_and(|value| value == "true" || value == "1");
-        assert!(!in_ci, "CI must run the browser test, but {reason}");
-        // Straight to the process's stderr, past the test harness's capture, so it is seen.
-        let _ = writeln!(std::io::stderr(), "skipping the browser test: {reason}");
+    if !browser::browser_available("dashboard") {
         return;
     }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     // One failed job makes the server degraded, so the page shows its health banner.
     let server = Harness::start_with(|config| config.health.failed_jobs.degraded = 1.0).await;
     server.failing.store(false, Ordering::SeqCst);
@@ -1575,30 +1554,19 @@ async fn the_dashboard_works_in_a_real_browser() {
 
     let screenshots = root.join("target");
     std::fs::create_dir_all(&screenshots).unwrap();
-    let started = Instant::now();
-    let run = tokio::process::Command::new("node")
-        .arg("tests/browser/admin.mjs")
-        .current_dir(root)
-        .env("COURIER_URL", &server.base)
-        .env("COURIER_ADMIN_KEY", &server.admin_key)
-        .env("COURIER_JOB_ID", &job_id)
-        .env("SCREENSHOT_DIR", &screenshots)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(90), run)
-        .await
-        .expect("the browser test finishes within 90 s")
-        .unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "browser test failed:\n{report}");
-    println!(
-        "{report}browser test took {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    let report = browser::run_browser_script(
+        "admin.mjs",
+        &[],
+        &[
+            ("COURIER_URL", &server.base),
+            ("COURIER_ADMIN_KEY", &server.admin_key),
+            ("COURIER_JOB_ID", &job_id),
+            ("SCREENSHOT_DIR", &screenshots.to_string_lossy()),
+        ],
+        Duration::from_secs(90),
+    )
+    .await;
+    println!("{report}");
     assert!(screenshots.join("admin-dashboard.png").exists());
     server.stop().await;
 }
@@ -1758,15 +1726,11 @@ async fn users_page_check(
 /// refused, the account gone, the link usable). Skipped like the test above.
 #[tokio::test]
 async fn the_users_page_works_in_a_real_browser() {
-    use std::io::Write as _;
     use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    if let Err(reason) = browser_prerequisites(root) {
-        let in_ci = std::env::var("CI").is_ok_and(|value| value == "true" || value == "1");
-        assert!(!in_ci, "CI must run the browser test, but {reason}");
-        let _ = writeln!(std::io::stderr(), "skipping the browser test: {reason}");
+    if !browser::browser_available("users page") {
         return;
     }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let server = Harness::start().await;
     // Newest first on the page: apart in time, so the order is certain.
     let alice = server.signup("Alice Archer", "alice@example.com").await;

@@ -3,11 +3,14 @@
 //! requests, the JSON 404 still answering for unknown API paths; and the whole client driven
 //! end to end in headless Chromium (tests/browser/chat.mjs).
 
+#[path = "common/browser.rs"]
+mod browser;
 mod common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use browser::{browser_available, run_browser_script, screenshot_dir};
 use common::TestServer;
 use reqwest::header::{self, HeaderMap};
 use reqwest::StatusCode;
@@ -108,7 +111,8 @@ async fn the_page_answers_every_client_route_revalidated_and_locked_down() {
     assert!(!page.contains("src=\"http") && !page.contains("href=\"http"));
 
     let chat_route = "/chat/65f0a1b2c3d4e5f6a7b8c9d0";
-    for path in ["/login", "/signup", "/profile", chat_route] {
+    let group_route = "/groups/65f0a1b2c3d4e5f6a7b8c9d1";
+    for path in ["/login", "/signup", "/profile", chat_route, group_route] {
         let (status, headers, body) = get(path, &server).await;
         assert_eq!(status, 200, "{path}");
         assert_eq!(
@@ -270,72 +274,27 @@ async fn unversioned_and_stale_assets_revalidate_and_unknown_paths_stay_json_404
     server.stop().await;
 }
 
-/// What the browser test needs, or why it cannot run here.
-fn browser_prerequisites(root: &std::path::Path) -> Result<(), String> {
-    let node = std::process::Command::new("node").arg("--version").output();
-    if !node.is_ok_and(|output| output.status.success()) {
-        return Err("node is not installed".to_owned());
-    }
-    let chromium = std::env::var("CHROMIUM_PATH").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if !std::path::Path::new(&chromium).exists() {
-        return Err(format!("{chromium} is missing (apt-get install chromium)"));
-    }
-    if !root
-        .join("tests/browser/node_modules/playwright-core/package.json")
-        .exists()
-    {
-        return Err("playwright-core is missing (cd tests/browser && npm ci)".to_owned());
-    }
-    Ok(())
-}
-
 /// Two people chat in headless Chromium against the real server (tests/browser/chat.mjs):
 /// sign-up with validation, a profile photo, text and a photo live with presence and unread
 /// badges, typing, read receipts both ways, a network cut and a reload with every message shown
 /// exactly once, markup shown as text, a failed send retried, a notification, older pages on
-/// scrolling up, logout. Screenshots go to `target/screenshots/`. Outside CI it is skipped, with
-/// the reason printed, when node, Chromium or playwright-core are missing; with `CI=true` it must
-/// run.
+/// scrolling up, logout. Screenshots go to `target/screenshots/`. Skipped outside CI when the
+/// browser is missing (see `browser_available`).
 #[tokio::test]
 async fn the_chat_client_works_end_to_end_in_a_real_browser() {
-    use std::io::Write as _;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    if let Err(reason) = browser_prerequisites(root) {
-        let in_ci = std::env::var("CI").is_ok_and(|value| value == "true" || value == "1");
-        assert!(!in_ci, "CI must run the browser test, but {reason}");
-        // Straight to the process's stderr, past the test harness's capture, so it is seen.
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipping the chat browser test: {reason}"
-        );
+    if !browser_available("chat") {
         return;
     }
     let server = TestServer::memory().await;
-    let screenshots = root.join("target/screenshots");
-    std::fs::create_dir_all(&screenshots).unwrap();
-
-    let started = Instant::now();
-    let run = tokio::process::Command::new("node")
-        .arg("tests/browser/chat.mjs")
-        .arg(&server.base)
-        .arg(&screenshots)
-        .current_dir(root)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("the browser test finishes within 120 s")
-        .unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "browser test failed:\n{report}");
-    println!(
-        "{report}chat browser test took {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    let screenshots = screenshot_dir();
+    let report = run_browser_script(
+        "chat.mjs",
+        &[&server.base, &screenshots.to_string_lossy()],
+        &[],
+        Duration::from_secs(120),
+    )
+    .await;
+    println!("{report}");
     for name in [
         "chat-desktop-light.png",
         "chat-desktop-dark.png",
@@ -347,20 +306,43 @@ async fn the_chat_client_works_end_to_end_in_a_real_browser() {
     server.stop().await;
 }
 
+/// Replies, reactions, edits, a file and a delete in a direct conversation, then a group of
+/// three with a member removed, in headless Chromium (tests/browser/features.mjs). Skipped like
+/// the chat browser test.
+#[tokio::test]
+async fn groups_and_message_actions_work_in_a_real_browser() {
+    if !browser_available("groups") {
+        return;
+    }
+    let server = TestServer::memory().await;
+    let screenshots = screenshot_dir();
+    let report = run_browser_script(
+        "features.mjs",
+        &[&server.base, &screenshots.to_string_lossy()],
+        &[],
+        Duration::from_secs(120),
+    )
+    .await;
+    println!("{report}");
+    for name in [
+        "message-actions-desktop-light.png",
+        "message-actions-desktop-dark.png",
+        "group-desktop-light.png",
+        "group-desktop-dark.png",
+        "group-phone-light.png",
+        "group-phone-dark.png",
+    ] {
+        assert!(screenshots.join(name).exists(), "{name} was not saved");
+    }
+    server.stop().await;
+}
+
 /// With `SIGNUP_MODE=invite`, the sign-in page offers no sign-up, the sign-up page explains
 /// that an invitation is needed, and an invitation link signs one person up, once
 /// (tests/browser/signup.mjs). Skipped like the chat browser test.
 #[tokio::test]
 async fn invitation_only_sign_up_works_in_a_real_browser() {
-    use std::io::Write as _;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    if let Err(reason) = browser_prerequisites(root) {
-        let in_ci = std::env::var("CI").is_ok_and(|value| value == "true" || value == "1");
-        assert!(!in_ci, "CI must run the browser test, but {reason}");
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipping the sign-up browser test: {reason}"
-        );
+    if !browser_available("sign-up") {
         return;
     }
     let server = TestServer::memory_with(|config| {
@@ -382,25 +364,13 @@ async fn invitation_only_sign_up_works_in_a_real_browser() {
         .and_then(|url| url.split_once("/signup#"))
         .expect("an invitation link");
     let link = format!("{}/signup#{fragment}", server.base);
-    let screenshots = root.join("target/screenshots");
-    let run = tokio::process::Command::new("node")
-        .arg("tests/browser/signup.mjs")
-        .arg(&server.base)
-        .arg(&link)
-        .arg(&screenshots)
-        .current_dir(root)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .expect("the browser test finishes within 60 s")
-        .unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "browser test failed:\n{report}");
+    let report = run_browser_script(
+        "signup.mjs",
+        &[&server.base, &link, &screenshot_dir().to_string_lossy()],
+        &[],
+        Duration::from_secs(60),
+    )
+    .await;
     println!("{report}");
     server.stop().await;
 }

@@ -1,7 +1,7 @@
 //! The chat web client: `static/app/` embedded in the binary and served at `/`.
 //!
 //! The page (`index.html`) answers `/` and the client's own routes (`/login`, `/signup`,
-//! `/profile`, `/chat/<userId>`), always revalidated (`no-cache` + ETag) so an upgrade reaches
+//! `/profile`, `/chat/<userId>`, `/groups/<groupId>`), always revalidated (`no-cache` + ETag) so an upgrade reaches
 //! every browser on its next load. The page names its files under `/app/<version>/`, where the
 //! version is a digest of every embedded file: those URLs never change meaning, so they are cached
 //! for a year (`immutable`). The same files are also served unversioned at `/app/<path>` with
@@ -34,6 +34,7 @@ pub fn router(config: &crate::config::Config) -> Router<AppState> {
             .route("/signup", get(page))
             .route("/profile", get(page))
             .route("/chat/{user_id}", get(page))
+            .route("/groups/{group_id}", get(page))
     };
     client
         .route("/verify-email", get(page))

@@ -10,6 +10,8 @@ export class ApiError extends Error {
 }
 
 const REQUEST_TIMEOUT_MS = 30000;
+/** Uploads (up to `FILE_MAX_MB`) may take minutes on a slow link. */
+const UPLOAD_TIMEOUT_MS = 10 * 60 * 1000;
 /** The server's answer (409) when the cookie now belongs to someone else than this tab's user. */
 export const IDENTITY_CHANGED = 'You are signed in as someone else in another tab';
 let unauthorizedHandler = null;
@@ -37,12 +39,15 @@ export function setExpectedUser(id) {
 export async function api(method, path, body) {
   const init = { method, headers: { accept: 'application/json' }, credentials: 'same-origin' };
   if (expectedUser) init.headers['x-courier-user'] = expectedUser;
-  if (body !== undefined) {
+  if (body instanceof FormData) {
+    // Multipart: the browser sets the content type with its boundary.
+    init.body = body;
+  } else if (body !== undefined) {
     init.headers['content-type'] = 'application/json';
     init.body = JSON.stringify(body);
   }
   if (typeof AbortSignal !== 'undefined' && AbortSignal.timeout) {
-    init.signal = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
+    init.signal = AbortSignal.timeout(body instanceof FormData ? UPLOAD_TIMEOUT_MS : REQUEST_TIMEOUT_MS);
   }
   let response;
   try {

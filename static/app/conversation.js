@@ -1,17 +1,21 @@
 // The conversation pane: header (who, presence, typing), the history (day separators, grouped
-// bubbles, text and images, per-message status, "Seen"), older pages on scrolling up, and the
-// composer (Enter sends, Shift+Enter is a newline; images by button, paste or drop, previewed
-// and downscaled before sending). Every piece of user data is set with textContent or as an
+// bubbles, text, images, files, replies, reactions, per-message status, "Seen"), older pages on
+// scrolling up, a menu on every message (react, reply, edit, copy, delete), and the composer
+// (Enter sends, Shift+Enter is a newline, Escape leaves a reply or an edit; images by button,
+// paste or drop, previewed and downscaled before sending; any file by the paperclip). Every piece of user data is set with textContent or as an
 // attribute value: nothing is ever parsed as HTML, so links and markup show as text.
 
 import { ApiError, api } from './api.js';
 import { avatar, fillAvatar } from './avatar.js';
 import { h, icon, reconcile, safeUrl, toast } from './dom.js';
 import { clockTime, dayKey, dayLabel, displayName, exactTime } from './format.js';
+import { FileProblem, fileCard, fileSize, uploadFile } from './files.js';
+import { openGroupSettings } from './groups.js';
 import { ImageProblem, prepareImage } from './images.js';
+import { messageMenu } from './message-menu.js';
 import {
-  discard, loadLatest, loadOlder, markReadIfVisible, noteTyping, on, retry, sendMessage, sortedMessages,
-  state, stopTyping,
+  canEdit, chatEntry, deleteMessage, discard, editMessage, groupIdOf, loadLatest, loadOlder, markReadIfVisible,
+  noteTyping, on, personOf, retry, sendMessage, sortedMessages, state, stopTyping, toggleReaction,
 } from './state.js';
 
 const MAX_TEXT = 10000;
@@ -71,6 +75,8 @@ export function conversationView({ navigate }) {
   const drafts = new Map();
   let current = null; // the other user's id shown now
   let attachment = null; // {dataUrl, width, height, bytes}
+  let upload = null; // {name, size, file?: the upload's answer, failed?}, an attached file
+  let mode = null; // {kind: 'reply' | 'edit', message}
   let stick = true;
   let prepending = false;
   let unseenBelow = false;
@@ -112,7 +118,17 @@ export function conversationView({ navigate }) {
       }
     },
   });
-  const header = h('header', { class: 'chat-head' }, backButton, headAvatar, h('div', { class: 'who' }, headName, headStatus), blockButton);
+  const settingsButton = h('button', {
+    class: 'btn btn-ghost group-settings-btn',
+    type: 'button',
+    hidden: true,
+    'data-testid': 'group-settings-open',
+    onclick: () => {
+      const groupId = groupIdOf(current);
+      if (groupId) openGroupSettings(groupId, { navigate });
+    },
+  }, icon('users'), 'Members');
+  const header = h('header', { class: 'chat-head' }, backButton, headAvatar, h('div', { class: 'who' }, headName, headStatus), blockButton, settingsButton);
 
   // --- history
   const historyTop = h('div', { class: 'history-top' });
@@ -156,6 +172,44 @@ export function conversationView({ navigate }) {
     'data-testid': 'attach',
     onclick: () => fileInput.click(),
   }, icon('image'));
+  const anyFileInput = h('input', {
+    type: 'file',
+    class: 'visually-hidden',
+    tabindex: '-1',
+    'data-testid': 'file-input',
+  });
+  const fileButton = h('button', {
+    class: 'icon-btn attach-btn',
+    type: 'button',
+    'aria-label': 'Attach a file',
+    title: 'Attach a file',
+    'data-testid': 'attach-file',
+    onclick: () => anyFileInput.click(),
+  }, icon('paperclip'));
+  const uploadName = h('span', { class: 'file-name' });
+  const uploadMeta = h('span', { class: 'file-meta muted small' });
+  const uploadChip = h('div', { class: 'upload-chip', hidden: true, 'data-testid': 'file-preview' },
+    h('span', { class: 'file-icon', 'aria-hidden': 'true' }, icon('file')),
+    h('span', { class: 'file-info' }, uploadName, uploadMeta),
+    h('button', {
+      class: 'icon-btn small',
+      type: 'button',
+      'aria-label': 'Remove file',
+      'data-testid': 'remove-file',
+      onclick: () => setUpload(null),
+    }, icon('x')));
+  const modeTitle = h('span', { class: 'mode-title' });
+  const modeText = h('span', { class: 'mode-text' });
+  const modeBanner = h('div', { class: 'compose-mode', hidden: true, 'data-testid': 'compose-mode' },
+    h('span', { class: 'mode-icon', 'aria-hidden': 'true' }),
+    h('span', { class: 'mode-body' }, modeTitle, modeText),
+    h('button', {
+      class: 'icon-btn small',
+      type: 'button',
+      'aria-label': 'Cancel',
+      'data-testid': 'cancel-mode',
+      onclick: () => setMode(null),
+    }, icon('x')));
   const textarea = h('textarea', {
     class: 'composer-input',
     rows: '1',
@@ -186,9 +240,12 @@ export function conversationView({ navigate }) {
     previewInfo);
   const counter = h('span', { class: 'counter', hidden: true, 'aria-live': 'polite' });
   const composer = h('form', { class: 'composer', 'aria-label': 'Send a message' },
+    modeBanner,
     preview,
-    h('div', { class: 'composer-row' }, attachButton, h('div', { class: 'input-shell' }, textarea, counter), sendButton),
-    fileInput);
+    uploadChip,
+    h('div', { class: 'composer-row' }, attachButton, fileButton, h('div', { class: 'input-shell' }, textarea, counter), sendButton),
+    fileInput,
+    anyFileInput);
 
   const chat = h('div', { class: 'chat', hidden: true }, header, h('div', { class: 'history-wrap' }, scroller, jump), composer);
   const placeholder = h('div', { class: 'chat-empty', 'data-testid': 'no-conversation' },
@@ -202,7 +259,62 @@ export function conversationView({ navigate }) {
 
   function canSend() {
     const text = textarea.value;
-    return (text.trim() !== '' || attachment !== null) && text.length <= MAX_TEXT;
+    if (text.length > MAX_TEXT) return false;
+    if (mode?.kind === 'edit') return text.trim() !== '' && text !== mode.message.text;
+    if (upload && !upload.file) return false; // still uploading, or failed
+    return text.trim() !== '' || attachment !== null || upload !== null;
+  }
+
+  /** Replying to or editing `message` (or neither, with null). */
+  function setMode(next) {
+    const leavingEdit = mode?.kind === 'edit';
+    mode = next;
+    modeBanner.hidden = !next;
+    modeBanner.dataset.kind = next?.kind || '';
+    if (next) {
+      const { message } = next;
+      const author = message.senderId === state.me?._id ? 'yourself' : displayName(state.users.get(message.senderId));
+      modeBanner.firstElementChild.replaceChildren(icon(next.kind === 'edit' ? 'edit' : 'reply'));
+      modeTitle.textContent = next.kind === 'edit' ? 'Editing message' : `Replying to ${author}`;
+      modeText.textContent = message.text || (message.image ? 'Photo' : message.fileName || '');
+      if (next.kind === 'edit') {
+        textarea.value = message.text;
+        setAttachment(null);
+        setUpload(null);
+      }
+      textarea.focus();
+    } else if (leavingEdit) {
+      textarea.value = '';
+    }
+    attachButton.disabled = next?.kind === 'edit';
+    fileButton.disabled = next?.kind === 'edit';
+    refreshComposer();
+  }
+
+  function setUpload(next) {
+    upload = next;
+    uploadChip.hidden = !next;
+    if (next) {
+      uploadName.textContent = next.name;
+      uploadName.title = next.name;
+      uploadMeta.textContent = next.failed ? next.failed : next.file ? fileSize(next.size) : `${fileSize(next.size)} · uploading…`;
+      uploadChip.classList.toggle('failed', !!next.failed);
+    }
+    refreshComposer();
+  }
+
+  async function attachFile(file) {
+    if (!file) return;
+    const entry = { name: file.name || 'file', size: file.size };
+    setUpload(entry);
+    try {
+      entry.file = await uploadFile(file);
+    } catch (error) {
+      entry.failed = error instanceof FileProblem ? error.message : 'The upload failed.';
+      toast(entry.failed, 'error');
+    }
+    // The user may have removed it, or picked another, meanwhile.
+    if (upload === entry) setUpload(entry);
   }
 
   function refreshComposer() {
@@ -242,6 +354,11 @@ export function conversationView({ navigate }) {
     }
   }
 
+  anyFileInput.addEventListener('change', () => {
+    const file = anyFileInput.files?.[0];
+    anyFileInput.value = '';
+    attachFile(file);
+  });
   fileInput.addEventListener('change', () => {
     const file = fileInput.files?.[0];
     fileInput.value = '';
@@ -286,6 +403,17 @@ export function conversationView({ navigate }) {
     if (event.key === 'Enter' && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
       event.preventDefault();
       composer.requestSubmit();
+    } else if (event.key === 'Escape' && mode) {
+      event.preventDefault();
+      setMode(null);
+    } else if (event.key === 'ArrowUp' && !mode && textarea.value === '') {
+      // As in most chat apps: the up arrow in an empty composer edits my last message.
+      const conv = state.conversations.get(current);
+      const last = conv && [...sortedMessages(conv)].reverse().find((message) => message.senderId === state.me?._id);
+      if (last && canEdit(last)) {
+        event.preventDefault();
+        setMode({ kind: 'edit', message: last });
+      }
     }
   });
   textarea.addEventListener('blur', () => {
@@ -295,10 +423,26 @@ export function conversationView({ navigate }) {
     event.preventDefault();
     if (!current || !canSend()) return;
     const text = textarea.value.replace(/^\s*\n|\s+$/g, '');
-    sendMessage(current, { text, image: attachment ? attachment.dataUrl : '' });
+    if (mode?.kind === 'edit') {
+      const { message } = mode;
+      setMode(null);
+      editMessage(message._id, text).catch((error) => {
+        toast(error instanceof ApiError ? error.message : 'The message could not be edited.', 'error');
+      });
+      textarea.focus();
+      return;
+    }
+    sendMessage(current, {
+      text,
+      image: attachment ? attachment.dataUrl : '',
+      replyTo: mode?.kind === 'reply' ? mode.message : null,
+      file: upload?.file || null,
+    });
     textarea.value = '';
     drafts.delete(current);
     setAttachment(null);
+    setUpload(null);
+    setMode(null);
     stopTyping(state.conversations.get(current));
     textarea.focus();
   });
@@ -327,6 +471,7 @@ export function conversationView({ navigate }) {
   }
 
   scroller.addEventListener('scroll', () => {
+    menu.close();
     stick = distanceFromBottom() < STICK_PX;
     if (stick) unseenBelow = false;
     updateJump();
@@ -360,6 +505,7 @@ export function conversationView({ navigate }) {
 
   function statusOf(message, conv, pending) {
     if (pending) return message.status;
+    if (groupIdOf(conv.otherId)) return 'delivered';
     return message.seq <= conv.seenUpTo ? 'seen' : 'delivered';
   }
 
@@ -367,7 +513,11 @@ export function conversationView({ navigate }) {
     const me = state.me?._id;
     const entries = [];
     for (const message of sortedMessages(conv)) {
-      const mine = message.senderId === me;
+      const mine = message.senderId === me && !message.isSystemMessage;
+      if (message.isSystemMessage) {
+        entries.push({ key: `m-${message._id}`, message, system: true, mine: false, pending: false, status: null });
+        continue;
+      }
       entries.push({
         key: conv.keyOf.get(message._id) || `m-${message._id}`,
         message,
@@ -393,7 +543,7 @@ export function conversationView({ navigate }) {
     // The "New messages" line: before the first message that was unread when the conversation
     // opened (decided once, when the history has arrived).
     if (unreadAtOpen > 0 && unreadMarkerSeq === null && conv.loaded) {
-      const fromOther = entries.filter((entry) => !entry.mine && !entry.pending);
+      const fromOther = entries.filter((entry) => !entry.mine && !entry.pending && !entry.system);
       const first = fromOther[Math.max(0, fromOther.length - unreadAtOpen)];
       unreadMarkerSeq = first ? first.message.seq : 0;
     }
@@ -409,8 +559,15 @@ export function conversationView({ navigate }) {
       }
       const next = entries[index + 1];
       const nextTime = next ? Date.parse(next.message.createdAt) || Date.now() : 0;
-      entry.first = newDay || previous.mine !== entry.mine || time - previous.time > GROUP_GAP_MS;
-      entry.last = !next || next.mine !== entry.mine || dayKey(nextTime) !== day || nextTime - time > GROUP_GAP_MS;
+      if (entry.system) {
+        items.push({ key: entry.key, create: () => systemNotice(entry.message), update: (el) => updateSystemNotice(el, entry.message) });
+        previous = { ...entry, mine: null, day, time };
+        return;
+      }
+      const sameSender = (other) => other && !other.system && other.mine === entry.mine && other.message.senderId === entry.message.senderId;
+      entry.first = newDay || !sameSender(previous) || time - previous.time > GROUP_GAP_MS;
+      entry.last = !next || !sameSender(next) || dayKey(nextTime) !== day || nextTime - time > GROUP_GAP_MS;
+      entry.showSender = !!groupIdOf(conv.otherId) && !entry.mine && entry.first;
       entry.showSeen = index === seenIndex;
       entry.time = time;
       entry.day = day;
@@ -418,6 +575,17 @@ export function conversationView({ navigate }) {
       previous = entry;
     });
     return items;
+  }
+
+  function systemNotice(message) {
+    const text = h('span', { text: message.text || '' });
+    const element = h('li', { class: 'system-notice', role: 'note', 'data-testid': 'system-message' }, text);
+    element._text = text;
+    return element;
+  }
+
+  function updateSystemNotice(element, message) {
+    if (element._text.textContent !== message.text) element._text.textContent = message.text || '';
   }
 
   function unreadMarker() {
@@ -439,8 +607,46 @@ export function conversationView({ navigate }) {
   }
 
   function createMessage(entry) {
-    const { message } = entry;
     const bubble = h('div', { class: 'bubble' });
+    const actions = h('button', {
+      class: 'icon-btn small msg-actions',
+      type: 'button',
+      'aria-label': 'Message actions',
+      'aria-haspopup': 'menu',
+      title: 'More',
+      'data-testid': 'message-actions',
+      onclick: (event) => {
+        event.stopPropagation();
+        openMenu(element, actions);
+      },
+    }, icon('more'));
+    const reactions = h('div', { class: 'reactions', 'data-testid': 'reactions' });
+    const footer = h('div', { class: 'msg-footer' });
+    const sender = h('span', { class: 'msg-sender', hidden: true, 'data-testid': 'message-sender' });
+    const element = h('li', { class: 'msg', 'data-testid': 'message' },
+      sender, h('div', { class: 'msg-row' }, bubble, actions), reactions, footer);
+    element.addEventListener('contextmenu', (event) => {
+      if (element._entry?.pending || event.target.closest('a, img')) return;
+      event.preventDefault();
+      openMenu(element, actions);
+    });
+    element._parts = { footer, bubble, reactions, actions, sender };
+    updateMessage(element, entry);
+    return element;
+  }
+
+  /** The bubble's content: quote, deleted notice or image, file and text, then time and status. */
+  function fillBubble(bubble, entry) {
+    const { message } = entry;
+    bubble.replaceChildren();
+    bubble.className = 'bubble';
+    if (message.replyTo && typeof message.replyTo === 'object') bubble.appendChild(replyQuote(message.replyTo));
+    if (message.isDeleted) {
+      bubble.classList.add('deleted');
+      bubble.appendChild(h('p', { class: 'msg-text msg-deleted', 'data-testid': 'message-deleted', text: 'This message was deleted' }));
+      bubble.appendChild(metaOf(message, entry));
+      return;
+    }
     const imageUrl = safeUrl(message.image);
     if (imageUrl) {
       const image = h('img', { class: 'msg-image', src: imageUrl, alt: 'Photo', loading: 'lazy', decoding: 'async', 'data-testid': 'message-image' });
@@ -453,28 +659,137 @@ export function conversationView({ navigate }) {
       }, image));
       bubble.classList.add('has-image');
     }
+    const card = fileCard(message);
+    if (card) {
+      bubble.appendChild(card);
+      bubble.classList.add('has-file');
+    }
     const text = message.text || '';
     if (text) {
       bubble.appendChild(h('p', { class: 'msg-text', text, 'data-testid': 'message-text' }));
-      if (!imageUrl && isJumboEmoji(text)) bubble.classList.add('jumbo');
-    } else {
+      if (!imageUrl && !card && !message.replyTo && isJumboEmoji(text)) bubble.classList.add('jumbo');
+    } else if (imageUrl && !card) {
       bubble.classList.add('image-only');
     }
+    bubble.appendChild(metaOf(message, entry));
+  }
+
+  function metaOf(message, entry) {
     const time = h('time', { class: 'msg-time', dateTime: message.createdAt, title: exactTime(message.createdAt), text: clockTime(message.createdAt) });
+    const edited = message.isEdited && !message.isDeleted
+      ? h('span', {
+        class: 'msg-edited',
+        'data-testid': 'message-edited',
+        title: editedTitle(message),
+        text: 'edited',
+      })
+      : null;
     const statusIcon = h('span', { class: 'msg-status' });
-    const meta = h('span', { class: 'meta' }, time, statusIcon);
-    bubble.appendChild(meta);
-    const footer = h('div', { class: 'msg-footer' });
-    const element = h('li', { class: 'msg', 'data-testid': 'message' },
-      h('div', { class: 'msg-row' }, bubble), footer);
-    element._parts = { statusIcon, footer, bubble };
-    updateMessage(element, entry);
-    return element;
+    entry.statusIcon = statusIcon;
+    return h('span', { class: 'meta' }, edited, time, statusIcon);
+  }
+
+  function editedTitle(message) {
+    const history = Array.isArray(message.editHistory) ? message.editHistory : [];
+    const last = history.at(-1);
+    const at = last?.editedAt ? ` (last ${exactTime(last.editedAt)})` : '';
+    return `Edited ${history.length || 1} time${history.length > 1 ? 's' : ''}${at}`;
+  }
+
+  /** The quoted message of a reply: a button that scrolls to it when it is loaded. */
+  function replyQuote(quote) {
+    const author = quote.senderId?._id === state.me?._id ? 'You' : quote.senderId?.fullName || 'Someone';
+    const text = quote.isDeleted ? 'This message was deleted' : quote.text || (quote.image ? 'Photo' : '');
+    return h('button', {
+      class: 'reply-quote',
+      type: 'button',
+      'data-testid': 'reply-quote',
+      'aria-label': `Reply to ${author}: ${text}`,
+      onclick: () => jumpTo(quote._id),
+    }, h('span', { class: 'quote-author', text: author }), h('span', { class: 'quote-text', text }));
+  }
+
+  /** Scrolls to a loaded message and flashes it. */
+  function jumpTo(id) {
+    const target = [...list.children].find((child) => child.dataset.id === id);
+    if (!target) {
+      toast('That message is further up: scroll to load it.');
+      return;
+    }
+    stick = false;
+    target.scrollIntoView({ block: 'center', behavior: 'smooth' });
+    target.classList.remove('flash');
+    requestAnimationFrame(() => target.classList.add('flash'));
+  }
+
+  function fillReactions(container, message) {
+    const me = state.me?._id;
+    const reactions = Array.isArray(message.reactions) && !message.isDeleted ? message.reactions : [];
+    container.replaceChildren(...reactions.filter((reaction) => reaction.count > 0).map((reaction) => {
+      const mine = Array.isArray(reaction.users) && reaction.users.includes(me);
+      const names = (reaction.users || []).map((id) => (id === me ? 'You' : displayName(state.users.get(id)))).join(', ');
+      return h('button', {
+        class: `reaction${mine ? ' mine' : ''}`,
+        type: 'button',
+        'aria-pressed': mine ? 'true' : 'false',
+        'aria-label': `${reaction.emoji} ${reaction.count}: ${names}`,
+        title: names,
+        'data-testid': 'reaction',
+        onclick: () => react(message._id, reaction.emoji),
+      }, h('span', { class: 'reaction-emoji', text: reaction.emoji }), h('span', { class: 'reaction-count', text: String(reaction.count) }));
+    }));
+    container.hidden = reactions.length === 0;
+  }
+
+  function react(id, emoji) {
+    toggleReaction(id, emoji).catch((error) => {
+      toast(error instanceof ApiError ? error.message : 'The reaction did not go through.', 'error');
+    });
+  }
+
+  const menu = messageMenu({
+    onReact: (message, emoji) => react(message._id, emoji),
+    onReply: (message) => setMode({ kind: 'reply', message }),
+    onEdit: (message) => setMode({ kind: 'edit', message }),
+    onCopy: (message) => {
+      navigator.clipboard?.writeText(message.text || '').then(() => toast('Copied'), () => toast('Could not copy', 'error'));
+    },
+    onDelete: (message) => {
+      deleteMessage(message._id).catch((error) => {
+        toast(error instanceof ApiError ? error.message : 'The message could not be deleted.', 'error');
+      });
+      if (mode?.message._id === message._id) setMode(null);
+    },
+  });
+
+  function openMenu(element, anchor) {
+    const entry = element._entry;
+    if (!entry || entry.pending) return;
+    menu.open(entry.message, anchor, {
+      mine: entry.mine,
+      editable: canEdit(entry.message),
+    });
   }
 
   function updateMessage(element, entry) {
-    const { statusIcon, footer } = element._parts;
+    const { footer, bubble, reactions, actions, sender } = element._parts;
     const { message } = entry;
+    element._entry = entry;
+    sender.hidden = !entry.showSender;
+    if (entry.showSender) {
+      const name = displayName(personOf(message.senderId, state.groups.get(groupIdOf(current))));
+      if (sender.textContent !== name) sender.textContent = name;
+    }
+    const version = `${message._id || message.localId}:${message._v || 0}`;
+    if (element._version !== version) {
+      element._version = version;
+      fillBubble(bubble, entry);
+      fillReactions(reactions, message);
+      element._statusIcon = entry.statusIcon;
+      delete element.dataset.status;
+    }
+    actions.hidden = entry.pending || !!message.isDeleted;
+    const statusIcon = element._statusIcon;
     element.className = [
       'msg',
       entry.mine ? 'mine' : 'theirs',
@@ -537,7 +852,9 @@ export function conversationView({ navigate }) {
     if (!conv.loaded && conv.loadError) state_ = 'error';
     else if (!conv.loaded || conv.loadingOlder) state_ = 'loading';
     else if (!conv.hasMore) state_ = 'start';
-    const user = state.users.get(conv.otherId);
+    const groupId = groupIdOf(conv.otherId);
+    const entry = chatEntry(conv.otherId);
+    const user = groupId ? { _id: groupId, fullName: entry?.name || '', profilePic: entry?.profilePic } : entry;
     const signature = `${state_}|${user?.fullName}|${user?.profilePic}|${conv.loadError}`;
     if (historyTop.dataset.signature === signature) return;
     historyTop.dataset.signature = signature;
@@ -552,13 +869,35 @@ export function conversationView({ navigate }) {
       historyTop.replaceChildren(h('div', { class: 'intro', 'data-testid': 'conversation-start' },
         avatar(user, { size: 'lg' }),
         h('div', { class: 'intro-name', text: user?.fullName || '' }),
-        h('p', { class: 'muted small', text: `This is the beginning of your conversation with ${user?.fullName || 'them'}.` })));
+        h('p', {
+          class: 'muted small',
+          text: groupId
+            ? `This is the beginning of the group ${user?.fullName || ''}.`
+            : `This is the beginning of your conversation with ${user?.fullName || 'them'}.`,
+        })));
     } else {
       historyTop.replaceChildren();
     }
   }
 
   function renderHeader() {
+    const groupId = groupIdOf(current);
+    settingsButton.hidden = !groupId;
+    if (groupId) {
+      const group = state.groups.get(groupId);
+      const count = (group?.members || []).length;
+      fillAvatar(headAvatar, { _id: groupId, fullName: group?.name || '', profilePic: group?.profilePic });
+      headName.textContent = group?.name || '';
+      blockButton.hidden = true;
+      const connected = state.connection === 'open';
+      headStatus.textContent = !connected
+        ? (state.connection === 'offline' ? 'Waiting for network…' : 'Connecting…')
+        : count ? `${count} members` : '';
+      headStatus.className = 'chat-status';
+      chat.setAttribute('aria-label', group ? `Group ${group.name}` : 'Group');
+      textarea.placeholder = group ? `Message ${group.name}` : 'Write a message…';
+      return;
+    }
     const user = state.users.get(current);
     const conv = state.conversations.get(current);
     const online = state.online.has(current);
@@ -603,8 +942,10 @@ export function conversationView({ navigate }) {
 
   function show(otherId) {
     if (current && current !== otherId) {
-      drafts.set(current, { text: textarea.value, attachment });
+      if (mode?.kind === 'edit') setMode(null);
+      drafts.set(current, { text: textarea.value, attachment, upload, mode });
       stopTyping(state.conversations.get(current));
+      menu.close();
     }
     const changed = current !== otherId;
     current = otherId;
@@ -615,9 +956,11 @@ export function conversationView({ navigate }) {
       const draft = drafts.get(otherId);
       textarea.value = draft?.text || '';
       setAttachment(draft?.attachment || null);
+      setUpload(draft?.upload || null);
+      setMode(draft?.mode || null);
       list.replaceChildren();
       historyTop.dataset.signature = '';
-      unreadAtOpen = state.users.get(otherId)?.unreadCount || 0;
+      unreadAtOpen = chatEntry(otherId)?.unreadCount || 0;
       unreadMarkerSeq = null;
       stick = true;
       unseenBelow = false;

@@ -85,9 +85,12 @@ export function colorSlot(id) {
 /** One line of a message for the sidebar or a notification. */
 export function preview(message, meId) {
   if (!message) return '';
+  if (message.isDeleted) return 'Message deleted';
   const text = (message.text || '').replace(/\s+/g, ' ').trim();
-  const body = text || (message.image ? 'Photo' : '');
-  const shown = message.image && text ? `Photo · ${text}` : body;
+  if (message.isSystemMessage) return text;
+  const attached = message.image ? 'Photo' : message.fileUrl ? `File: ${message.fileName || 'file'}` : '';
+  const body = text || attached;
+  const shown = attached && text ? `${attached} · ${text}` : body;
   return message.senderId === meId ? `You: ${shown}` : shown;
 }
 

@@ -1,5 +1,5 @@
 // Courier's web client: boot (who am I?), the routes (`/login`, `/signup`, `/profile`, `/` and
-// `/chat/<userId>`, the password-reset pages and the pages e-mail links open), the app shell (sidebar, conversation, connection banner), the page title's
+// `/chat/<userId>`, `/groups/<groupId>`, the password-reset pages and the pages e-mail links open), the app shell (sidebar, conversation, connection banner), the page title's
 // unread count and desktop notifications.
 
 import { get, onIdentityChanged, onUnauthorized, post } from './api.js';
@@ -12,11 +12,12 @@ import { forgotPasswordView, resetPasswordView } from './password.js';
 import { profileView } from './profile.js';
 import { sidebarView } from './sidebar.js';
 import {
-  endSession, on, reconnectNow, setActive, setMe, startSession, state, totalUnread,
+  chatEntry, endSession, groupKey, on, reconnectNow, setActive, setMe, startSession, state, totalUnread,
 } from './state.js';
 
 const root = document.getElementById('root');
 const CHAT_ROUTE = /^\/chat\/([0-9a-f]{24})\/?$/;
+const GROUP_ROUTE = /^\/groups\/([0-9A-Za-z_-]{1,64})\/?$/;
 let shell = null;
 
 function mount(element) {
@@ -77,14 +78,16 @@ function render() {
     }));
     return;
   }
-  const match = path.match(CHAT_ROUTE);
+  const direct = path.match(CHAT_ROUTE);
+  const group = path.match(GROUP_ROUTE);
+  const match = direct || group;
   if (!match && path !== '/') {
     navigate('/', { replace: true });
     return;
   }
   if (!shell) shell = createShell();
   mount(shell.element);
-  setActive(match ? match[1] : null);
+  setActive(direct ? direct[1] : group ? groupKey(group[1]) : null);
   shell.element.classList.toggle('conversation-open', !!match);
   updateTitle();
 }
@@ -127,8 +130,9 @@ function updateTitle() {
   const path = location.pathname;
   if (path === '/profile') return;
   const unread = totalUnread();
-  const user = state.activeId ? state.users.get(state.activeId) : null;
-  const base = user ? `${user.fullName} · Courier` : 'Courier';
+  const entry = state.activeId ? chatEntry(state.activeId) : null;
+  const name = entry?.fullName || entry?.name;
+  const base = name ? `${name} · Courier` : 'Courier';
   document.title = unread ? `(${unread}) ${base}` : base;
 }
 
@@ -184,8 +188,16 @@ function createShell() {
 on('users', updateTitle);
 on('active', updateTitle);
 on('incoming', ({ message, user }) => {
-  if (document.visibilityState === 'visible' && state.activeId === message.senderId) return;
-  notify(user, message, state.me?._id, () => navigate(`/chat/${message.senderId}`));
+  const key = message.groupId ? groupKey(message.groupId) : message.senderId;
+  if (document.visibilityState === 'visible' && state.activeId === key) return;
+  const path = message.groupId ? `/groups/${message.groupId}` : `/chat/${message.senderId}`;
+  const title = message.groupId ? { fullName: user?.name || 'Group' } : user;
+  notify(title, message, state.me?._id, () => navigate(path));
+});
+on('groupGone', (key) => {
+  if (state.activeId !== key) return;
+  toast('You are no longer a member of that group.', 'error');
+  navigate('/', { replace: true });
 });
 
 window.addEventListener('popstate', render);

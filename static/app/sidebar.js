@@ -1,12 +1,13 @@
-// The sidebar: me (to the profile), theme and logout; search and the "online only" filter;
-// everyone else with avatar, live presence, last message, time and unread badge, latest activity
-// first. Arrow keys move between people.
+// The sidebar: me (to the profile), theme and logout; search, the "online only" filter and "New
+// group"; everyone else and my groups with avatar, live presence, last message, time and unread
+// badge, latest activity first. Arrow keys move between entries.
 
 import { avatar, fillAvatar } from './avatar.js';
 import { h, icon, reconcile } from './dom.js';
 import { displayName, listTime, plural, preview } from './format.js';
 import { dismissOffer, requestPermission, shouldOffer } from './notify.js';
-import { on, sortedUsers, state } from './state.js';
+import { openCreateGroup } from './groups.js';
+import { groupKey, on, sortedChats, state } from './state.js';
 import { currentTheme, onThemeChange, toggleTheme } from './theme.js';
 
 function fold(text) {
@@ -77,6 +78,12 @@ export function sidebarView({ navigate, onLogout }) {
     render();
   });
   const onlineCount = h('span', { class: 'online-count', 'data-testid': 'online-count' });
+  const newGroupButton = h('button', {
+    class: 'btn btn-ghost btn-small new-group',
+    type: 'button',
+    'data-testid': 'new-group',
+    onclick: () => openCreateGroup({ navigate }),
+  }, icon('plus'), 'New group');
 
   const offer = h('div', { class: 'notify-offer', hidden: !shouldOffer(), 'data-testid': 'notify-offer' },
     icon('bell'),
@@ -125,9 +132,60 @@ export function sidebarView({ navigate, onLogout }) {
       h('label', { class: 'search' }, icon('search', 'icon search-icon'), search),
       h('div', { class: 'filter-row' },
         h('label', { class: 'switch', for: 'online-only' }, onlineToggle, h('span', { class: 'switch-track', 'aria-hidden': 'true' }), h('span', { text: 'Online only' })),
-        onlineCount)),
+        onlineCount, newGroupButton)),
     offer,
     h('nav', { class: 'contact-scroll', 'aria-label': 'People' }, list, empty));
+
+  /** A group as the avatar and name helpers see a person. */
+  const groupFace = (group) => ({ _id: group._id, fullName: group.name, profilePic: group.profilePic });
+
+  function groupRow(group) {
+    const face = avatar(groupFace(group), { size: 'md' });
+    face.classList.add('group-avatar');
+    const name = h('span', { class: 'contact-name' });
+    const time = h('time', { class: 'contact-time' });
+    const previewText = h('span', { class: 'contact-preview', 'data-testid': 'contact-preview' });
+    const badge = h('span', { class: 'badge', 'data-testid': 'unread-badge' });
+    const button = h('button', {
+      class: 'contact group',
+      type: 'button',
+      'data-testid': 'group-contact',
+      'data-group-id': group._id,
+      onclick: () => navigate(`/groups/${group._id}`),
+    }, face, h('span', { class: 'contact-body' },
+      h('span', { class: 'contact-top' }, name, time),
+      h('span', { class: 'contact-bottom' }, previewText, badge)));
+    const item = h('li', { class: 'contact-item' }, button);
+    item._parts = { face, name, time, previewText, badge, button };
+    return item;
+  }
+
+  function updateGroupRow(item, group) {
+    const { face, name, time, previewText, badge, button } = item._parts;
+    const unread = group.unreadCount || 0;
+    fillAvatar(face, groupFace(group));
+    name.replaceChildren(icon('users', 'icon group-icon'), group.name);
+    const last = group.lastMessage;
+    time.textContent = last ? listTime(last.createdAt) : '';
+    if (last) time.dateTime = last.createdAt;
+    let text = `${(group.members || []).length} members`;
+    if (last) {
+      const author = last.senderId === state.me._id ? null
+        : (group.members || []).find((member) => member?._id === last.senderId)?.fullName?.split(/\s+/)[0];
+      text = last.isSystemMessage || !author ? preview(last, state.me._id) : `${author}: ${preview(last, state.me._id)}`;
+    }
+    previewText.textContent = text;
+    badge.textContent = unread > 99 ? '99+' : String(unread);
+    badge.hidden = unread === 0;
+    button.classList.toggle('unread', unread > 0);
+    const active = state.activeId === groupKey(group._id);
+    if (active) button.setAttribute('aria-current', 'true');
+    else button.removeAttribute('aria-current');
+    button.setAttribute('aria-label', [
+      `Group ${group.name}`,
+      unread ? plural(unread, 'unread message', 'unread messages') : null,
+    ].filter(Boolean).join(', '));
+  }
 
   function row(user) {
     const face = avatar(user, { size: 'md', presence: state.online.has(user._id) });
@@ -196,17 +254,21 @@ export function sidebarView({ navigate, onLogout }) {
     fillAvatar(meAvatar, state.me);
     meName.textContent = state.me.fullName;
     const query = fold(filter.query.trim());
-    const everyone = sortedUsers();
-    const shown = everyone.filter((user) => (!filter.onlineOnly || state.online.has(user._id))
-      && (!query || fold(user.fullName).includes(query) || fold(user.nameTag || '').includes(query)));
-    reconcile(list, shown.map((user) => ({
-      key: user._id,
+    const chats = sortedChats();
+    const everyone = chats.filter((chat) => chat.kind === 'user').map((chat) => chat.entry);
+    const shown = chats.filter(({ kind, entry }) => (kind === 'group'
+      ? !filter.onlineOnly && (!query || fold(entry.name).includes(query))
+      : (!filter.onlineOnly || state.online.has(entry._id))
+        && (!query || fold(entry.fullName).includes(query) || fold(entry.nameTag || '').includes(query))));
+    reconcile(list, shown.map(({ kind, key, entry }) => ({
+      key,
       create: () => {
-        const item = row(user);
-        updateRow(item, user);
+        const item = kind === 'group' ? groupRow(entry) : row(entry);
+        if (kind === 'group') updateGroupRow(item, entry);
+        else updateRow(item, entry);
         return item;
       },
-      update: (item) => updateRow(item, user),
+      update: (item) => (kind === 'group' ? updateGroupRow(item, entry) : updateRow(item, entry)),
     })));
     const onlineNow = everyone.filter((user) => state.online.has(user._id)).length;
     onlineCount.textContent = `${onlineNow} online`;

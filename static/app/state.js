@@ -7,7 +7,7 @@
 // bubble is replaced when the message with the id from the 202 arrives, whichever comes first),
 // and after every (re)connection the open conversation asks for `?after=<newest seq>`.
 
-import { ApiError, get, post, setExpectedUser } from './api.js';
+import { ApiError, api, get, post, put, setExpectedUser } from './api.js';
 import { Realtime } from './socket.js';
 
 const PAGE = 50;
@@ -40,7 +40,10 @@ export const state = {
   users: new Map(),
   usersLoaded: false,
   online: new Set(),
-  /** Conversations by the other user's id. */
+  /** My groups by id: `_id, name, description, profilePic, admin, members, unreadCount, lastMessage`. */
+  groups: new Map(),
+  groupsLoaded: false,
+  /** Conversations by the other user's id, or `g:<groupId>` for a group. */
   conversations: new Map(),
   activeId: null,
   /** `connecting`, `open`, `waiting` or `offline`. */
@@ -50,7 +53,12 @@ export const state = {
   earlyStatuses: new Map(),
   /** Pending sends by message id, for `messageStatus`. */
   pendingById: new Map(),
+  /** The conversation (other user's id) of every message held, for edits, deletes, reactions. */
+  messageHome: new Map(),
 };
+
+/** How long after sending a message can be edited (the server's default window). */
+export const EDIT_WINDOW_MS = 15 * 60 * 1000;
 
 let realtime = null;
 let localSeq = 0;
@@ -59,6 +67,31 @@ let usersLoadedAt = 0;
 
 /** Profile changes (a new photo, a new person) are not pushed: the sidebar refreshes this often. */
 const USERS_REFRESH_MS = 2 * 60 * 1000;
+
+/** The conversation key of group `id` (user ids never start with `g:`). */
+export function groupKey(id) {
+  return `g:${id}`;
+}
+
+/** The group id of a conversation key, or null for a direct conversation. */
+export function groupIdOf(key) {
+  return typeof key === 'string' && key.startsWith('g:') ? key.slice(2) : null;
+}
+
+/** The API path of a conversation's messages, with `query` (`limit=50`, `after=12&limit=200`). */
+function historyPath(conv, query) {
+  const groupId = groupIdOf(conv.otherId);
+  return groupId
+    ? `/api/groups/${encodeURIComponent(groupId)}/messages?${query}`
+    : `/api/messages/${encodeURIComponent(conv.otherId)}?${query}`;
+}
+
+function sendPath(key) {
+  const groupId = groupIdOf(key);
+  return groupId
+    ? `/api/groups/${encodeURIComponent(groupId)}/messages`
+    : `/api/messages/send/${encodeURIComponent(key)}`;
+}
 
 function createConversation(otherId) {
   return {
@@ -150,14 +183,37 @@ function addMessages(conv, messages) {
       conv.unclaimed.set(message._id, message);
       continue;
     }
-    if (conv.messages.has(message._id)) continue;
+    const held = conv.messages.get(message._id);
+    if (held) {
+      // The same message again (a catch-up after an edit, say): keep the newer copy.
+      if (changedSince(held, message)) {
+        message._v = (held._v || 0) + 1;
+        conv.messages.set(message._id, message);
+        conv.sortedCache = null;
+      }
+      continue;
+    }
     conv.messages.set(message._id, message);
+    state.messageHome.set(message._id, conv.otherId);
     conv.newestSeq = Math.max(conv.newestSeq, message.seq);
     conv.oldestSeq = Math.min(conv.oldestSeq, message.seq);
     added += 1;
   }
   if (added) conv.sortedCache = null;
   return added;
+}
+
+/** Whether `next` (a copy of `held` from the server) says something `held` does not. */
+function changedSince(held, next) {
+  return held.text !== next.text
+    || !!held.isDeleted !== !!next.isDeleted
+    || !!held.isEdited !== !!next.isEdited
+    || reactionKey(held.reactions) !== reactionKey(next.reactions);
+}
+
+function reactionKey(reactions) {
+  if (!Array.isArray(reactions)) return '';
+  return reactions.map((reaction) => `${reaction.emoji}:${(reaction.users || []).join(',')}`).join('|');
 }
 
 /** Shows held-back messages once no send is waiting for its 202 (they came from another tab). */
@@ -168,7 +224,9 @@ function releaseUnclaimed(conv) {
   addMessages(conv, held);
 }
 
+/** The conversation key of a message: the group's, or the other user's id. */
 function otherOf(message) {
+  if (message.groupId) return groupKey(message.groupId);
   return message.senderId === state.me?._id ? message.receiverId : message.senderId;
 }
 
@@ -213,6 +271,7 @@ export function startSession() {
   });
   realtime.start();
   loadUsers().catch(() => {});
+  loadGroups().catch(() => {});
   refreshTimer = setInterval(() => {
     if (isVisible() && state.connection === 'open') loadUsers().catch(() => {});
   }, USERS_REFRESH_MS);
@@ -233,11 +292,14 @@ export function endSession() {
   setExpectedUser(null);
   state.users = new Map();
   state.usersLoaded = false;
+  state.groups = new Map();
+  state.groupsLoaded = false;
   state.online = new Set();
   state.conversations = new Map();
   state.activeId = null;
   state.earlyStatuses = new Map();
   state.pendingById = new Map();
+  state.messageHome = new Map();
   state.connection = 'connecting';
 }
 
@@ -247,7 +309,7 @@ export function sendFrame(type, data) {
 
 /** After every (re)connection: refresh the sidebar and catch up the open conversation. */
 async function sync() {
-  const loads = [loadUsers().catch(() => {})];
+  const loads = [loadUsers().catch(() => {}), loadGroups().catch(() => {})];
   for (const conv of state.conversations.values()) {
     if (conv.otherId === state.activeId) loads.push(catchUp(conv).catch(() => {}));
     else if (conv.loaded) conv.stale = true;
@@ -293,10 +355,64 @@ export function loadUsers() {
   return usersLoad;
 }
 
+let groupsLoad = null;
+let groupsReloadTimer = null;
+
+/** Loads my groups (with unread counts and last messages) for the sidebar. */
+export function loadGroups() {
+  if (groupsLoad) return groupsLoad;
+  groupsLoad = (async () => {
+    try {
+      const list = await get('/api/groups');
+      const groups = new Map();
+      for (const group of Array.isArray(list) ? list : []) {
+        if (group && typeof group._id === 'string') groups.set(group._id, group);
+      }
+      state.groups = groups;
+      state.groupsLoaded = true;
+      if (groupIdOf(state.activeId) && !groups.has(groupIdOf(state.activeId))) {
+        // Removed from the open group (or it was deleted): it is no longer mine to show.
+        emit('groupGone', state.activeId);
+      }
+      emit('users');
+    } finally {
+      groupsLoad = null;
+    }
+  })();
+  return groupsLoad;
+}
+
+export function reloadGroupsSoon() {
+  clearTimeout(groupsReloadTimer);
+  groupsReloadTimer = setTimeout(() => loadGroups().catch(() => {}), 250);
+}
+
+/** A group's member (`{_id, fullName, profilePic}`) or the sidebar's user of that id. */
+export function personOf(id, group = null) {
+  if (id === state.me?._id) return state.me;
+  const member = group?.members?.find((entry) => entry?._id === id);
+  return member || state.users.get(id) || null;
+}
+
 /** Reloads the sidebar soon (coalescing bursts), e.g. when someone new appears. */
 function reloadUsersSoon() {
   clearTimeout(usersReloadTimer);
   usersReloadTimer = setTimeout(() => loadUsers().catch(() => {}), 250);
+}
+
+/**
+ * People and groups for the sidebar, latest activity first (those never talked in by name):
+ * `{kind: 'user' | 'group', key, entry}`.
+ */
+export function sortedChats() {
+  const activity = (entry) => Date.parse(entry.lastMessage?.createdAt || entry.updatedAt || '') || 0;
+  const chats = [
+    ...[...state.users.values()].map((entry) => ({ kind: 'user', key: entry._id, entry, name: entry.fullName })),
+    ...[...state.groups.values()].map((entry) => ({ kind: 'group', key: groupKey(entry._id), entry, name: entry.name })),
+  ];
+  const talked = (chat) => (chat.kind === 'group' || chat.entry.lastMessage ? activity(chat.entry) : 0);
+  return chats.sort((a, b) => talked(b) - talked(a)
+    || String(a.name).localeCompare(String(b.name), undefined, { sensitivity: 'base' }));
 }
 
 /** Sidebar entries, latest activity first (people never talked to by name). */
@@ -309,6 +425,7 @@ export function sortedUsers() {
 export function totalUnread() {
   let total = 0;
   for (const user of state.users.values()) total += user.unreadCount || 0;
+  for (const group of state.groups.values()) total += group.unreadCount || 0;
   return total;
 }
 
@@ -332,7 +449,7 @@ export function loadLatest(conv) {
   conv.loadError = null;
   conv.loading = (async () => {
     try {
-      const messages = await get(`/api/messages/${encodeURIComponent(conv.otherId)}?limit=${PAGE}`);
+      const messages = await get(historyPath(conv, `limit=${PAGE}`));
       addMessages(conv, messages);
       conv.hasMore = messages.length === PAGE;
       conv.loaded = true;
@@ -355,9 +472,7 @@ export async function loadOlder(conv) {
   conv.loadingOlder = true;
   emit('conversation', conv.otherId);
   try {
-    const messages = await get(
-      `/api/messages/${encodeURIComponent(conv.otherId)}?before=${conv.oldestSeq}&limit=${PAGE}`,
-    );
+    const messages = await get(historyPath(conv, `before=${conv.oldestSeq}&limit=${PAGE}`));
     conv.hasMore = messages.length === PAGE;
     return addMessages(conv, messages);
   } finally {
@@ -371,16 +486,14 @@ export async function catchUp(conv) {
   if (!conv.loaded) return loadLatest(conv);
   let added = 0;
   for (;;) {
-    const messages = await get(
-      `/api/messages/${encodeURIComponent(conv.otherId)}?after=${conv.newestSeq}&limit=${CATCH_UP_PAGE}`,
-    );
+    const messages = await get(historyPath(conv, `after=${conv.newestSeq}&limit=${CATCH_UP_PAGE}`));
     added += addMessages(conv, messages);
     if (messages.length < CATCH_UP_PAGE) break;
   }
   conv.stale = false;
   if (added) {
     const last = sortedMessages(conv).at(-1);
-    const user = state.users.get(conv.otherId);
+    const user = chatEntry(conv.otherId);
     if (user && last && (!user.lastMessage || user.lastMessage.seq < last.seq)) {
       user.lastMessage = last;
       emit('users');
@@ -390,12 +503,32 @@ export async function catchUp(conv) {
   return added;
 }
 
+/** The sidebar entry of a conversation key: a user or a group. */
+export function chatEntry(key) {
+  const groupId = groupIdOf(key);
+  return groupId ? state.groups.get(groupId) : state.users.get(key);
+}
+
 /** Tells the server (and so the other person) what I have read, when I can actually see it. */
 export function markReadIfVisible() {
   const otherId = state.activeId;
   if (!otherId || !isVisible()) return;
   const conv = state.conversations.get(otherId);
   if (!conv || !conv.loaded) return;
+  const groupId = groupIdOf(otherId);
+  if (groupId) {
+    const group = state.groups.get(groupId);
+    const newestFromOthers = [...sortedMessages(conv)].reverse().find((message) => message.senderId !== state.me?._id);
+    const newest = newestFromOthers ? newestFromOthers.seq : 0;
+    if (!(group?.unreadCount > 0) && newest <= conv.lastMarked) return;
+    conv.lastMarked = Math.max(conv.lastMarked, newest);
+    put(`/api/groups/${encodeURIComponent(groupId)}/messages/seen`, {}).catch(() => {});
+    if (group && group.unreadCount) {
+      group.unreadCount = 0;
+      emit('users');
+    }
+    return;
+  }
   const user = state.users.get(otherId);
   const hasUnread = (user?.unreadCount || 0) > 0;
   const lastFromOther = [...sortedMessages(conv)].reverse().find((message) => message.senderId === otherId);
@@ -420,8 +553,12 @@ function randomKey() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
-/** Starts sending `{text, image}` (image: a data URL) to `otherId`, shown at once. */
-export function sendMessage(otherId, { text, image }) {
+/**
+ * Starts sending `{text, image, replyTo, file}` to `otherId`, shown at once. `image` is a data
+ * URL; `replyTo` a message of this conversation; `file` an uploaded file
+ * (`{url, filename, size, type, mimeType}` as `POST /api/files/upload` answers).
+ */
+export function sendMessage(otherId, { text, image, replyTo, file }) {
   const conv = conversation(otherId);
   localSeq += 1;
   const pending = {
@@ -434,6 +571,8 @@ export function sendMessage(otherId, { text, image }) {
     receiverId: otherId,
     text: text || '',
     image: image || '',
+    replyTo: replyTo ? quoteOf(replyTo) : null,
+    ...(file ? fileFields(file) : {}),
     createdAt: new Date().toISOString(),
     status: 'sending',
     error: null,
@@ -476,7 +615,11 @@ async function deliver(conv, pending) {
     const body = { clientMessageId: pending.clientMessageId };
     if (pending.text) body.text = pending.text;
     if (pending.image) body.image = pending.image;
-    const accepted = await post(`/api/messages/send/${encodeURIComponent(conv.otherId)}`, body);
+    if (pending.replyTo) body.replyTo = pending.replyTo._id;
+    if (pending.fileUrl) {
+      for (const key of ['fileUrl', 'fileName', 'fileSize', 'fileType', 'mimeType']) body[key] = pending[key];
+    }
+    const accepted = await post(sendPath(conv.otherId), body);
     if (!conv.pending.has(pending.localId)) {
       // Deleted while sending: the message exists anyway and will arrive like any other.
       releaseUnclaimed(conv);
@@ -518,6 +661,28 @@ async function deliver(conv, pending) {
   }
   releaseUnclaimed(conv);
   emit('conversation', conv.otherId);
+}
+
+/** A reply's quote, as the server shows it in `replyTo`. */
+function quoteOf(message) {
+  const sender = message.senderId === state.me?._id ? state.me : state.users.get(message.senderId);
+  return {
+    _id: message._id,
+    text: message.isDeleted ? '' : message.text || '',
+    image: message.isDeleted ? '' : message.image || '',
+    senderId: { _id: message.senderId, fullName: sender?.fullName || '' },
+  };
+}
+
+/** A send's attachment fields from an upload's answer. */
+function fileFields(file) {
+  return {
+    fileUrl: file.url,
+    fileName: file.filename,
+    fileSize: file.size,
+    fileType: file.type,
+    mimeType: file.mimeType,
+  };
 }
 
 /** How often a send refused as busy is tried again by itself. */
@@ -572,6 +737,7 @@ let typingStopTimer = null;
 
 /** Call on every keystroke in the composer of the conversation with `otherId`. */
 export function noteTyping(otherId, hasText) {
+  if (groupIdOf(otherId)) return; // typing is shown in direct conversations only
   if (!hasText) {
     stopTyping(state.conversations.get(otherId));
     return;
@@ -616,6 +782,7 @@ function handleFrame(type, data) {
       onOnlineUsers(data);
       break;
     case 'newMessage':
+    case 'newGroupMessage':
       onNewMessage(data);
       break;
     case 'messageStatus':
@@ -627,10 +794,144 @@ function handleFrame(type, data) {
     case 'messagesRead':
       onMessagesRead(data);
       break;
+    case 'messageEdited':
+      patchMessage(data?.messageId, (message) => ({
+        ...message,
+        text: typeof data.text === 'string' ? data.text : message.text,
+        isEdited: true,
+        editHistory: Array.isArray(data.editHistory) ? data.editHistory : message.editHistory,
+      }));
+      break;
+    case 'messageDeleted':
+      patchMessage(data?.messageId, (message) => ({
+        ...message,
+        text: '',
+        image: '',
+        fileUrl: '',
+        isDeleted: true,
+        deletedAt: data.deletedAt || new Date().toISOString(),
+      }));
+      break;
+    case 'message_reaction_update':
+      patchMessage(data?.messageId, (message) => withReaction(message, data.reaction, data.userId, !!data.isAdd));
+      break;
     default:
-      // `notification` repeats what `newMessage` said; `error` answers a bad frame.
+      // Group membership and settings events (`groupUpdated`, `groupRemoved`, ...): the
+      // sidebar's groups are reloaded. `notification` repeats what `newMessage` said; `error`
+      // answers a bad frame.
+      if (/^group/i.test(type)) reloadGroupsSoon();
       break;
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Edits, deletes, reactions
+
+/** The held message `id` and its conversation, or null. */
+export function findMessage(id) {
+  const otherId = state.messageHome.get(id);
+  const conv = otherId !== undefined ? state.conversations.get(otherId) : null;
+  const message = conv?.messages.get(id);
+  return message ? { conv, message } : null;
+}
+
+/** Replaces the held message `id` with `change(message)` and re-renders it. */
+function patchMessage(id, change) {
+  if (typeof id !== 'string') return;
+  const found = findMessage(id);
+  if (found) {
+    const next = change(found.message);
+    next._v = (found.message._v || 0) + 1;
+    found.conv.messages.set(id, next);
+    found.conv.sortedCache = null;
+    emit('conversation', found.conv.otherId);
+  }
+  // A quote of it elsewhere, and the sidebar's last message, follow.
+  for (const user of state.users.values()) {
+    if (user.lastMessage?._id === id) {
+      user.lastMessage = change(user.lastMessage);
+      emit('users');
+    }
+  }
+  for (const conv of state.conversations.values()) {
+    let touched = false;
+    for (const [key, message] of conv.messages) {
+      if (message.replyTo?._id !== id) continue;
+      const original = change({ ...message.replyTo, senderId: message.replyTo.senderId?._id });
+      conv.messages.set(key, {
+        ...message,
+        _v: (message._v || 0) + 1,
+        replyTo: { ...message.replyTo, text: original.text, image: original.image, isDeleted: !!original.isDeleted },
+      });
+      touched = true;
+    }
+    if (touched) {
+      conv.sortedCache = null;
+      emit('conversation', conv.otherId);
+    }
+  }
+}
+
+/** `message` with `userId`'s `emoji` added or taken away. */
+function withReaction(message, emoji, userId, isAdd) {
+  if (typeof emoji !== 'string' || typeof userId !== 'string') return message;
+  const reactions = (Array.isArray(message.reactions) ? message.reactions : []).map((reaction) => ({
+    ...reaction,
+    users: [...(reaction.users || [])],
+  }));
+  let entry = reactions.find((reaction) => reaction.emoji === emoji);
+  if (isAdd) {
+    if (!entry) {
+      entry = { emoji, users: [], count: 0 };
+      reactions.push(entry);
+    }
+    if (!entry.users.includes(userId)) entry.users.push(userId);
+  } else if (entry) {
+    entry.users = entry.users.filter((user) => user !== userId);
+  }
+  for (const reaction of reactions) reaction.count = reaction.users.length;
+  return { ...message, reactions: reactions.filter((reaction) => reaction.count > 0) };
+}
+
+/** Whether I may still edit `message` (mine, text, not deleted, inside the window). */
+export function canEdit(message) {
+  if (!message || message.senderId !== state.me?._id || message.isDeleted || !message.text) return false;
+  const sent = Date.parse(message.createdAt) || 0;
+  return Date.now() - sent < EDIT_WINDOW_MS;
+}
+
+/** Changes the text of my message `id`; the event updates every tab. */
+export async function editMessage(id, text) {
+  const updated = await put(`/api/messages/edit/${encodeURIComponent(id)}`, { text });
+  patchMessage(id, (message) => ({
+    ...message,
+    text: updated?.text ?? text,
+    isEdited: true,
+    editHistory: updated?.editHistory ?? message.editHistory,
+  }));
+  return updated;
+}
+
+/** Deletes my message `id` for everyone. */
+export async function deleteMessage(id) {
+  const answer = await api('DELETE', `/api/messages/${encodeURIComponent(id)}`);
+  patchMessage(id, (message) => ({
+    ...message,
+    text: '',
+    image: '',
+    fileUrl: '',
+    isDeleted: true,
+    deletedAt: answer?.deletedAt || new Date().toISOString(),
+  }));
+}
+
+/** Adds my `emoji` to message `id`, or takes it back if it is there. */
+export async function toggleReaction(id, emoji) {
+  const found = findMessage(id);
+  const me = state.me?._id;
+  const mine = !!found?.message.reactions?.some((reaction) => reaction.emoji === emoji && reaction.users?.includes(me));
+  await api(mine ? 'DELETE' : 'POST', `/api/messages/reaction/${encodeURIComponent(id)}`, { reaction: emoji });
+  patchMessage(id, (message) => withReaction(message, emoji, me, !mine));
 }
 
 function onOnlineUsers(ids) {
@@ -646,8 +947,13 @@ function onOnlineUsers(ids) {
 function onNewMessage(message) {
   if (!message || typeof message._id !== 'string' || !state.me) return;
   const otherId = otherOf(message);
-  const fromOther = message.senderId === otherId;
-  const user = state.users.get(otherId);
+  const isGroup = !!message.groupId;
+  const fromOther = isGroup ? message.senderId !== state.me._id && !message.isSystemMessage : message.senderId === otherId;
+  const user = chatEntry(otherId);
+  if (isGroup && (message.isSystemMessage || !user)) {
+    // Membership changed (or a group I was just added to): the sidebar's groups are stale.
+    reloadGroupsSoon();
+  }
   let isNew = true;
   if (user) {
     if (user.lastMessage && user.lastMessage.seq >= message.seq) {
@@ -655,13 +961,13 @@ function onNewMessage(message) {
     } else {
       user.lastMessage = message;
     }
-  } else if (state.usersLoaded) {
+  } else if (!isGroup && state.usersLoaded) {
     reloadUsersSoon();
   }
   const conv = state.conversations.get(otherId);
   if (conv) {
     if (conv.messages.has(message._id) || conv.unclaimed.has(message._id)) isNew = false;
-    if (fromOther) setTyping(conv, false);
+    if (fromOther && !isGroup) setTyping(conv, false);
     if (conv.loaded || conv.loading) {
       if (conv.loaded && conv.newestSeq > 0 && message.seq > conv.newestSeq + 1) {
         // A gap: something was missed (a dropped frame); fetch the whole range.
@@ -723,3 +1029,53 @@ document.addEventListener('visibilitychange', () => {
   markReadIfVisible();
   if (Date.now() - usersLoadedAt > 30000) loadUsers().catch(() => {});
 });
+
+// ---------------------------------------------------------------------------------------------
+// Groups
+
+/** Creates a group with me as admin; resolves to the group. */
+export async function createGroup({ name, description, members }) {
+  const group = await post('/api/groups', { name, description, members });
+  if (group && typeof group._id === 'string') {
+    state.groups.set(group._id, { unreadCount: 0, lastMessage: null, ...group });
+    emit('users');
+  }
+  reloadGroupsSoon();
+  return group;
+}
+
+/** Runs a change to group `id` and keeps the answer (the updated group) in the sidebar. */
+async function changeGroup(id, request) {
+  const answer = await request;
+  const group = answer?.group || answer;
+  if (group && group._id === id) {
+    const known = state.groups.get(id);
+    state.groups.set(id, { ...known, ...group });
+    emit('users');
+  }
+  reloadGroupsSoon();
+  return group;
+}
+
+export const updateGroup = (id, change) => changeGroup(id, put(`/api/groups/${encodeURIComponent(id)}`, change));
+export const addMember = (id, userId) => changeGroup(id, post(`/api/groups/${encodeURIComponent(id)}/members`, { userId }));
+export const removeMember = (id, userId) => changeGroup(id, api('DELETE', `/api/groups/${encodeURIComponent(id)}/members`, { userId }));
+export const transferAdmin = (id, newAdminId) => changeGroup(id, put(`/api/groups/${encodeURIComponent(id)}/admin`, { newAdminId }));
+
+/** Leaves group `id` (as any member may); it leaves the sidebar at once. */
+export async function leaveGroup(id) {
+  await api('DELETE', `/api/groups/${encodeURIComponent(id)}/members`, { userId: state.me._id });
+  state.groups.delete(id);
+  state.conversations.delete(groupKey(id));
+  emit('users');
+  reloadGroupsSoon();
+}
+
+/** Groups I could join, by name. */
+export const searchGroups = (query) => get(`/api/groups/search?q=${encodeURIComponent(query)}`);
+
+export async function joinGroup(id) {
+  const group = await changeGroup(id, post(`/api/groups/${encodeURIComponent(id)}/join`, {}));
+  await loadGroups().catch(() => {});
+  return group;
+}
