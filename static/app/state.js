@@ -110,6 +110,8 @@ function createConversation(otherId) {
     loadError: null,
     newestSeq: 0,
     oldestSeq: Infinity,
+    /** The highest `changeSeq` held: edits, deletes and reactions after it are caught up. */
+    changeSeq: 0,
     seenUpTo: readSeen(otherId),
     lastMarked: 0,
     typing: false,
@@ -186,6 +188,7 @@ function addMessages(conv, messages) {
     const held = conv.messages.get(message._id);
     if (held) {
       // The same message again (a catch-up after an edit, say): keep the newer copy.
+      conv.changeSeq = Math.max(conv.changeSeq, Number(message.changeSeq) || 0);
       if (changedSince(held, message)) {
         message._v = (held._v || 0) + 1;
         conv.messages.set(message._id, message);
@@ -195,6 +198,7 @@ function addMessages(conv, messages) {
     }
     conv.messages.set(message._id, message);
     state.messageHome.set(message._id, conv.otherId);
+    conv.changeSeq = Math.max(conv.changeSeq, Number(message.changeSeq) || 0);
     conv.newestSeq = Math.max(conv.newestSeq, message.seq);
     conv.oldestSeq = Math.min(conv.oldestSeq, message.seq);
     added += 1;
@@ -489,6 +493,15 @@ export async function catchUp(conv) {
     const messages = await get(historyPath(conv, `after=${conv.newestSeq}&limit=${CATCH_UP_PAGE}`));
     added += addMessages(conv, messages);
     if (messages.length < CATCH_UP_PAGE) break;
+  }
+  // Edits, deletes and reactions made while away: what changed after the newest change held.
+  if (conv.changeSeq > 0) {
+    for (;;) {
+      const from = conv.changeSeq;
+      const changed = await get(historyPath(conv, `updatedAfter=${from}&limit=${CATCH_UP_PAGE}`));
+      added += addMessages(conv, Array.isArray(changed) ? changed : []);
+      if (!Array.isArray(changed) || changed.length < CATCH_UP_PAGE || conv.changeSeq <= from) break;
+    }
   }
   conv.stale = false;
   if (added) {
