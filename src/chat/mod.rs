@@ -10,6 +10,7 @@ pub mod blocks;
 pub mod delivery;
 pub mod email;
 pub mod error;
+pub mod groups;
 pub mod ids;
 pub mod images;
 pub mod lockout;
@@ -39,6 +40,7 @@ pub use accounts::{Accounts, Authenticated, HashCost, Signup};
 pub use administration::{AccountSummary, Invitation, SignupMode};
 pub use delivery::{ChatEvent, Delivery, MessageView, NoDelivery, ReplyPreview};
 pub use error::ChatError;
+pub use groups::{GroupDetails, GroupMessage, GroupView, MemberInfo, NewGroup};
 pub use messages::{ImageInput, SendInput, Sent};
 pub use sessions::{ClientInfo, SessionInfo};
 

@@ -11,6 +11,7 @@ mod assets;
 mod auth;
 mod chat;
 mod error;
+mod groups;
 mod health;
 pub mod monitor;
 mod origin;
@@ -226,6 +227,7 @@ pub fn app(state: AppState) -> Router {
         .merge(account::router())
         .merge(users::router())
         .merge(chat::router())
+        .merge(groups::router())
         .merge(socket::router())
         .merge(web::router())
         .fallback(not_found)

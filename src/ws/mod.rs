@@ -13,8 +13,8 @@ mod hub;
 mod session;
 
 pub use frame::{
-    ClientFrame, ErrorFrame, Frame, MessageStatusFrame, MessagesReadFrame, NoMessage,
-    NotificationFrame, ServerFrame, TypingFrame,
+    ClientFrame, ErrorFrame, Frame, GroupRemovedFrame, MessageStatusFrame, MessagesReadFrame,
+    NoMessage, NotificationFrame, ServerFrame, TypingFrame,
 };
 pub use heartbeat::{Heartbeat, InboundBudget, Liveness};
 pub use hub::{CloseReason, Connection, Hub, HubConfig, HubStats, Outgoing};
