@@ -11,6 +11,7 @@
 //! cargo run --release --example loadgen -- --server-pid $! --mode connections --connections 10000
 //! cargo run --release --example loadgen -- --mode fill --data-dir /tmp/big --messages 1000000
 //! cargo run --release --example loadgen -- --mode startup --data-dir /tmp/big
+//! cargo run --release --example loadgen -- --server-pid $! --mode group --members 1000 --rate 100
 //! ```
 //!
 //! `BENCHMARKS.md` explains each figure; the core lives in `loadgen/lib.rs` so that
@@ -44,6 +45,10 @@ enum Mode {
     /// Open the store in --data-dir in this process (no server may be running on it) and time
     /// its parts: sled's own open, the job store, the chat store, with RSS after each.
     Open,
+    /// One group of --members users, each with a socket; random members post at --rate for
+    /// --duration-secs; every message is timed from its post to its `newGroupMessage` frame on
+    /// the last member's socket, and checked on every member's.
+    Group,
 }
 
 #[derive(Debug, Parser)]
@@ -110,6 +115,9 @@ struct Args {
     /// the run began), send and delivery latency (ms; delivery empty when lost).
     #[arg(long)]
     dump_latencies: Option<PathBuf>,
+    /// group: members of the group, each with one socket.
+    #[arg(long, default_value_t = 1_000)]
+    members: usize,
     /// connections: idle WebSockets to open.
     #[arg(long, default_value_t = 10_000)]
     connections: usize,
@@ -196,6 +204,26 @@ async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
                 transport: args.transport.into(),
             };
             loadgen::run_chat(&target, &options).await
+        }
+        Mode::Group => {
+            let target = loadgen::Target::parse(&args.url)?;
+            if (args.members as u64) + 200 > loadgen::raise_fd_limit() {
+                anyhow::bail!("{} sockets need a higher `ulimit -n`", args.members);
+            }
+            let options = loadgen::group::GroupOptions {
+                members: args.members,
+                rate: args.rate,
+                duration: secs(args.duration_secs, "duration-secs")?,
+                warmup: secs(args.warmup_secs, "warmup-secs")?,
+                grace: secs(args.grace_secs, "grace-secs")?,
+                max_in_flight: args.max_in_flight,
+                text_bytes: args.text_bytes,
+                seed: args.seed,
+                server_pid: args.server_pid,
+                request_timeout: secs(args.request_timeout_secs, "request-timeout-secs")?,
+                setup_concurrency: args.setup_concurrency,
+            };
+            loadgen::group::run_group(&target, &options).await
         }
         Mode::Connections => {
             let target = loadgen::Target::parse(&args.url)?;

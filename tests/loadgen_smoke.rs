@@ -71,3 +71,40 @@ fn the_load_generator_only_targets_loopback() {
         assert!(loadgen::Target::parse(url).is_err(), "{url}");
     }
 }
+
+/// The group run (`--mode group`): every acknowledged post reaches every member's socket once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_group_run_reaches_every_member_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::TestServer::start(dir.path()).await;
+    let target = loadgen::Target::parse(&server.base).unwrap();
+    let options = loadgen::group::GroupOptions {
+        members: 20,
+        rate: 50.0,
+        duration: Duration::from_secs(1),
+        warmup: Duration::from_millis(200),
+        grace: Duration::from_secs(20),
+        ..loadgen::group::GroupOptions::default()
+    };
+
+    let report = loadgen::group::run_group(&target, &options).await.unwrap();
+
+    let messages = &report["messages"];
+    assert_eq!(messages["scheduled"], 60, "{report}");
+    assert_eq!(messages["acknowledged"], 60, "{report}");
+    assert_eq!(report["errors"], json!({}), "{report}");
+    for key in [
+        "lost_messages",
+        "missing_deliveries",
+        "duplicated",
+        "unmatched",
+        "sockets_ended_early",
+    ] {
+        assert_eq!(report[key], 0, "{key}: {report}");
+    }
+    assert_eq!(
+        report["post_to_last_member_ms"]["count"], messages["measured"],
+        "{report}"
+    );
+    server.stop().await;
+}

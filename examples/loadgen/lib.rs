@@ -9,7 +9,9 @@
 //!   how long one presence change takes to reach all of them;
 //! - [`fill_store`]: writes users and messages straight into a data directory (server stopped),
 //!   to measure start-up with a large history;
-//! - [`run_startup`]: starts the server binary on a data directory and times it to `/readyz`.
+//! - [`run_startup`]: starts the server binary on a data directory and times it to `/readyz`;
+//! - [`group::run_group`]: one big group, every member on a socket, messages posted at a fixed
+//!   rate and followed to every member.
 //!
 //! Everything talks to a loopback address only ([`Target::parse`] refuses others), and every run
 //! is bounded in count and time.
@@ -37,6 +39,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
+
+/// The group fan-out run ([`group::run_group`]).
+pub mod group;
 
 /// Most messages one chat run may schedule, warm-up included (bounds memory and time).
 pub const MAX_MESSAGES: u64 = 10_000_000;

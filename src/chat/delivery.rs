@@ -3,6 +3,7 @@
 //! The domain speaks in [`ChatEvent`]s; the WebSocket layer implements [`Delivery`] and turns
 //! each event into its wire frame. The domain never sees a socket or a JSON field name.
 
+use super::groups::{GroupMessage, GroupView};
 use crate::store::chat::MessageRecord;
 
 /// A message as its participants see it: the stored record, and a preview of the message it
@@ -48,6 +49,14 @@ pub enum ChatEvent {
         reaction: String,
         user_id: String,
         is_add: bool,
+    },
+    /// A message (or system message) saved in a group: to every member.
+    NewGroupMessage(Box<GroupMessage>),
+    /// A group was created or changed (members, admin, details): to every member.
+    GroupUpdated(Box<GroupView>),
+    /// The user is no longer a member of the group (removed, left, or it was deleted).
+    GroupRemoved {
+        group_id: String,
     },
     /// The sender's message job moved to `state` (`waiting`, `active`, `delayed`, `completed`,
     /// `failed`).

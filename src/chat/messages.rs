@@ -91,6 +91,18 @@ pub struct MessageJob {
     #[serde(default)]
     pub attachment: Option<Attachment>,
     pub created_at: u64,
+    /// The group of a group message (`receiver_id` is then empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+}
+
+/// Where a send goes.
+#[derive(Debug, Clone, Copy)]
+pub enum SendTarget<'a> {
+    /// A direct message to this user.
+    User(&'a str),
+    /// A message to this group (the sender's membership already checked).
+    Group(&'a str),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -169,6 +181,17 @@ impl Chat {
         if let Some(refusal) = self.block_between(&sender.id, receiver_id).await? {
             return Err(refusal);
         }
+        self.queue_send(sender, SendTarget::User(receiver_id), input)
+            .await
+    }
+
+    /// Validates a send's content and queues it to `target`; returns once the job is durable.
+    pub(super) async fn queue_send(
+        &self,
+        sender: &UserRecord,
+        target: SendTarget<'_>,
+        input: SendInput,
+    ) -> Result<Sent, ChatError> {
         if let Some(key) = &input.client_key {
             let valid = (1..=MAX_CLIENT_KEY_LEN).contains(&key.len())
                 && key
@@ -216,22 +239,33 @@ impl Chat {
             Some(key) => keyed_message_id(&sender.id, key),
             None => ids::new_id(),
         };
+        let (receiver_id, group_id, job_group) = match target {
+            SendTarget::User(receiver) => (
+                receiver.to_owned(),
+                None,
+                conversation_key(&sender.id, receiver),
+            ),
+            // A group's messages run in send order like a conversation's: the group id is
+            // their job group (it never contains ':', so it is never a direct key).
+            SendTarget::Group(group) => (String::new(), Some(group.to_owned()), group.to_owned()),
+        };
         let job = MessageJob {
             message_id: message_id.clone(),
             sender_id: sender.id.clone(),
-            receiver_id: receiver_id.to_owned(),
+            receiver_id,
             text,
             image_hash,
             reply_to,
             attachment,
             created_at: self.clock.now(),
+            group_id,
         };
         let data =
             serde_json::to_value(&job).map_err(|err| ChatError::Internal(err.to_string()))?;
         let opts = JobOptions {
             priority: Some(1),
             job_id: Some(message_id.clone()),
-            group: Some(conversation_key(&sender.id, receiver_id)),
+            group: Some(job_group),
             ..retrying(3, 1_000)
         };
         self.remember_sender(&message_id, &sender.id);
@@ -293,6 +327,9 @@ impl Chat {
 
     pub(super) async fn process_message(self: Arc<Self>, job: JobContext) -> JobResult {
         let data: MessageJob = job.data_as()?;
+        if let Some(group_id) = data.group_id.clone() {
+            return self.process_group_message(job, data, group_id).await;
+        }
         // Progress only around the step that can take a while (an upload to Cloudinary): each
         // report is an event every subscriber wakes for, and a text message is done in about a
         // millisecond.

@@ -11,6 +11,7 @@ pub mod delivery;
 pub mod email;
 pub mod error;
 pub mod files;
+pub mod groups;
 pub mod ids;
 pub mod images;
 pub mod last_seen;
@@ -44,6 +45,7 @@ pub use administration::{AccountSummary, Invitation, SignupMode};
 pub use delivery::{ChatEvent, Delivery, MessageView, NoDelivery, ReplyPreview};
 pub use error::ChatError;
 pub use lifecycle::{AttachmentInput, ReactionList};
+pub use groups::{GroupDetails, GroupMessage, GroupView, MemberInfo, NewGroup};
 pub use messages::{ImageInput, SendInput, Sent};
 pub use sessions::{ClientInfo, SessionInfo};
 

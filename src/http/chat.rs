@@ -78,7 +78,7 @@ impl ChatState {
         )
     }
 
-    fn check_send_rate(&self, user_id: &str) -> Result<(), ApiError> {
+    pub(super) fn check_send_rate(&self, user_id: &str) -> Result<(), ApiError> {
         limited(
             &self.send_limiter,
             &user_id.to_owned(),
@@ -89,7 +89,7 @@ impl ChatState {
     /// Refuses a send while the message queue's backlog is at its limit: past its capacity the
     /// server answers at once with 503 and `Retry-After` instead of accepting work it cannot
     /// deliver for seconds, and the messages it does accept keep their latency.
-    async fn check_backlog(&self) -> Result<(), ApiError> {
+    pub(super) async fn check_backlog(&self) -> Result<(), ApiError> {
         if self.send_backlog_limit == 0 {
             return Ok(());
         }
@@ -190,7 +190,7 @@ struct SendBody {
 /// Reads a send from JSON (`{text, image: dataURL}`) or multipart (`text` field, `image` file).
 /// A field given twice, or a file under another name, is refused rather than dropped: a message
 /// carries one image, and the sender should learn that a second one did not go.
-async fn read_send(request: Request, state: &AppState) -> Result<SendInput, ApiError> {
+pub(super) async fn read_send(request: Request, state: &AppState) -> Result<SendInput, ApiError> {
     let is_multipart = request
         .headers()
         .get(header::CONTENT_TYPE)

@@ -13,6 +13,7 @@ mod chat;
 mod error;
 mod files;
 mod frontend;
+mod groups;
 mod health;
 pub mod monitor;
 mod origin;
@@ -229,6 +230,7 @@ pub fn app(state: AppState) -> Router {
         .merge(account::router())
         .merge(users::router())
         .merge(chat::router())
+        .merge(groups::router())
         .merge(socket::router())
         .merge(web::router(state.config()))
         .merge(files::router(state.config()))

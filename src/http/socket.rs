@@ -26,13 +26,14 @@ use ws_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use ws_tungstenite::tungstenite::{Bytes, Message};
 use ws_tungstenite::WebSocketStream;
 
-use super::wire::MessageJson;
+use super::wire::{GroupEventJson, GroupJson, GroupMessageJson, MessageJson};
 use super::{ApiError, AppState};
 use crate::chat::{Chat, ChatEvent, Delivery};
 use crate::time::iso_time;
 use crate::ws::{
-    run_session, CloseFrame, Frame, Hub, InboundHandler, InboundMessage, MessageStatusFrame,
-    MessagesReadFrame, NotificationFrame, OutboundMessage, ServerFrame, TypingFrame,
+    run_session, CloseFrame, Frame, GroupRemovedFrame, Hub, InboundHandler, InboundMessage,
+    MessageStatusFrame, MessagesReadFrame, NotificationFrame, OutboundMessage, ServerFrame,
+    TypingFrame,
 };
 use crate::ws::{
     EditFrame, MessageDeletedFrame, MessageEditedFrame, ReactionFrame, ReactionUpdateFrame,
@@ -324,6 +325,9 @@ impl InboundHandler for ChatHandler {
 /// The frames of chat events: their messages are the API's JSON shape.
 type ChatFrame<'a> = ServerFrame<'a, MessageJson>;
 
+/// The frames of group events: messages with their sender populated, and groups.
+type GroupFrame<'a> = ServerFrame<'a, GroupEventJson>;
+
 /// Delivers chat events to sockets as the MERN app's frames.
 pub struct HubDelivery {
     hub: Hub,
@@ -386,6 +390,18 @@ impl Delivery for HubDelivery {
                 change_seq: message.change,
             })
             .encode(),
+            // Serialised once here, for every member's sockets.
+            ChatEvent::NewGroupMessage(message) => GroupFrame::NewGroupMessage(
+                &GroupEventJson::Message(GroupMessageJson::from(&**message)),
+            )
+            .encode(),
+            ChatEvent::GroupUpdated(view) => {
+                GroupFrame::GroupUpdated(&GroupEventJson::Group(Box::new(GroupJson::from(&**view))))
+                    .encode()
+            }
+            ChatEvent::GroupRemoved { group_id } => {
+                GroupFrame::GroupRemoved(GroupRemovedFrame { group_id }).encode()
+            }
             ChatEvent::MessageStatus {
                 message_id,
                 job_id,

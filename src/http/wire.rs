@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::chat::{names, MessageView, ReplyPreview, SidebarEntry};
+use crate::chat::{names, GroupMessage, GroupView, MemberInfo, MessageView, ReplyPreview, SidebarEntry};
 use crate::store::chat::{MessageRecord, Reaction, UserRecord};
 use crate::time::iso_time;
 
@@ -263,4 +263,101 @@ impl From<&SidebarEntry> for SidebarUserJson {
             last_seen: entry.last_seen.map(iso_time),
         }
     }
+}
+
+/// A group member or admin, as the MERN app populates them.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberJson {
+    #[serde(rename = "_id")]
+    pub id: String,
+    #[serde(rename = "fullName")]
+    pub full_name: String,
+    #[serde(rename = "profilePic")]
+    pub profile_pic: String,
+}
+
+impl From<&MemberInfo> for MemberJson {
+    fn from(member: &MemberInfo) -> MemberJson {
+        MemberJson {
+            id: member.id.clone(),
+            full_name: member.full_name.clone(),
+            profile_pic: member.profile_pic.clone(),
+        }
+    }
+}
+
+/// A group message: the message's own JSON with `senderId` populated as a [`MemberJson`] (the
+/// MERN client reads names and pictures from it in groups; direct messages keep a flat id).
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct GroupMessageJson(serde_json::Value);
+
+impl From<&GroupMessage> for GroupMessageJson {
+    fn from(message: &GroupMessage) -> GroupMessageJson {
+        let mut json = serde_json::to_value(MessageJson::from(&message.message))
+            .unwrap_or(serde_json::Value::Null);
+        if let Some(fields) = json.as_object_mut() {
+            // The message JSON may carry these already; a group message always does.
+            fields
+                .entry("groupId")
+                .or_insert_with(|| serde_json::Value::from(message.message.group_id.clone()));
+            fields
+                .entry("isSystemMessage")
+                .or_insert(serde_json::Value::Bool(message.message.system));
+            fields.insert(
+                "senderId".to_owned(),
+                serde_json::to_value(MemberJson::from(&message.sender))
+                    .unwrap_or(serde_json::Value::Null),
+            );
+        }
+        GroupMessageJson(json)
+    }
+}
+
+/// A group as the MERN app answers it, with the caller's `unreadCount` and the `lastMessage`
+/// (0 and null outside the group list).
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupJson {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    #[serde(rename = "profilePic")]
+    pub profile_pic: String,
+    pub admin: MemberJson,
+    pub members: Vec<MemberJson>,
+    #[serde(rename = "createdAt")]
+    pub created_at: String,
+    #[serde(rename = "updatedAt")]
+    pub updated_at: String,
+    #[serde(rename = "unreadCount")]
+    pub unread_count: u64,
+    #[serde(rename = "lastMessage")]
+    pub last_message: Option<GroupMessageJson>,
+}
+
+impl From<&GroupView> for GroupJson {
+    fn from(view: &GroupView) -> GroupJson {
+        GroupJson {
+            id: view.group.id.clone(),
+            name: names::clean(&view.group.name),
+            description: view.group.description.clone(),
+            profile_pic: view.group.profile_pic.clone(),
+            admin: MemberJson::from(&view.admin),
+            members: view.members.iter().map(MemberJson::from).collect(),
+            created_at: iso_time(view.group.created_at),
+            updated_at: iso_time(view.group.updated_at),
+            unread_count: view.unread,
+            last_message: view.last_message.as_ref().map(GroupMessageJson::from),
+        }
+    }
+}
+
+/// What a group frame carries (`newGroupMessage`, `groupUpdated`): one type, so the frame type
+/// keeps a single parameter.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum GroupEventJson {
+    Message(GroupMessageJson),
+    Group(Box<GroupJson>),
 }

@@ -6,10 +6,13 @@
 //! per-conversation sequence that never repeats and never reorders, and every save or change of
 //! one of them takes the conversation's next *change stamp* (for catch-up of edits).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::accounts::{AccountState, OneTimeToken, SessionRecord, TokenPurpose};
+use super::chat_groups::{GroupRecord, GroupSummary, GroupUpdate, GroupUpdated};
 use super::StoreError;
 use crate::store::job::Millis;
 
@@ -584,6 +587,43 @@ pub trait ChatStore: Send + Sync + 'static {
     /// Deletes those of `ids` that are sessions of `user`, in one atomic write; returns how many
     /// were deleted. Durable: a revoked session never comes back after a crash.
     async fn delete_sessions(&self, user: &str, ids: &[String]) -> Result<usize, StoreError>;
+
+    // Groups (types and rules in `store::chat_groups`). A group's messages are in the
+    // conversation keyed by its id; membership is checked by the domain, never by these reads.
+
+    /// Creates `group` (its `admin` among its `members`) with its first system message, in one
+    /// atomic, durable write; `false` (nothing written) when the id is taken.
+    async fn create_group(
+        &self,
+        group: GroupRecord,
+        system_message: Option<NewMessage>,
+    ) -> Result<bool, StoreError>;
+
+    /// The group as last made durable. Cheap: backends keep recent groups in memory (fan-out
+    /// reads the members of every message's group).
+    async fn group(&self, id: &str) -> Result<Option<Arc<GroupRecord>>, StoreError>;
+
+    /// Applies one change to the latest record, with its system message, in one atomic, durable
+    /// write (see [`GroupUpdate`]); a refusal writes nothing.
+    async fn update_group(&self, update: GroupUpdate) -> Result<GroupUpdated, StoreError>;
+
+    /// The groups `user` is a member of, latest activity first, with last message and unread
+    /// count (messages of others above `user`'s read mark of the group).
+    async fn groups_of(&self, user: &str) -> Result<Vec<GroupSummary>, StoreError>;
+
+    /// Up to `limit` groups `viewer` is not a member of whose folded name
+    /// ([`fold_name`](super::chat_groups::fold_name)) contains the folded `query`, by name.
+    async fn search_groups(
+        &self,
+        query: &str,
+        viewer: &str,
+        limit: usize,
+    ) -> Result<Vec<Arc<GroupRecord>>, StoreError>;
+
+    /// Records that `reader` has read group `group` up to `seq` (never backwards; clamped to the
+    /// group's last seq). Returns the read mark now stored. Durable.
+    async fn mark_group_read(&self, group: &str, reader: &str, seq: u64)
+        -> Result<u64, StoreError>;
 }
 
 /// One change to a [`UserRecord`].

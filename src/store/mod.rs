@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod chat;
+pub mod chat_groups;
 pub mod codec;
 pub(crate) mod groups;
 pub mod job;

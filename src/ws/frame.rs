@@ -14,13 +14,20 @@ use serde::{Deserialize, Serialize};
 /// sockets is serialised once and each outbox holds a pointer.
 pub type Frame = Arc<str>;
 
-/// A frame the server sends. `M` is the JSON shape of a chat message (`newMessage`); frames
-/// that carry none leave it at [`NoMessage`].
+/// A frame the server sends. `M` is the JSON shape of what the chat frames carry (a message in
+/// `newMessage` and `newGroupMessage`, a group in `groupUpdated`); frames that carry none leave it
+/// at [`NoMessage`].
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", content = "data", rename_all = "camelCase")]
 pub enum ServerFrame<'a, M = NoMessage> {
     /// A message was saved: to both participants.
     NewMessage(&'a M),
+    /// A message (or system message, `isSystemMessage`) was saved in a group: to every member.
+    NewGroupMessage(&'a M),
+    /// A group was created or changed: to every member, so their group lists refresh.
+    GroupUpdated(&'a M),
+    /// The socket's user is no longer in the group (removed, left, deleted).
+    GroupRemoved(GroupRemovedFrame<'a>),
     /// The sender's message job changed state.
     MessageStatus(MessageStatusFrame<'a>),
     /// A message was edited: to everyone who can see it.
@@ -144,6 +151,13 @@ pub struct NotificationFrame<'a> {
     pub timestamp: String,
 }
 
+/// `data` of a `groupRemoved` frame.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupRemovedFrame<'a> {
+    pub group_id: &'a str,
+}
+
 /// `data` of an `error` frame.
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorFrame<'a> {
@@ -179,6 +193,9 @@ impl<M> ServerFrame<'_, M> {
     pub fn kind(&self) -> &'static str {
         match self {
             ServerFrame::NewMessage(_) => "newMessage",
+            ServerFrame::NewGroupMessage(_) => "newGroupMessage",
+            ServerFrame::GroupUpdated(_) => "groupUpdated",
+            ServerFrame::GroupRemoved(_) => "groupRemoved",
             ServerFrame::MessageStatus(_) => "messageStatus",
             ServerFrame::MessageEdited(_) => "messageEdited",
             ServerFrame::MessageDeleted(_) => "messageDeleted",
@@ -337,6 +354,23 @@ mod tests {
             ),
             (ServerFrame::Pong, r#"{"type":"pong"}"#),
         ];
+        let group_cases: [(ServerFrame<'_, Message>, &str); 3] = [
+            (
+                ServerFrame::NewGroupMessage(&Message { text: "hi all" }),
+                r#"{"type":"newGroupMessage","data":{"text":"hi all"}}"#,
+            ),
+            (
+                ServerFrame::GroupUpdated(&Message { text: "group" }),
+                r#"{"type":"groupUpdated","data":{"text":"group"}}"#,
+            ),
+            (
+                ServerFrame::GroupRemoved(GroupRemovedFrame { group_id: "g" }),
+                r#"{"type":"groupRemoved","data":{"groupId":"g"}}"#,
+            ),
+        ];
+        for (frame, expected) in group_cases {
+            assert_eq!(&*frame.encode(), expected, "{}", frame.kind());
+        }
         for (frame, expected) in cases {
             assert_eq!(&*frame.encode(), expected, "{}", frame.kind());
         }

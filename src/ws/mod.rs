@@ -13,8 +13,8 @@ mod hub;
 mod session;
 
 pub use frame::{
-    ClientFrame, ErrorFrame, Frame, MessageStatusFrame, MessagesReadFrame, NoMessage,
-    NotificationFrame, ServerFrame, TypingFrame,
+    ClientFrame, ErrorFrame, Frame, GroupRemovedFrame, MessageStatusFrame, MessagesReadFrame,
+    NoMessage, NotificationFrame, ServerFrame, TypingFrame,
 };
 pub use frame::{
     EditFrame, MessageDeletedFrame, MessageEditedFrame, ReactionFrame, ReactionUpdateFrame,

@@ -777,7 +777,7 @@ export function conversationView({ navigate }) {
     element._entry = entry;
     sender.hidden = !entry.showSender;
     if (entry.showSender) {
-      const name = displayName(personOf(message.senderId, state.groups.get(groupIdOf(current))));
+      const name = displayName(personOf(message.senderId, state.groups.get(groupIdOf(current)), message));
       if (sender.textContent !== name) sender.textContent = name;
     }
     const version = `${message._id || message.localId}:${message._v || 0}`;

@@ -168,13 +168,28 @@ function hasUnansweredSend(conv) {
 }
 
 /**
+ * A message as the client keeps it: group messages come with `senderId` populated
+ * (`{_id, fullName, profilePic}`, as the MERN front end reads them); it becomes the plain id,
+ * the object is kept as `sender`. Direct messages already carry the id.
+ */
+export function normalize(message) {
+  if (!message || typeof message !== 'object') return message;
+  let next = message;
+  if (message.senderId && typeof message.senderId === 'object') {
+    next = { ...message, sender: message.senderId, senderId: message.senderId._id };
+  }
+  return next;
+}
+
+/**
  * Adds messages by `_id` (duplicates are ignored); returns how many were new. A message of mine
  * that arrives while a send is still waiting for its 202 may be that very send: it is held back
  * until the 202 says which optimistic bubble it replaces, so it never shows twice, even briefly.
  */
 function addMessages(conv, messages) {
   let added = 0;
-  for (const message of messages) {
+  for (const raw of messages) {
+    const message = normalize(raw);
     if (!message || typeof message._id !== 'string') continue;
     const pending = state.pendingById.get(message._id);
     if (pending && pending.otherId === conv.otherId) {
@@ -370,7 +385,9 @@ export function loadGroups() {
       const list = await get('/api/groups');
       const groups = new Map();
       for (const group of Array.isArray(list) ? list : []) {
-        if (group && typeof group._id === 'string') groups.set(group._id, group);
+        if (group && typeof group._id === 'string') {
+          groups.set(group._id, { ...group, lastMessage: normalize(group.lastMessage) });
+        }
       }
       state.groups = groups;
       state.groupsLoaded = true;
@@ -392,10 +409,10 @@ export function reloadGroupsSoon() {
 }
 
 /** A group's member (`{_id, fullName, profilePic}`) or the sidebar's user of that id. */
-export function personOf(id, group = null) {
+export function personOf(id, group = null, message = null) {
   if (id === state.me?._id) return state.me;
   const member = group?.members?.find((entry) => entry?._id === id);
-  return member || state.users.get(id) || null;
+  return member || (message?.sender?._id === id ? message.sender : null) || state.users.get(id) || null;
 }
 
 /** Reloads the sidebar soon (coalescing bursts), e.g. when someone new appears. */
@@ -957,7 +974,8 @@ function onOnlineUsers(ids) {
   emit('presence');
 }
 
-function onNewMessage(message) {
+function onNewMessage(raw) {
+  const message = normalize(raw);
   if (!message || typeof message._id !== 'string' || !state.me) return;
   const otherId = otherOf(message);
   const isGroup = !!message.groupId;
@@ -1063,7 +1081,13 @@ async function changeGroup(id, request) {
   const group = answer?.group || answer;
   if (group && group._id === id) {
     const known = state.groups.get(id);
-    state.groups.set(id, { ...known, ...group });
+    // A route's answer has no unread count or last message of its own: keep the sidebar's.
+    state.groups.set(id, {
+      ...known,
+      ...group,
+      unreadCount: known?.unreadCount ?? 0,
+      lastMessage: known?.lastMessage ?? null,
+    });
     emit('users');
   }
   reloadGroupsSoon();

@@ -16,8 +16,10 @@
 //! `chat/accounts.rs`.
 
 mod accounts;
+mod groups;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -27,6 +29,7 @@ use crate::store::chat::{
     direct_conversation_key, AccountChange, ChangeOutcome, ChatStore, ConversationSummary,
     CreateUser, HistoryPage, MessageChange, MessageRecord, NewMessage, UserChange, UserRecord,
 };
+use crate::store::chat_groups::{GroupRecord, GroupSummary, GroupUpdate, GroupUpdated};
 use crate::store::job::Millis;
 use crate::store::StoreError;
 
@@ -80,6 +83,7 @@ struct State {
     /// Users deleted: a message naming one is refused.
     deleted_users: HashSet<String>,
     accounts: accounts::Accounts,
+    groups: groups::Groups,
 }
 
 /// Whether a user id could be part of a sled key (the sled store's rule, kept here so that both
@@ -586,6 +590,44 @@ impl ChatStore for MemoryChatStore {
 
     async fn delete_sessions(&self, user: &str, ids: &[String]) -> Result<usize, StoreError> {
         self.state.lock().delete_sessions(user, ids)
+    }
+
+    async fn create_group(
+        &self,
+        group: GroupRecord,
+        system_message: Option<NewMessage>,
+    ) -> Result<bool, StoreError> {
+        self.state.lock().create_group(group, system_message)
+    }
+
+    async fn group(&self, id: &str) -> Result<Option<Arc<GroupRecord>>, StoreError> {
+        Ok(self.state.lock().group(id))
+    }
+
+    async fn update_group(&self, update: GroupUpdate) -> Result<GroupUpdated, StoreError> {
+        self.state.lock().update_group(update)
+    }
+
+    async fn groups_of(&self, user: &str) -> Result<Vec<GroupSummary>, StoreError> {
+        Ok(self.state.lock().groups_of(user))
+    }
+
+    async fn search_groups(
+        &self,
+        query: &str,
+        viewer: &str,
+        limit: usize,
+    ) -> Result<Vec<Arc<GroupRecord>>, StoreError> {
+        Ok(self.state.lock().search_groups(query, viewer, limit))
+    }
+
+    async fn mark_group_read(
+        &self,
+        group: &str,
+        reader: &str,
+        seq: u64,
+    ) -> Result<u64, StoreError> {
+        self.state.lock().mark_group_read(group, reader, seq)
     }
 }
 

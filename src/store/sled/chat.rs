@@ -28,6 +28,7 @@
 //! | `m:count` | number of stored messages, u64 BE (the committer's counter key) |
 //! | `a…`, `t…`, `T…`, `b…`, `B…`, `s…`, `S…` | account states, single-use tokens, blocks, sessions (see `chat/accounts.rs`) |
 //! | `d<userId>` | when the account was disabled (see `chat/deletion.rs`, which also deletes users) |
+//! | `g…`, `G…`, `n…` | groups, each user's groups, the group name index (see `chat/groups.rs`) |
 //!
 //! `convId` is the two user ids sorted and joined with `:`, or a group id for a group's messages;
 //! user and group ids therefore may contain neither `:` nor NUL (ObjectIds never do), and writes
@@ -37,6 +38,7 @@
 mod accounts;
 mod changes;
 mod deletion;
+mod groups;
 mod keys;
 mod sessions;
 mod users;
@@ -63,6 +65,7 @@ use crate::store::chat::{
     AccountChange, ChangeOutcome, ChatStore, ConversationSummary, CreateUser, HistoryPage,
     MessageChange, MessageRecord, NewMessage, UserChange, UserRecord,
 };
+use crate::store::chat_groups::{GroupRecord, GroupSummary, GroupUpdate, GroupUpdated};
 use crate::store::codec::{decode, decode_versioned, encode, encode_versioned};
 use crate::store::job::Millis;
 use crate::store::StoreError;
@@ -218,6 +221,8 @@ pub struct SledChatStore {
     account_writes: Arc<accounts::AccountWrites>,
     /// User record changes on their way to disk (`users.rs`).
     user_writes: Arc<users::UserWrites>,
+    /// Group records read recently (`groups.rs`).
+    groups: groups::GroupCache,
     committer: Committer,
 }
 
@@ -250,6 +255,7 @@ impl SledChatStore {
             message_writes: Arc::default(),
             account_writes: Arc::default(),
             user_writes: Arc::default(),
+            groups: groups::GroupCache::default(),
             committer,
         })
     }
@@ -889,6 +895,44 @@ impl ChatStore for SledChatStore {
 
     async fn delete_user(&self, user: &str) -> Result<Option<u64>, StoreError> {
         self.remove_user(user).await
+    }
+
+    async fn create_group(
+        &self,
+        group: GroupRecord,
+        system_message: Option<NewMessage>,
+    ) -> Result<bool, StoreError> {
+        self.write_new_group(group, system_message).await
+    }
+
+    async fn group(&self, id: &str) -> Result<Option<Arc<GroupRecord>>, StoreError> {
+        self.read_group_async(id).await
+    }
+
+    async fn update_group(&self, update: GroupUpdate) -> Result<GroupUpdated, StoreError> {
+        self.change_group(update).await
+    }
+
+    async fn groups_of(&self, user: &str) -> Result<Vec<GroupSummary>, StoreError> {
+        self.read_groups_of(user).await
+    }
+
+    async fn search_groups(
+        &self,
+        query: &str,
+        viewer: &str,
+        limit: usize,
+    ) -> Result<Vec<Arc<GroupRecord>>, StoreError> {
+        self.find_groups(query, viewer, limit).await
+    }
+
+    async fn mark_group_read(
+        &self,
+        group: &str,
+        reader: &str,
+        seq: u64,
+    ) -> Result<u64, StoreError> {
+        self.write_group_mark(group, reader, seq).await
     }
 }
 

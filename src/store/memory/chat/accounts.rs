@@ -316,6 +316,7 @@ impl State {
         self.email_claims
             .retain(|(conversation, _), _| !theirs(conversation));
         self.deleted_users.insert(id.to_owned());
+        self.leave_groups_on_delete(id);
 
         let accounts = &mut self.accounts;
         accounts.states.remove(id);

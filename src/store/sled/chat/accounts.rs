@@ -91,6 +91,17 @@ impl SledChatStore {
         pending: &mut Pending,
         writes: Vec<Write>,
     ) -> tokio::sync::oneshot::Receiver<Result<(), StoreError>> {
+        self.queue_account_writes_counted(pending, writes, 0)
+    }
+
+    /// [`Self::queue_account_writes`] of writes that include messages: `counter` is the message
+    /// count they reach (0: none).
+    pub(super) fn queue_account_writes_counted(
+        &self,
+        pending: &mut Pending,
+        writes: Vec<Write>,
+        counter: u64,
+    ) -> tokio::sync::oneshot::Receiver<Result<(), StoreError>> {
         pending.next += 1;
         let number = pending.next;
         let mut keys = Vec::with_capacity(writes.len());
@@ -112,7 +123,7 @@ impl SledChatStore {
                 }
             }
         });
-        self.committer.submit_durable(writes, 0, Some(after))
+        self.committer.submit_durable(writes, counter, Some(after))
     }
 
     pub(super) async fn read_account_state(&self, user: &str) -> Result<AccountState, StoreError> {

@@ -50,7 +50,7 @@ impl SledChatStore {
 
     pub(super) async fn remove_user(&self, id: &str) -> Result<Option<u64>, StoreError> {
         check_id(id)?;
-        let (durable, deleted) = {
+        let (durable, deleted, left_groups) = {
             let mut state = self.lock();
             let Some(user) = self.read_user(id)? else {
                 return Ok(None);
@@ -136,6 +136,7 @@ impl SledChatStore {
 
             self.drop_pending_user(id);
             let mut pending = self.account_writes.pending.lock();
+            let left_groups = self.leave_groups_on_delete(&mut state, &pending, id, &mut writes)?;
             writes.push(Write::Delete(key(ACCOUNT, id)));
             writes.push(Write::Delete(key(DISABLED, id)));
             let mut sessions_prefix = key(USER_SESSION, id);
@@ -161,11 +162,16 @@ impl SledChatStore {
                 }
             }
             self.forget_user(id);
-            (self.queue_account_writes(&mut pending, writes), deleted)
+            (
+                self.queue_account_writes(&mut pending, writes),
+                deleted,
+                left_groups,
+            )
         };
         let written = wait(durable).await;
         // Reads between the two calls may have cached the user; now the tree has the delete.
         self.forget_user(id);
+        self.forget_groups(&left_groups);
         written?;
         Ok(Some(deleted))
     }
