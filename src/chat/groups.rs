@@ -172,7 +172,7 @@ impl Chat {
         })
     }
 
-    async fn view(
+    async fn group_view(
         &self,
         group: Arc<GroupRecord>,
         last_message: Option<MessageRecord>,
@@ -213,7 +213,7 @@ impl Chat {
         let mut views = Vec::with_capacity(summaries.len());
         for summary in summaries {
             views.push(
-                self.view(summary.group, summary.last_message, summary.unread)
+                self.group_view(summary.group, summary.last_message, summary.unread)
                     .await?,
             );
         }
@@ -223,7 +223,7 @@ impl Chat {
     /// One group, for a member.
     pub async fn group(&self, user: &UserRecord, group_id: &str) -> Result<GroupView, ChatError> {
         let group = self.member_group(&user.id, group_id).await?;
-        self.view(group, None, 0).await
+        self.group_view(group, None, 0).await
     }
 
     /// Creates a group: `creator` is its admin and first member, then `members` in the order
@@ -273,7 +273,7 @@ impl Chat {
             return Err(ChatError::Internal("group id collision".to_owned()));
         }
         let group = Arc::new(group);
-        let view = self.view(Arc::clone(&group), None, 0).await?;
+        let view = self.group_view(Arc::clone(&group), None, 0).await?;
         self.announce(&group, &view).await;
         if let Some(message) = self.store.message(&system_id).await? {
             self.deliver_group_message(&group, message).await;
@@ -299,7 +299,7 @@ impl Chat {
             .await?;
         let mut views = Vec::with_capacity(found.len());
         for group in found {
-            views.push(self.view(group, None, 0).await?);
+            views.push(self.group_view(group, None, 0).await?);
         }
         Ok(views)
     }
@@ -312,7 +312,7 @@ impl Chat {
     ) -> Result<GroupView, ChatError> {
         check_group_id(group_id)?;
         let text = format!("{} joined the group", names::clean(&user.full_name));
-        self.change(
+        self.change_group(
             user,
             group_id,
             GroupChange::AddMember(user.id.clone()),
@@ -341,7 +341,7 @@ impl Chat {
             names::clean(&actor.full_name),
             names::clean(&added.full_name)
         );
-        self.change(
+        self.change_group(
             actor,
             group_id,
             GroupChange::AddMember(added.id),
@@ -377,7 +377,7 @@ impl Chat {
         };
         let change = GroupChange::RemoveMember(user_id.to_owned());
         match self
-            .change(actor, group_id, change, !leaving, Some(text))
+            .change_group(actor, group_id, change, !leaving, Some(text))
             .await
         {
             Ok(view) => Ok(Some(view)),
@@ -434,7 +434,7 @@ impl Chat {
             description,
             profile_pic,
         };
-        self.change(actor, group_id, change, true, text).await
+        self.change_group(actor, group_id, change, true, text).await
     }
 
     /// The admin hands the admin to another member.
@@ -455,7 +455,7 @@ impl Chat {
             names::clean(&actor.full_name),
             new_admin.full_name
         );
-        self.change(
+        self.change_group(
             actor,
             group_id,
             GroupChange::SetAdmin(new_admin_id.to_owned()),
@@ -473,7 +473,7 @@ impl Chat {
     /// Applies one change (as the admin when `as_admin`) with its system message, then tells
     /// the members: `groupUpdated` to those who are in it now, `groupRemoved` to a member who
     /// went, and the system message as `newGroupMessage`.
-    async fn change(
+    async fn change_group(
         &self,
         actor: &UserRecord,
         group_id: &str,
@@ -529,7 +529,7 @@ impl Chat {
         let Some(group) = group else {
             return Err(ChatError::NotFound(GONE.to_owned()));
         };
-        let view = self.view(Arc::clone(&group), None, 0).await?;
+        let view = self.group_view(Arc::clone(&group), None, 0).await?;
         self.announce(&group, &view).await;
         if let Some(message) = system_message {
             self.deliver_group_message(&group, *message).await;

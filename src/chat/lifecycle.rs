@@ -79,17 +79,19 @@ impl Chat {
         }
     }
 
-    /// **Groups hook**: whether `user` is a member of group `group_id`. Until groups exist
-    /// nobody is, so a group message is visible to its sender only; the groups module answers
-    /// this from its membership records.
-    pub async fn group_member(&self, _group_id: &str, _user: &str) -> Result<bool, ChatError> {
-        Ok(false)
+    /// Whether `user` is a member of group `group_id` now (a removed member sees nothing more).
+    pub async fn group_member(&self, group_id: &str, user: &str) -> Result<bool, ChatError> {
+        self.is_group_member(user, group_id).await
     }
 
-    /// **Groups hook**: the members of group `group_id`, who receive the events of its
-    /// messages. Until groups exist: nobody (the sender still gets them).
-    pub async fn group_members(&self, _group_id: &str) -> Result<Vec<String>, ChatError> {
-        Ok(Vec::new())
+    /// The members of group `group_id` now, who receive the events of its messages.
+    pub async fn group_members(&self, group_id: &str) -> Result<Vec<String>, ChatError> {
+        Ok(self
+            .store
+            .group(group_id)
+            .await?
+            .map(|group| group.members.clone())
+            .unwrap_or_default())
     }
 
     /// Everyone whose sockets get the events about `message`, each once.

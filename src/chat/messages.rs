@@ -226,7 +226,10 @@ impl Chat {
         }
         let reply_to = input.reply_to.filter(|id| !id.is_empty());
         if let Some(reply_to) = &reply_to {
-            let conversation = direct_conversation_key(&sender.id, receiver_id);
+            let conversation = match target {
+                SendTarget::User(receiver) => direct_conversation_key(&sender.id, receiver),
+                SendTarget::Group(group) => group.to_owned(),
+            };
             self.check_reply(&sender.id, &conversation, reply_to)
                 .await?;
         }
