@@ -44,8 +44,8 @@ pub use accounts::{Accounts, Authenticated, HashCost, Signup};
 pub use administration::{AccountSummary, Invitation, SignupMode};
 pub use delivery::{ChatEvent, Delivery, MessageView, NoDelivery, ReplyPreview};
 pub use error::ChatError;
-pub use lifecycle::{AttachmentInput, ReactionList};
 pub use groups::{GroupDetails, GroupMessage, GroupView, MemberInfo, NewGroup};
+pub use lifecycle::{AttachmentInput, ReactionList};
 pub use messages::{ImageInput, SendInput, Sent};
 pub use sessions::{ClientInfo, SessionInfo};
 

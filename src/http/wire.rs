@@ -5,7 +5,9 @@
 
 use serde::Serialize;
 
-use crate::chat::{names, GroupMessage, GroupView, MemberInfo, MessageView, ReplyPreview, SidebarEntry};
+use crate::chat::{
+    names, GroupMessage, GroupView, MemberInfo, MessageView, ReplyPreview, SidebarEntry,
+};
 use crate::store::chat::{MessageRecord, Reaction, UserRecord};
 use crate::time::iso_time;
 

@@ -18,7 +18,7 @@ export function messageMenu({ onReact, onReply, onEdit, onCopy, onDelete }) {
       'data-testid': 'quick-reaction',
       'data-emoji': emoji,
       text: emoji,
-      onclick: () => act(() => onReact(target, emoji)),
+      onclick: () => act((message) => onReact(message, emoji)),
     })));
   const item = (name, label, testid, handler, danger = false) => h('button', {
     class: `menu-item${danger ? ' danger' : ''}`,
@@ -27,9 +27,9 @@ export function messageMenu({ onReact, onReply, onEdit, onCopy, onDelete }) {
     'data-testid': testid,
     onclick: handler,
   }, icon(name), h('span', { text: label }));
-  const reply = item('reply', 'Reply', 'menu-reply', () => act(() => onReply(target)));
-  const edit = item('edit', 'Edit', 'menu-edit', () => act(() => onEdit(target)));
-  const copy = item('copy', 'Copy text', 'menu-copy', () => act(() => onCopy(target)));
+  const reply = item('reply', 'Reply', 'menu-reply', () => act(onReply));
+  const edit = item('edit', 'Edit', 'menu-edit', () => act(onEdit));
+  const copy = item('copy', 'Copy text', 'menu-copy', () => act(onCopy));
   const remove = item('trash', 'Delete', 'menu-delete', () => {
     confirm.hidden = false;
     remove.hidden = true;
@@ -39,7 +39,7 @@ export function messageMenu({ onReact, onReply, onEdit, onCopy, onDelete }) {
     class: 'btn btn-danger btn-small',
     type: 'button',
     'data-testid': 'menu-delete-confirm',
-    onclick: () => act(() => onDelete(target)),
+    onclick: () => act(onDelete),
   }, 'Delete for everyone');
   const confirm = h('div', { class: 'menu-confirm', hidden: true },
     h('span', { class: 'muted small', text: 'Delete this message for everyone?' }), confirmButton);
@@ -51,10 +51,11 @@ export function messageMenu({ onReact, onReply, onEdit, onCopy, onDelete }) {
     'data-testid': 'message-menu',
   }, reactions, reply, edit, copy, remove, confirm);
 
+  /** Closes the menu, then runs `handler` with the message it was opened for. */
   function act(handler) {
     const message = target;
     close();
-    if (message) handler();
+    if (message) handler(message);
   }
 
   function close() {
