@@ -8,7 +8,7 @@ mod browser;
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use browser::{browser_available, run_browser_script, screenshot_dir};
 use common::TestServer;
