@@ -219,7 +219,9 @@ async fn wait_connect(
             }
             Ok(EnginePacket::Message(message)) => match ClientPacket::parse(message) {
                 Ok(ClientPacket::Connect { namespace, auth }) if namespace == "/" => {
-                    match authenticate(state, handshake, auth.as_ref()).await {
+                    // Boxed, here and below: a future held by every idle connection reserves room
+                    // for its largest await, so the rare, deep ones live on the heap while they run.
+                    match Box::pin(authenticate(state, handshake, auth.as_ref())).await {
                         Ok(caller) => return Some((caller, auth)),
                         Err(message) => {
                             let refused = packet::connect_error("/", &message);
@@ -284,7 +286,7 @@ async fn run_connection(
     let user = caller.user;
     let session_id = caller.session_id;
     // Before the first presence frame: users who block this one stay hidden from it.
-    if let Err(error) = chat.load_presence_rules(&user.id).await {
+    if let Err(error) = Box::pin(chat.load_presence_rules(&user.id)).await {
         tracing::warn!(%error, "socket.io connect: presence rules failed");
         let _ = engine
             .out
@@ -422,7 +424,7 @@ impl Reader {
                 }
                 () = tokio::time::sleep_until(self.next_check) => {
                     self.next_check = Instant::now() + crate::chat::sessions::RECHECK;
-                    match self.chat.session_is_live(&self.user_id, &self.session_id).await {
+                    match Box::pin(self.chat.session_is_live(&self.user_id, &self.session_id)).await {
                         Ok(true) => {}
                         Ok(false) => {
                             self.hub.end_sessions(&self.user_id, std::slice::from_ref(&self.session_id));
@@ -524,8 +526,8 @@ impl Writer {
         // registered: from here on every new message reaches this socket live.
         if let Some(start) = self.start.take() {
             match start {
-                None => self.baseline().await,
-                Some(offset) => self.replay(offset).await?,
+                None => Box::pin(self.baseline()).await,
+                Some(offset) => Box::pin(self.replay(offset)).await?,
             }
         }
         if let Some(packet) = self.packet(&frame) {
