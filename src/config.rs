@@ -127,6 +127,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_image_pixels: u64,
 
+    /// Minutes after sending during which its sender may edit a message; 0 turns edits off.
+    #[arg(long, env = "MESSAGE_EDIT_WINDOW_MINUTES", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(0..=525_600))]
+    pub message_edit_window_minutes: u64,
+
     /// `smtp://` or `smtps://` URL of the mail server; without it e-mails go to DATA_DIR/outbox.
     #[arg(long, env = "SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<String>,
@@ -356,6 +361,7 @@ impl Config {
             mongodb_uri: None,
             cloudinary_url: None,
             max_image_pixels: crate::chat::images::DEFAULT_MAX_IMAGE_PIXELS,
+            message_edit_window_minutes: 15,
             smtp_url: None,
             email_from: None,
             alert_webhook_url: None,
@@ -475,6 +481,10 @@ impl fmt::Debug for Config {
             .field("mongodb_uri", &redacted(&self.mongodb_uri))
             .field("cloudinary_url", &redacted(&self.cloudinary_url))
             .field("max_image_pixels", &self.max_image_pixels)
+            .field(
+                "message_edit_window_minutes",
+                &self.message_edit_window_minutes,
+            )
             .field("smtp_url", &redacted(&self.smtp_url))
             .field("email_from", &self.email_from)
             .field("alert_webhook_url", &redacted(&self.alert_webhook_url))

@@ -92,6 +92,7 @@ impl Server {
                 public_url: config.http.public_url(config.port),
                 max_image_pixels: config.max_image_pixels,
                 signup_mode: config.signup_mode,
+                edit_window_ms: config.message_edit_window_minutes.saturating_mul(60_000),
             },
             chat_store,
             queues.clone(),

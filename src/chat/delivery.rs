@@ -47,6 +47,17 @@ pub enum ChatEvent {
     GroupRemoved {
         group_id: String,
     },
+    /// A message's text was edited: to everyone who can see it.
+    MessageEdited(Box<MessageRecord>),
+    /// A message was (soft) deleted: to everyone who can see it.
+    MessageDeleted(Box<MessageRecord>),
+    /// `user_id` added (`is_add`) or took back `reaction` on `message` (as it is now).
+    ReactionUpdate {
+        message: Box<MessageRecord>,
+        reaction: String,
+        user_id: String,
+        is_add: bool,
+    },
     /// The sender's message job moved to `state` (`waiting`, `active`, `delayed`, `completed`,
     /// `failed`).
     MessageStatus {

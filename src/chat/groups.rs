@@ -76,10 +76,12 @@ pub struct GroupView {
     pub unread: u64,
 }
 
-/// A group message with its sender resolved (the MERN client shows names and pictures).
+/// A group message with its sender (the MERN client shows names and pictures) and the preview
+/// of the message it replies to resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupMessage {
     pub message: MessageRecord,
+    pub reply: Option<super::ReplyPreview>,
     pub sender: MemberInfo,
 }
 
@@ -165,6 +167,16 @@ impl Chat {
             .is_some_and(|group| group.is_member(user)))
     }
 
+    /// The members of group `group_id` now (none if there is no such group).
+    pub(super) async fn current_members(&self, group_id: &str) -> Result<Vec<String>, ChatError> {
+        Ok(self
+            .store
+            .group(group_id)
+            .await?
+            .map(|group| group.members.clone())
+            .unwrap_or_default())
+    }
+
     async fn member_info(&self, id: &str) -> Result<MemberInfo, ChatError> {
         Ok(match self.store.user_by_id(id).await? {
             Some(user) => MemberInfo::of(&user),
@@ -172,7 +184,7 @@ impl Chat {
         })
     }
 
-    async fn view(
+    async fn group_view(
         &self,
         group: Arc<GroupRecord>,
         last_message: Option<MessageRecord>,
@@ -204,7 +216,12 @@ impl Chat {
 
     async fn group_message(&self, message: MessageRecord) -> Result<GroupMessage, ChatError> {
         let sender = self.member_info(&message.sender_id).await?;
-        Ok(GroupMessage { message, sender })
+        let view = self.view(message).await?;
+        Ok(GroupMessage {
+            message: view.message,
+            reply: view.reply,
+            sender,
+        })
     }
 
     /// The groups `user` is in, latest activity first, with unread counts and last messages.
@@ -213,7 +230,7 @@ impl Chat {
         let mut views = Vec::with_capacity(summaries.len());
         for summary in summaries {
             views.push(
-                self.view(summary.group, summary.last_message, summary.unread)
+                self.group_view(summary.group, summary.last_message, summary.unread)
                     .await?,
             );
         }
@@ -223,7 +240,7 @@ impl Chat {
     /// One group, for a member.
     pub async fn group(&self, user: &UserRecord, group_id: &str) -> Result<GroupView, ChatError> {
         let group = self.member_group(&user.id, group_id).await?;
-        self.view(group, None, 0).await
+        self.group_view(group, None, 0).await
     }
 
     /// Creates a group: `creator` is its admin and first member, then `members` in the order
@@ -273,7 +290,7 @@ impl Chat {
             return Err(ChatError::Internal("group id collision".to_owned()));
         }
         let group = Arc::new(group);
-        let view = self.view(Arc::clone(&group), None, 0).await?;
+        let view = self.group_view(Arc::clone(&group), None, 0).await?;
         self.announce(&group, &view).await;
         if let Some(message) = self.store.message(&system_id).await? {
             self.deliver_group_message(&group, message).await;
@@ -299,7 +316,7 @@ impl Chat {
             .await?;
         let mut views = Vec::with_capacity(found.len());
         for group in found {
-            views.push(self.view(group, None, 0).await?);
+            views.push(self.group_view(group, None, 0).await?);
         }
         Ok(views)
     }
@@ -312,7 +329,7 @@ impl Chat {
     ) -> Result<GroupView, ChatError> {
         check_group_id(group_id)?;
         let text = format!("{} joined the group", names::clean(&user.full_name));
-        self.change(
+        self.change_group(
             user,
             group_id,
             GroupChange::AddMember(user.id.clone()),
@@ -341,7 +358,7 @@ impl Chat {
             names::clean(&actor.full_name),
             names::clean(&added.full_name)
         );
-        self.change(
+        self.change_group(
             actor,
             group_id,
             GroupChange::AddMember(added.id),
@@ -377,7 +394,7 @@ impl Chat {
         };
         let change = GroupChange::RemoveMember(user_id.to_owned());
         match self
-            .change(actor, group_id, change, !leaving, Some(text))
+            .change_group(actor, group_id, change, !leaving, Some(text))
             .await
         {
             Ok(view) => Ok(Some(view)),
@@ -434,7 +451,7 @@ impl Chat {
             description,
             profile_pic,
         };
-        self.change(actor, group_id, change, true, text).await
+        self.change_group(actor, group_id, change, true, text).await
     }
 
     /// The admin hands the admin to another member.
@@ -455,7 +472,7 @@ impl Chat {
             names::clean(&actor.full_name),
             new_admin.full_name
         );
-        self.change(
+        self.change_group(
             actor,
             group_id,
             GroupChange::SetAdmin(new_admin_id.to_owned()),
@@ -473,7 +490,7 @@ impl Chat {
     /// Applies one change (as the admin when `as_admin`) with its system message, then tells
     /// the members: `groupUpdated` to those who are in it now, `groupRemoved` to a member who
     /// went, and the system message as `newGroupMessage`.
-    async fn change(
+    async fn change_group(
         &self,
         actor: &UserRecord,
         group_id: &str,
@@ -529,7 +546,7 @@ impl Chat {
         let Some(group) = group else {
             return Err(ChatError::NotFound(GONE.to_owned()));
         };
-        let view = self.view(Arc::clone(&group), None, 0).await?;
+        let view = self.group_view(Arc::clone(&group), None, 0).await?;
         self.announce(&group, &view).await;
         if let Some(message) = system_message {
             self.deliver_group_message(&group, *message).await;
@@ -552,6 +569,7 @@ impl Chat {
                 tracing::warn!(error = %err, "cannot resolve a group message's sender");
                 GroupMessage {
                     sender: MemberInfo::unknown(&message.sender_id),
+                    reply: None,
                     message,
                 }
             }
@@ -570,10 +588,12 @@ impl Chat {
         page: HistoryPage,
     ) -> Result<Vec<GroupMessage>, ChatError> {
         self.member_group(&user.id, group_id).await?;
-        let messages = self.store.group_history(group_id, page).await?;
+        let messages = self
+            .views(self.store.group_history(group_id, page).await?)
+            .await?;
         let mut resolved = Vec::with_capacity(messages.len());
         let mut senders: std::collections::HashMap<String, MemberInfo> = Default::default();
-        for message in messages {
+        for super::MessageView { message, reply } in messages {
             let sender = match senders.get(&message.sender_id) {
                 Some(sender) => sender.clone(),
                 None => {
@@ -582,7 +602,11 @@ impl Chat {
                     sender
                 }
             };
-            resolved.push(GroupMessage { message, sender });
+            resolved.push(GroupMessage {
+                message,
+                reply,
+                sender,
+            });
         }
         Ok(resolved)
     }
@@ -693,6 +717,8 @@ impl Chat {
             image,
             created_at: data.created_at,
             group_id: Some(group_id.to_owned()),
+            reply_to: data.reply_to.clone(),
+            attachment: data.attachment.clone(),
             ..NewMessage::default()
         }
     }

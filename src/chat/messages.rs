@@ -23,11 +23,14 @@ use super::delivery::{ChatEvent, MessageView};
 use super::email::Email;
 use super::error::ChatError;
 use super::images;
+use super::lifecycle::{check_attachment, AttachmentInput};
 use super::{ids, names, Chat};
 use crate::jobs::{EMAIL_QUEUE, MESSAGE_QUEUE, NOTIFICATION_QUEUE};
 use crate::queue::model::{Backoff, BackoffKind, JobOptions, JobState};
 use crate::queue::{JobContext, JobFailure, JobResult};
-use crate::store::chat::{MessageRecord, NewMessage, UserRecord};
+use crate::store::chat::{
+    direct_conversation_key, Attachment, MessageRecord, NewMessage, UserRecord,
+};
 
 pub const MAX_TEXT_CHARS: usize = 10_000;
 pub const PROCESS_MESSAGE: &str = "process-message";
@@ -45,6 +48,10 @@ pub enum ImageInput {
 pub struct SendInput {
     pub text: Option<String>,
     pub image: Option<ImageInput>,
+    /// The id of the message this one answers (`replyTo`): one of the same conversation.
+    pub reply_to: Option<String>,
+    /// `fileUrl, fileName, fileSize, fileType, mimeType`.
+    pub attachment: AttachmentInput,
     /// A key the client chose for this message (`clientMessageId`): sending again with the same
     /// key (a retry after a lost response) is the same message, never a second one.
     pub client_key: Option<String>,
@@ -79,6 +86,10 @@ pub struct MessageJob {
     /// Content address of the staged image, if any.
     #[serde(default)]
     pub image_hash: Option<String>,
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    #[serde(default)]
+    pub attachment: Option<Attachment>,
     pub created_at: u64,
     /// The group of a group message (`receiver_id` is then empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,6 +121,14 @@ struct EmailJob {
     sender_name: String,
     receiver_id: String,
     preview: String,
+}
+
+fn preview_of(message: &MessageRecord) -> String {
+    let preview = preview(&message.text, !message.image.is_empty());
+    if preview.is_empty() && message.attachment.is_some() {
+        return "sent you a file".to_owned();
+    }
+    preview
 }
 
 fn preview(text: &str, has_image: bool) -> String {
@@ -199,10 +218,20 @@ impl Chat {
                 Some((bytes, kind))
             }
         };
-        if text.trim().is_empty() && image.is_none() {
+        let attachment = check_attachment(input.attachment)?;
+        if text.trim().is_empty() && image.is_none() && attachment.is_none() {
             return Err(ChatError::Invalid(
-                "Message must have text or an image".to_owned(),
+                "Message must have text, an image or a file".to_owned(),
             ));
+        }
+        let reply_to = input.reply_to.filter(|id| !id.is_empty());
+        if let Some(reply_to) = &reply_to {
+            let conversation = match target {
+                SendTarget::User(receiver) => direct_conversation_key(&sender.id, receiver),
+                SendTarget::Group(group) => group.to_owned(),
+            };
+            self.check_reply(&sender.id, &conversation, reply_to)
+                .await?;
         }
         // Stage the image before the job exists: the job then only carries its address.
         let image_hash = match image {
@@ -229,6 +258,8 @@ impl Chat {
             receiver_id,
             text,
             image_hash,
+            reply_to,
+            attachment,
             created_at: self.clock.now(),
             group_id,
         };
@@ -339,6 +370,8 @@ impl Chat {
                 text: data.text.clone(),
                 image,
                 created_at: data.created_at,
+                reply_to: data.reply_to.clone(),
+                attachment: data.attachment.clone(),
                 ..NewMessage::default()
             })
             .await;
@@ -371,7 +404,7 @@ impl Chat {
                 &sender_name,
                 &message.sender_id,
                 &message.id,
-                preview(&message.text, !message.image.is_empty()),
+                preview_of(&message),
             ))
         } else {
             self.queue_notification(&message).await.map_err(failure)?;
@@ -379,11 +412,17 @@ impl Chat {
         };
         job.progress(json!(100)).await?;
         // Delivery comes last: nothing after it can fail the attempt and cause a second delivery.
+        let view = match self.view(message.clone()).await {
+            Ok(view) => view,
+            // The preview is a nicety: the message goes out without it rather than twice.
+            Err(err) => {
+                tracing::warn!(message = %message.id, error = %err, "no reply preview");
+                MessageView::plain(message.clone())
+            }
+        };
         let users = [message.sender_id.as_str(), message.receiver_id.as_str()];
-        self.delivery.deliver(
-            &users,
-            ChatEvent::NewMessage(Box::new(MessageView::plain(message.clone()))),
-        );
+        self.delivery
+            .deliver(&users, ChatEvent::NewMessage(Box::new(view)));
         if let Some(event) = notify_now {
             self.delivery
                 .deliver(&[message.receiver_id.as_str()], event);
@@ -421,7 +460,7 @@ impl Chat {
             message_id: message.id.clone(),
             sender_id: message.sender_id.clone(),
             receiver_id: message.receiver_id.clone(),
-            preview: preview(&message.text, !message.image.is_empty()),
+            preview: preview_of(message),
         };
         let data =
             serde_json::to_value(&data).map_err(|err| ChatError::Internal(err.to_string()))?;

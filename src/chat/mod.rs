@@ -13,6 +13,7 @@ pub mod error;
 pub mod groups;
 pub mod ids;
 pub mod images;
+pub mod lifecycle;
 pub mod lockout;
 pub mod mail_links;
 pub mod messages;
@@ -41,6 +42,7 @@ pub use administration::{AccountSummary, Invitation, SignupMode};
 pub use delivery::{ChatEvent, Delivery, MessageView, NoDelivery, ReplyPreview};
 pub use error::ChatError;
 pub use groups::{GroupDetails, GroupMessage, GroupView, MemberInfo, NewGroup};
+pub use lifecycle::{AttachmentInput, ReactionList};
 pub use messages::{ImageInput, SendInput, Sent};
 pub use sessions::{ClientInfo, SessionInfo};
 
@@ -70,6 +72,8 @@ pub struct ChatConfig {
     pub max_image_pixels: u64,
     /// Who may create an account.
     pub signup_mode: SignupMode,
+    /// How long after sending a message its sender may edit it (`MESSAGE_EDIT_WINDOW_MINUTES`).
+    pub edit_window_ms: u64,
 }
 
 /// One row of the sidebar.
@@ -102,6 +106,7 @@ pub struct Chat {
     senders: Mutex<HashMap<String, String>>,
     injected_failures: AtomicU32,
     signup_mode: SignupMode,
+    edit_window_ms: u64,
     clock: Clock,
     stop: CancellationToken,
     /// The status forwarder, awaited by [`Chat::stop`].
@@ -151,6 +156,7 @@ impl Chat {
             senders: Mutex::new(HashMap::new()),
             injected_failures: AtomicU32::new(0),
             signup_mode: config.signup_mode,
+            edit_window_ms: config.edit_window_ms,
             clock: Clock::new(),
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -358,17 +364,19 @@ impl Chat {
         Ok(entries)
     }
 
-    /// Messages between `user` and `other_id`, oldest first.
+    /// Messages between `user` and `other_id`, oldest first (in change order for
+    /// [`HistoryPage::ChangedAfter`]), with their reply previews.
     pub async fn history(
         &self,
         user: &UserRecord,
         other_id: &str,
         page: HistoryPage,
-    ) -> Result<Vec<MessageRecord>, ChatError> {
+    ) -> Result<Vec<MessageView>, ChatError> {
         if !ids::is_id(other_id) || self.store.user_by_id(other_id).await?.is_none() {
             return Err(ChatError::NotFound("User not found".to_owned()));
         }
-        Ok(self.store.history(&user.id, other_id, page).await?)
+        let messages = self.store.history(&user.id, other_id, page).await?;
+        self.views(messages).await
     }
 
     /// A message job, if `viewer` sent it (or `viewer` is `None`: the admin).

@@ -1,4 +1,5 @@
-//! `/api/messages/*` (sidebar, history, send, job status) and `/uploads/<hash>`.
+//! `/api/messages/*` (sidebar, history, send, job status, edit, delete, reactions) and
+//! `/uploads/<hash>`.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -8,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -17,10 +18,10 @@ use serde_json::json;
 
 use super::admin::{admin_from_headers, ClientAddress};
 use super::session::{authenticate, CurrentUser};
-use super::wire::{MessageJson, SidebarUserJson};
+use super::wire::{MessageJson, ReactionJson, SidebarUserJson};
 use super::{ApiError, AppState, JsonBody};
 use crate::chat::images::ImageKind;
-use crate::chat::{Chat, ImageInput, SendInput, DEFAULT_PAGE, MAX_PAGE};
+use crate::chat::{AttachmentInput, Chat, ImageInput, SendInput, DEFAULT_PAGE, MAX_PAGE};
 use crate::config::Config;
 use crate::store::chat::HistoryPage;
 use crate::time::iso_time;
@@ -107,7 +108,14 @@ impl ChatState {
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/messages/users", get(sidebar))
-        .route("/api/messages/{id}", get(history))
+        .route("/api/messages/{id}", get(history).delete(delete_message))
+        .route("/api/messages/edit/{message_id}", put(edit_message))
+        .route(
+            "/api/messages/reaction/{message_id}",
+            get(list_reactions)
+                .post(add_reaction)
+                .delete(remove_reaction),
+        )
         .route("/api/messages/send/{id}", post(send))
         .route("/api/messages/status/{job_id}", get(status))
         .route("/uploads/{hash}", get(upload))
@@ -125,6 +133,9 @@ async fn sidebar(
 struct HistoryQuery {
     before: Option<u64>,
     after: Option<u64>,
+    /// A `changeSeq`: the messages saved or changed after it, in change order.
+    #[serde(rename = "updatedAfter")]
+    updated_after: Option<u64>,
     limit: Option<usize>,
 }
 
@@ -143,15 +154,16 @@ async fn history(
             "limit must be between 1 and {MAX_PAGE}"
         )));
     }
-    let page = match (query.before, query.after) {
-        (Some(_), Some(_)) => {
+    let page = match (query.before, query.after, query.updated_after) {
+        (Some(seq), None, None) => HistoryPage::Before { seq, limit },
+        (None, Some(seq), None) => HistoryPage::After { seq, limit },
+        (None, None, Some(change)) => HistoryPage::ChangedAfter { change, limit },
+        (None, None, None) => HistoryPage::Latest { limit },
+        _ => {
             return Err(ApiError::bad_request(
-                "use either before or after, not both",
+                "use one of before, after and updatedAfter",
             ))
         }
-        (Some(seq), None) => HistoryPage::Before { seq, limit },
-        (None, Some(seq)) => HistoryPage::After { seq, limit },
-        (None, None) => HistoryPage::Latest { limit },
     };
     let messages = state
         .chat_state()?
@@ -162,11 +174,17 @@ async fn history(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct SendBody {
     text: Option<String>,
     image: Option<String>,
-    #[serde(rename = "clientMessageId")]
     client_message_id: Option<String>,
+    reply_to: Option<String>,
+    file_url: Option<String>,
+    file_name: Option<String>,
+    file_size: Option<u64>,
+    file_type: Option<String>,
+    mime_type: Option<String>,
 }
 
 /// Reads a send from JSON (`{text, image: dataURL}`) or multipart (`text` field, `image` file).
@@ -184,6 +202,14 @@ pub(super) async fn read_send(request: Request, state: &AppState) -> Result<Send
             text: body.text,
             image: body.image.map(ImageInput::DataUrl),
             client_key: body.client_message_id,
+            reply_to: body.reply_to,
+            attachment: AttachmentInput {
+                url: body.file_url,
+                name: body.file_name,
+                size: body.file_size,
+                file_type: body.file_type,
+                mime_type: body.mime_type,
+            },
         });
     }
     let mut multipart = Multipart::from_request(request, state)
@@ -193,6 +219,8 @@ pub(super) async fn read_send(request: Request, state: &AppState) -> Result<Send
         text: None,
         image: None,
         client_key: None,
+        reply_to: None,
+        attachment: AttachmentInput::default(),
     };
     while let Some(field) = multipart.next_field().await.map_err(|err| {
         ApiError::bad_request(format!("malformed multipart body: {}", err.body_text()))
@@ -201,6 +229,12 @@ pub(super) async fn read_send(request: Request, state: &AppState) -> Result<Send
             Some("text") => input.text.is_some(),
             Some("clientMessageId") => input.client_key.is_some(),
             Some("image") => input.image.is_some(),
+            Some("replyTo") => input.reply_to.is_some(),
+            Some("fileUrl") => input.attachment.url.is_some(),
+            Some("fileName") => input.attachment.name.is_some(),
+            Some("fileSize") => input.attachment.size.is_some(),
+            Some("fileType") => input.attachment.file_type.is_some(),
+            Some("mimeType") => input.attachment.mime_type.is_some(),
             _ => false,
         };
         if given_twice {
@@ -225,6 +259,28 @@ pub(super) async fn read_send(request: Request, state: &AppState) -> Result<Send
                         .await
                         .map_err(|err| ApiError::bad_request(err.body_text()))?,
                 );
+            }
+            Some(
+                name @ ("replyTo" | "fileUrl" | "fileName" | "fileSize" | "fileType" | "mimeType"),
+            ) if field.file_name().is_none() => {
+                let name = name.to_owned();
+                let value = field
+                    .text()
+                    .await
+                    .map_err(|err| ApiError::bad_request(err.body_text()))?;
+                let attachment = &mut input.attachment;
+                match name.as_str() {
+                    "replyTo" => input.reply_to = Some(value),
+                    "fileUrl" => attachment.url = Some(value),
+                    "fileName" => attachment.name = Some(value),
+                    "fileType" => attachment.file_type = Some(value),
+                    "mimeType" => attachment.mime_type = Some(value),
+                    _ => {
+                        attachment.size = Some(value.trim().parse().map_err(|_| {
+                            ApiError::bad_request("fileSize must be a whole number of bytes")
+                        })?);
+                    }
+                }
             }
             Some("image") => {
                 let bytes: Bytes = field.bytes().await.map_err(|err| {
@@ -268,6 +324,84 @@ async fn send(
             "status": "queued",
         })),
     ))
+}
+
+#[derive(Debug, Deserialize)]
+struct EditBody {
+    text: String,
+}
+
+async fn edit_message(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(message_id): Path<String>,
+    JsonBody(body): JsonBody<EditBody>,
+) -> Result<Json<MessageJson>, ApiError> {
+    let chat = &state.chat_state()?.chat;
+    let view = chat.edit_message(&user, &message_id, &body.text).await?;
+    Ok(Json(MessageJson::from(&view)))
+}
+
+async fn delete_message(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(message_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let chat = &state.chat_state()?.chat;
+    let message = chat.delete_message(&user, &message_id).await?;
+    Ok(Json(json!({
+        "message": "Message deleted",
+        "messageId": message.id,
+        "isDeleted": message.is_deleted(),
+        "deletedAt": message.deleted_at.map(iso_time),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+struct ReactionBody {
+    reaction: String,
+}
+
+fn reactions_json(
+    message_id: &str,
+    reactions: &[crate::store::chat::Reaction],
+) -> serde_json::Value {
+    let reactions: Vec<ReactionJson> = reactions.iter().map(ReactionJson::from).collect();
+    json!({ "messageId": message_id, "reactions": reactions })
+}
+
+async fn add_reaction(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(message_id): Path<String>,
+    JsonBody(body): JsonBody<ReactionBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let chat = &state.chat_state()?.chat;
+    let reactions = chat.react(&user, &message_id, &body.reaction, true).await?;
+    Ok(Json(reactions_json(&message_id, &reactions)))
+}
+
+async fn remove_reaction(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(message_id): Path<String>,
+    JsonBody(body): JsonBody<ReactionBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let chat = &state.chat_state()?.chat;
+    let reactions = chat
+        .react(&user, &message_id, &body.reaction, false)
+        .await?;
+    Ok(Json(reactions_json(&message_id, &reactions)))
+}
+
+async fn list_reactions(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(message_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let chat = &state.chat_state()?.chat;
+    let reactions = chat.reactions(&user, &message_id).await?;
+    Ok(Json(reactions_json(&message_id, &reactions)))
 }
 
 /// A job's status, for its sender or for the admin key. The key goes through the same check as

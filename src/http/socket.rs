@@ -35,6 +35,9 @@ use crate::ws::{
     MessageStatusFrame, MessagesReadFrame, NotificationFrame, OutboundMessage, ServerFrame,
     TypingFrame,
 };
+use crate::ws::{
+    EditFrame, MessageDeletedFrame, MessageEditedFrame, ReactionFrame, ReactionUpdateFrame,
+};
 
 /// Longest text frame sent whole; longer ones go out in fragments of this size.
 pub const FRAGMENT_BYTES: usize = 2 * 1024;
@@ -354,6 +357,51 @@ impl Delivery for HubDelivery {
             ChatEvent::GroupRemoved { group_id } => {
                 GroupFrame::GroupRemoved(GroupRemovedFrame { group_id }).encode()
             }
+            ChatEvent::MessageEdited(message) => ChatFrame::MessageEdited(MessageEditedFrame {
+                message_id: &message.id,
+                text: &message.text,
+                is_edited: message.edited_at.is_some(),
+                edit_history: message
+                    .edit_history
+                    .iter()
+                    .map(|edit| EditFrame {
+                        text: &edit.text,
+                        edited_at: iso_time(edit.edited_at),
+                    })
+                    .collect(),
+                updated_at: iso_time(message.updated_at),
+                change_seq: message.change,
+            })
+            .encode(),
+            ChatEvent::MessageDeleted(message) => ChatFrame::MessageDeleted(MessageDeletedFrame {
+                message_id: &message.id,
+                is_deleted: message.is_deleted(),
+                deleted_at: message.deleted_at.map(iso_time),
+                change_seq: message.change,
+            })
+            .encode(),
+            ChatEvent::ReactionUpdate {
+                message,
+                reaction,
+                user_id,
+                is_add,
+            } => ChatFrame::MessageReactionUpdate(ReactionUpdateFrame {
+                message_id: &message.id,
+                reaction,
+                user_id,
+                is_add: *is_add,
+                reactions: message
+                    .reactions
+                    .iter()
+                    .map(|reaction| ReactionFrame {
+                        emoji: &reaction.emoji,
+                        users: &reaction.users,
+                        count: reaction.users.len(),
+                    })
+                    .collect(),
+                change_seq: message.change,
+            })
+            .encode(),
             ChatEvent::MessageStatus {
                 message_id,
                 job_id,
@@ -518,10 +566,43 @@ mod tests {
             3,
         );
         message.updated_at = 1000;
+        let mut changed = message.clone();
+        changed.text = "edited".into();
+        changed.edit_history = vec![crate::store::chat::Edit {
+            text: "hi".into(),
+            edited_at: 2000,
+        }];
+        changed.edited_at = Some(2000);
+        changed.updated_at = 2000;
+        changed.reactions = vec![crate::store::chat::Reaction {
+            emoji: "👍".into(),
+            users: vec!["b".into()],
+        }];
+        changed.change = 4;
+        let mut deleted = message.clone();
+        deleted.deleted_at = Some(3000);
+        deleted.change = 5;
         let cases = [
             (
+                ChatEvent::MessageEdited(Box::new(changed.clone())),
+                r#"{"type":"messageEdited","data":{"messageId":"m1","text":"edited","isEdited":true,"editHistory":[{"text":"hi","editedAt":"1970-01-01T00:00:02.000Z"}],"updatedAt":"1970-01-01T00:00:02.000Z","changeSeq":4}}"#,
+            ),
+            (
+                ChatEvent::MessageDeleted(Box::new(deleted)),
+                r#"{"type":"messageDeleted","data":{"messageId":"m1","isDeleted":true,"deletedAt":"1970-01-01T00:00:03.000Z","changeSeq":5}}"#,
+            ),
+            (
+                ChatEvent::ReactionUpdate {
+                    message: Box::new(changed),
+                    reaction: "👍".into(),
+                    user_id: "b".into(),
+                    is_add: true,
+                },
+                r#"{"type":"message_reaction_update","data":{"messageId":"m1","reaction":"👍","userId":"b","isAdd":true,"reactions":[{"emoji":"👍","users":["b"],"count":1}],"changeSeq":4}}"#,
+            ),
+            (
                 ChatEvent::NewMessage(Box::new(crate::chat::MessageView::plain(message))),
-                r#"{"type":"newMessage","data":{"_id":"m1","senderId":"a","receiverId":"b","text":"hi \"you\"","image":"","seq":3,"createdAt":"1970-01-01T00:00:00.000Z","updatedAt":"1970-01-01T00:00:01.000Z"}}"#,
+                r#"{"type":"newMessage","data":{"_id":"m1","senderId":"a","receiverId":"b","groupId":null,"text":"hi \"you\"","image":"","seq":3,"createdAt":"1970-01-01T00:00:00.000Z","updatedAt":"1970-01-01T00:00:01.000Z","replyTo":null,"fileUrl":null,"fileName":null,"fileSize":null,"fileType":null,"mimeType":null,"isEdited":false,"editHistory":[],"isDeleted":false,"deletedAt":null,"reactions":[],"isSystemMessage":false,"changeSeq":3}}"#,
             ),
             (
                 ChatEvent::MessageStatus {

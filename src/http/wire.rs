@@ -5,8 +5,10 @@
 
 use serde::Serialize;
 
-use crate::chat::{names, GroupMessage, GroupView, MemberInfo, MessageView, SidebarEntry};
-use crate::store::chat::{MessageRecord, UserRecord};
+use crate::chat::{
+    names, GroupMessage, GroupView, MemberInfo, MessageView, ReplyPreview, SidebarEntry,
+};
+use crate::store::chat::{MessageRecord, Reaction, UserRecord};
 use crate::time::iso_time;
 
 #[derive(Debug, Clone, Serialize)]
@@ -59,6 +61,8 @@ impl From<&UserRecord> for PublicUserJson {
     }
 }
 
+/// A message, with the MERN app's field names. A deleted one keeps its place with
+/// `isDeleted` and empty content; a group message has `groupId` and no `receiverId`.
 #[derive(Debug, Clone, Serialize)]
 pub struct MessageJson {
     #[serde(rename = "_id")]
@@ -66,7 +70,9 @@ pub struct MessageJson {
     #[serde(rename = "senderId")]
     pub sender_id: String,
     #[serde(rename = "receiverId")]
-    pub receiver_id: String,
+    pub receiver_id: Option<String>,
+    #[serde(rename = "groupId")]
+    pub group_id: Option<String>,
     pub text: String,
     pub image: String,
     pub seq: u64,
@@ -74,26 +80,143 @@ pub struct MessageJson {
     pub created_at: String,
     #[serde(rename = "updatedAt")]
     pub updated_at: String,
+    #[serde(rename = "replyTo")]
+    pub reply_to: Option<ReplyJson>,
+    #[serde(rename = "fileUrl")]
+    pub file_url: Option<String>,
+    #[serde(rename = "fileName")]
+    pub file_name: Option<String>,
+    #[serde(rename = "fileSize")]
+    pub file_size: Option<u64>,
+    #[serde(rename = "fileType")]
+    pub file_type: Option<String>,
+    #[serde(rename = "mimeType")]
+    pub mime_type: Option<String>,
+    #[serde(rename = "isEdited")]
+    pub is_edited: bool,
+    #[serde(rename = "editHistory")]
+    pub edit_history: Vec<EditJson>,
+    #[serde(rename = "isDeleted")]
+    pub is_deleted: bool,
+    #[serde(rename = "deletedAt")]
+    pub deleted_at: Option<String>,
+    pub reactions: Vec<ReactionJson>,
+    #[serde(rename = "isSystemMessage")]
+    pub is_system_message: bool,
+    /// The change stamp of the message's save or last change: `?updatedAfter=` takes the
+    /// highest one a client has seen.
+    #[serde(rename = "changeSeq")]
+    pub change_seq: u64,
 }
 
+/// A previous text of an edited message.
+#[derive(Debug, Clone, Serialize)]
+pub struct EditJson {
+    pub text: String,
+    #[serde(rename = "editedAt")]
+    pub edited_at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReactionJson {
+    pub emoji: String,
+    pub users: Vec<String>,
+    pub count: usize,
+}
+
+impl From<&Reaction> for ReactionJson {
+    fn from(reaction: &Reaction) -> ReactionJson {
+        ReactionJson {
+            emoji: reaction.emoji.clone(),
+            users: reaction.users.clone(),
+            count: reaction.users.len(),
+        }
+    }
+}
+
+/// What a reply shows of the message it answers (`replyTo`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplyJson {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub text: String,
+    pub image: String,
+    #[serde(rename = "isDeleted")]
+    pub is_deleted: bool,
+    #[serde(rename = "senderId")]
+    pub sender: ReplySenderJson,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplySenderJson {
+    #[serde(rename = "_id")]
+    pub id: String,
+    #[serde(rename = "fullName")]
+    pub full_name: String,
+}
+
+impl From<&ReplyPreview> for ReplyJson {
+    fn from(reply: &ReplyPreview) -> ReplyJson {
+        ReplyJson {
+            id: reply.id.clone(),
+            text: reply.text.clone(),
+            image: reply.image.clone(),
+            is_deleted: reply.deleted,
+            sender: ReplySenderJson {
+                id: reply.sender_id.clone(),
+                full_name: reply.sender_name.clone(),
+            },
+        }
+    }
+}
+
+/// A message without its reply preview (`replyTo` is null): the sidebar's last message.
 impl From<&MessageRecord> for MessageJson {
     fn from(message: &MessageRecord) -> MessageJson {
+        let attachment = message.attachment.as_ref();
         MessageJson {
             id: message.id.clone(),
             sender_id: message.sender_id.clone(),
-            receiver_id: message.receiver_id.clone(),
+            receiver_id: message
+                .group_id
+                .is_none()
+                .then(|| message.receiver_id.clone()),
+            group_id: message.group_id.clone(),
             text: message.text.clone(),
             image: message.image.clone(),
             seq: message.seq,
             created_at: iso_time(message.created_at),
             updated_at: iso_time(message.updated_at),
+            reply_to: None,
+            file_url: attachment.map(|file| file.url.clone()),
+            file_name: attachment.map(|file| file.name.clone()),
+            file_size: attachment.map(|file| file.size),
+            file_type: attachment.map(|file| file.file_type.clone()),
+            mime_type: attachment.map(|file| file.mime_type.clone()),
+            is_edited: message.edited_at.is_some(),
+            edit_history: message
+                .edit_history
+                .iter()
+                .map(|edit| EditJson {
+                    text: edit.text.clone(),
+                    edited_at: iso_time(edit.edited_at),
+                })
+                .collect(),
+            is_deleted: message.is_deleted(),
+            deleted_at: message.deleted_at.map(iso_time),
+            reactions: message.reactions.iter().map(ReactionJson::from).collect(),
+            is_system_message: message.system,
+            change_seq: message.change,
         }
     }
 }
 
 impl From<&MessageView> for MessageJson {
     fn from(view: &MessageView) -> MessageJson {
-        MessageJson::from(&view.message)
+        MessageJson {
+            reply_to: view.reply.as_ref().map(ReplyJson::from),
+            ..MessageJson::from(&view.message)
+        }
     }
 }
 
@@ -165,8 +288,12 @@ pub struct GroupMessageJson(serde_json::Value);
 
 impl From<&GroupMessage> for GroupMessageJson {
     fn from(message: &GroupMessage) -> GroupMessageJson {
-        let mut json = serde_json::to_value(MessageJson::from(&message.message))
-            .unwrap_or(serde_json::Value::Null);
+        let view = MessageView {
+            message: message.message.clone(),
+            reply: message.reply.clone(),
+        };
+        let mut json =
+            serde_json::to_value(MessageJson::from(&view)).unwrap_or(serde_json::Value::Null);
         if let Some(fields) = json.as_object_mut() {
             // The message JSON may carry these already; a group message always does.
             fields

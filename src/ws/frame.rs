@@ -30,6 +30,14 @@ pub enum ServerFrame<'a, M = NoMessage> {
     GroupRemoved(GroupRemovedFrame<'a>),
     /// The sender's message job changed state.
     MessageStatus(MessageStatusFrame<'a>),
+    /// A message was edited: to everyone who can see it.
+    MessageEdited(MessageEditedFrame<'a>),
+    /// A message was deleted: to everyone who can see it.
+    MessageDeleted(MessageDeletedFrame<'a>),
+    /// A reaction was added or taken back: to everyone who can see the message. (The MERN
+    /// app's name, and, unlike that app, never to anyone else.)
+    #[serde(rename = "message_reaction_update")]
+    MessageReactionUpdate(ReactionUpdateFrame<'a>),
     /// The other participant started or stopped typing.
     Typing(TypingFrame<'a>),
     /// The other participant read the conversation up to a `seq`.
@@ -61,6 +69,59 @@ pub struct MessageStatusFrame<'a> {
     pub message_id: &'a str,
     pub job_id: &'a str,
     pub state: &'a str,
+}
+
+/// `data` of a `messageEdited` frame.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageEditedFrame<'a> {
+    pub message_id: &'a str,
+    pub text: &'a str,
+    pub is_edited: bool,
+    pub edit_history: Vec<EditFrame<'a>>,
+    /// ISO-8601.
+    pub updated_at: String,
+    pub change_seq: u64,
+}
+
+/// One previous text in `editHistory`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EditFrame<'a> {
+    pub text: &'a str,
+    /// ISO-8601.
+    pub edited_at: String,
+}
+
+/// `data` of a `messageDeleted` frame.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageDeletedFrame<'a> {
+    pub message_id: &'a str,
+    pub is_deleted: bool,
+    /// ISO-8601.
+    pub deleted_at: Option<String>,
+    pub change_seq: u64,
+}
+
+/// `data` of a `message_reaction_update` frame, with the message's reactions as they are now.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReactionUpdateFrame<'a> {
+    pub message_id: &'a str,
+    pub reaction: &'a str,
+    pub user_id: &'a str,
+    pub is_add: bool,
+    pub reactions: Vec<ReactionFrame<'a>>,
+    pub change_seq: u64,
+}
+
+/// One reaction on a message: who gave it and how many they are.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReactionFrame<'a> {
+    pub emoji: &'a str,
+    pub users: &'a [String],
+    pub count: usize,
 }
 
 /// `data` of a `typing` frame.
@@ -136,6 +197,9 @@ impl<M> ServerFrame<'_, M> {
             ServerFrame::GroupUpdated(_) => "groupUpdated",
             ServerFrame::GroupRemoved(_) => "groupRemoved",
             ServerFrame::MessageStatus(_) => "messageStatus",
+            ServerFrame::MessageEdited(_) => "messageEdited",
+            ServerFrame::MessageDeleted(_) => "messageDeleted",
+            ServerFrame::MessageReactionUpdate(_) => "message_reaction_update",
             ServerFrame::Typing(_) => "typing",
             ServerFrame::MessagesRead(_) => "messagesRead",
             ServerFrame::Notification(_) => "notification",
@@ -203,7 +267,46 @@ mod tests {
             text: &'static str,
         }
         let data = serde_json::json!({"messageId": "m"});
-        let cases: [(ServerFrame<'_, Message>, &str); 8] = [
+        let users = ["a".to_owned(), "b".to_owned()];
+        let cases: [(ServerFrame<'_, Message>, &str); 11] = [
+            (
+                ServerFrame::MessageEdited(MessageEditedFrame {
+                    message_id: "m",
+                    text: "new",
+                    is_edited: true,
+                    edit_history: vec![EditFrame {
+                        text: "old",
+                        edited_at: "1970-01-01T00:00:01.000Z".to_owned(),
+                    }],
+                    updated_at: "1970-01-01T00:00:01.000Z".to_owned(),
+                    change_seq: 4,
+                }),
+                r#"{"type":"messageEdited","data":{"messageId":"m","text":"new","isEdited":true,"editHistory":[{"text":"old","editedAt":"1970-01-01T00:00:01.000Z"}],"updatedAt":"1970-01-01T00:00:01.000Z","changeSeq":4}}"#,
+            ),
+            (
+                ServerFrame::MessageDeleted(MessageDeletedFrame {
+                    message_id: "m",
+                    is_deleted: true,
+                    deleted_at: Some("1970-01-01T00:00:02.000Z".to_owned()),
+                    change_seq: 5,
+                }),
+                r#"{"type":"messageDeleted","data":{"messageId":"m","isDeleted":true,"deletedAt":"1970-01-01T00:00:02.000Z","changeSeq":5}}"#,
+            ),
+            (
+                ServerFrame::MessageReactionUpdate(ReactionUpdateFrame {
+                    message_id: "m",
+                    reaction: "👍",
+                    user_id: "b",
+                    is_add: true,
+                    reactions: vec![ReactionFrame {
+                        emoji: "👍",
+                        users: &users,
+                        count: 2,
+                    }],
+                    change_seq: 6,
+                }),
+                r#"{"type":"message_reaction_update","data":{"messageId":"m","reaction":"👍","userId":"b","isAdd":true,"reactions":[{"emoji":"👍","users":["a","b"],"count":2}],"changeSeq":6}}"#,
+            ),
             (
                 ServerFrame::NewMessage(&Message { text: "hi" }),
                 r#"{"type":"newMessage","data":{"text":"hi"}}"#,

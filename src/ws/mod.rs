@@ -16,6 +16,9 @@ pub use frame::{
     ClientFrame, ErrorFrame, Frame, GroupRemovedFrame, MessageStatusFrame, MessagesReadFrame,
     NoMessage, NotificationFrame, ServerFrame, TypingFrame,
 };
+pub use frame::{
+    EditFrame, MessageDeletedFrame, MessageEditedFrame, ReactionFrame, ReactionUpdateFrame,
+};
 pub use heartbeat::{Heartbeat, InboundBudget, Liveness};
 pub use hub::{CloseReason, Connection, Hub, HubConfig, HubStats, Outgoing};
 pub use session::{
