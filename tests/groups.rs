@@ -690,6 +690,14 @@ async fn members_react_to_and_see_edits_of_group_messages_and_others_cannot() {
     .await;
     assert_eq!(status, 200, "{edited}");
     assert_eq!(bob_socket.next_of("messageEdited").await["text"], "edited");
+    // A member who was away catches up on the edit by change order.
+    let changed = history(&bob, &id, "?updatedAfter=0").await;
+    assert_eq!(changed.last().unwrap()["_id"], message_id.as_str());
+    assert_eq!(changed.last().unwrap()["text"], "edited");
+    assert_eq!(
+        changed.last().unwrap()["senderId"]["_id"],
+        alice.id.as_str()
+    );
 
     // Once removed, Bob no longer sees it either.
     call(
