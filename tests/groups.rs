@@ -657,3 +657,57 @@ async fn a_removed_member_stops_receiving_at_once_and_is_told() {
     assert_eq!(status, 404);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn members_react_to_and_see_edits_of_group_messages_and_others_cannot() {
+    let server = TestServer::memory().await;
+    let alice = User::signup(&server, "Alice").await;
+    let bob = User::signup(&server, "Bob").await;
+    let carol = User::signup(&server, "Carol").await;
+    let id = id_of(&create(&alice, "Reacting", &[&bob]).await);
+    let mut bob_socket = bob.socket().await;
+    let sent = post(&alice, &id, "react to me").await;
+    let message_id = sent["messageId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        bob_socket.next_of("newGroupMessage").await["_id"],
+        message_id.as_str()
+    );
+    let reaction = format!("/api/messages/reaction/{message_id}");
+
+    let (status, answer) = call(&bob, "POST", &reaction, Some(json!({"reaction": "👍"}))).await;
+    assert_eq!(status, 200, "a member reacts: {answer}");
+    let (status, _) = call(&carol, "POST", &reaction, Some(json!({"reaction": "👍"}))).await;
+    assert_eq!(status, 404, "a non-member sees no such message");
+    let (status, _) = call(&carol, "GET", &reaction, None).await;
+    assert_eq!(status, 404);
+
+    let (status, edited) = call(
+        &alice,
+        "PUT",
+        &format!("/api/messages/edit/{message_id}"),
+        Some(json!({"text": "edited"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{edited}");
+    assert_eq!(bob_socket.next_of("messageEdited").await["text"], "edited");
+    // A member who was away catches up on the edit by change order.
+    let changed = history(&bob, &id, "?updatedAfter=0").await;
+    assert_eq!(changed.last().unwrap()["_id"], message_id.as_str());
+    assert_eq!(changed.last().unwrap()["text"], "edited");
+    assert_eq!(
+        changed.last().unwrap()["senderId"]["_id"],
+        alice.id.as_str()
+    );
+
+    // Once removed, Bob no longer sees it either.
+    call(
+        &alice,
+        "DELETE",
+        &format!("/api/groups/{id}/members"),
+        Some(json!({"userId": bob.id})),
+    )
+    .await;
+    let (status, _) = call(&bob, "DELETE", &reaction, Some(json!({"reaction": "👍"}))).await;
+    assert_eq!(status, 404);
+    server.stop().await;
+}

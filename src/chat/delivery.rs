@@ -39,6 +39,14 @@ pub struct ReplyPreview {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChatEvent {
     NewMessage(Box<MessageView>),
+    /// A message (or system message) saved in a group: to every member.
+    NewGroupMessage(Box<GroupMessage>),
+    /// A group was created or changed (members, admin, details): to every member.
+    GroupUpdated(Box<GroupView>),
+    /// The user is no longer a member of the group (removed, left, or it was deleted).
+    GroupRemoved {
+        group_id: String,
+    },
     /// A message's text was edited: to everyone who can see it.
     MessageEdited(Box<MessageRecord>),
     /// A message was (soft) deleted: to everyone who can see it.
@@ -49,14 +57,6 @@ pub enum ChatEvent {
         reaction: String,
         user_id: String,
         is_add: bool,
-    },
-    /// A message (or system message) saved in a group: to every member.
-    NewGroupMessage(Box<GroupMessage>),
-    /// A group was created or changed (members, admin, details): to every member.
-    GroupUpdated(Box<GroupView>),
-    /// The user is no longer a member of the group (removed, left, or it was deleted).
-    GroupRemoved {
-        group_id: String,
     },
     /// The sender's message job moved to `state` (`waiting`, `active`, `delayed`, `completed`,
     /// `failed`).

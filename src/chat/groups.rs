@@ -76,10 +76,12 @@ pub struct GroupView {
     pub unread: u64,
 }
 
-/// A group message with its sender resolved (the MERN client shows names and pictures).
+/// A group message with its sender (the MERN client shows names and pictures) and the preview
+/// of the message it replies to resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupMessage {
     pub message: MessageRecord,
+    pub reply: Option<super::ReplyPreview>,
     pub sender: MemberInfo,
 }
 
@@ -165,6 +167,16 @@ impl Chat {
             .is_some_and(|group| group.is_member(user)))
     }
 
+    /// The members of group `group_id` now (none if there is no such group).
+    pub(super) async fn current_members(&self, group_id: &str) -> Result<Vec<String>, ChatError> {
+        Ok(self
+            .store
+            .group(group_id)
+            .await?
+            .map(|group| group.members.clone())
+            .unwrap_or_default())
+    }
+
     async fn member_info(&self, id: &str) -> Result<MemberInfo, ChatError> {
         Ok(match self.store.user_by_id(id).await? {
             Some(user) => MemberInfo::of(&user),
@@ -204,7 +216,12 @@ impl Chat {
 
     async fn group_message(&self, message: MessageRecord) -> Result<GroupMessage, ChatError> {
         let sender = self.member_info(&message.sender_id).await?;
-        Ok(GroupMessage { message, sender })
+        let view = self.view(message).await?;
+        Ok(GroupMessage {
+            message: view.message,
+            reply: view.reply,
+            sender,
+        })
     }
 
     /// The groups `user` is in, latest activity first, with unread counts and last messages.
@@ -552,6 +569,7 @@ impl Chat {
                 tracing::warn!(error = %err, "cannot resolve a group message's sender");
                 GroupMessage {
                     sender: MemberInfo::unknown(&message.sender_id),
+                    reply: None,
                     message,
                 }
             }
@@ -570,10 +588,12 @@ impl Chat {
         page: HistoryPage,
     ) -> Result<Vec<GroupMessage>, ChatError> {
         self.member_group(&user.id, group_id).await?;
-        let messages = self.store.group_history(group_id, page).await?;
+        let messages = self
+            .views(self.store.group_history(group_id, page).await?)
+            .await?;
         let mut resolved = Vec::with_capacity(messages.len());
         let mut senders: std::collections::HashMap<String, MemberInfo> = Default::default();
-        for message in messages {
+        for super::MessageView { message, reply } in messages {
             let sender = match senders.get(&message.sender_id) {
                 Some(sender) => sender.clone(),
                 None => {
@@ -582,7 +602,11 @@ impl Chat {
                     sender
                 }
             };
-            resolved.push(GroupMessage { message, sender });
+            resolved.push(GroupMessage {
+                message,
+                reply,
+                sender,
+            });
         }
         Ok(resolved)
     }
@@ -693,6 +717,8 @@ impl Chat {
             image,
             created_at: data.created_at,
             group_id: Some(group_id.to_owned()),
+            reply_to: data.reply_to.clone(),
+            attachment: data.attachment.clone(),
             ..NewMessage::default()
         }
     }

@@ -79,19 +79,16 @@ impl Chat {
         }
     }
 
-    /// Whether `user` is a member of group `group_id` now (a removed member sees nothing more).
+    /// **Groups hook**: whether `user` is a member of group `group_id` now (see
+    /// `chat::groups`; a former member no longer sees the group's messages).
     pub async fn group_member(&self, group_id: &str, user: &str) -> Result<bool, ChatError> {
         self.is_group_member(user, group_id).await
     }
 
-    /// The members of group `group_id` now, who receive the events of its messages.
+    /// **Groups hook**: the members of group `group_id` now, who receive the events of its
+    /// messages (none once the group is gone).
     pub async fn group_members(&self, group_id: &str) -> Result<Vec<String>, ChatError> {
-        Ok(self
-            .store
-            .group(group_id)
-            .await?
-            .map(|group| group.members.clone())
-            .unwrap_or_default())
+        self.current_members(group_id).await
     }
 
     /// Everyone whose sockets get the events about `message`, each once.

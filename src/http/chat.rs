@@ -130,7 +130,7 @@ async fn sidebar(
 }
 
 #[derive(Debug, Deserialize)]
-struct HistoryQuery {
+pub(super) struct HistoryQuery {
     before: Option<u64>,
     after: Option<u64>,
     /// A `changeSeq`: the messages saved or changed after it, in change order.
@@ -145,6 +145,19 @@ async fn history(
     Path(other_id): Path<String>,
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<MessageJson>>, ApiError> {
+    let page = history_page(query)?;
+    let messages = state
+        .chat_state()?
+        .chat
+        .history(&user, &other_id, page)
+        .await?;
+    Ok(Json(messages.iter().map(MessageJson::from).collect()))
+}
+
+/// The page a history query asks for (direct and group history alike).
+pub(super) fn history_page(
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<HistoryPage, ApiError> {
     let Query(query) = query.map_err(|rejection| {
         ApiError::bad_request(format!("invalid query: {}", rejection.body_text()))
     })?;
@@ -154,7 +167,7 @@ async fn history(
             "limit must be between 1 and {MAX_PAGE}"
         )));
     }
-    let page = match (query.before, query.after, query.updated_after) {
+    Ok(match (query.before, query.after, query.updated_after) {
         (Some(seq), None, None) => HistoryPage::Before { seq, limit },
         (None, Some(seq), None) => HistoryPage::After { seq, limit },
         (None, None, Some(change)) => HistoryPage::ChangedAfter { change, limit },
@@ -164,13 +177,7 @@ async fn history(
                 "use one of before, after and updatedAfter",
             ))
         }
-    };
-    let messages = state
-        .chat_state()?
-        .chat
-        .history(&user, &other_id, page)
-        .await?;
-    Ok(Json(messages.iter().map(MessageJson::from).collect()))
+    })
 }
 
 #[derive(Debug, Deserialize)]

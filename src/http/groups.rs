@@ -10,12 +10,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::chat::read_send;
+use super::chat::{history_page, read_send, HistoryQuery};
 use super::session::CurrentUser;
 use super::wire::{GroupJson, GroupMessageJson};
 use super::{ApiError, AppState, JsonBody};
-use crate::chat::{GroupDetails, NewGroup, DEFAULT_PAGE, MAX_PAGE};
-use crate::store::chat::HistoryPage;
+use crate::chat::{GroupDetails, NewGroup};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -200,38 +199,13 @@ async fn set_admin(
     })))
 }
 
-#[derive(Debug, Deserialize)]
-struct HistoryQuery {
-    before: Option<u64>,
-    after: Option<u64>,
-    limit: Option<usize>,
-}
-
 async fn history(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Path(group_id): Path<String>,
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<GroupMessageJson>>, ApiError> {
-    let Query(query) = query.map_err(|rejection| {
-        ApiError::bad_request(format!("invalid query: {}", rejection.body_text()))
-    })?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::bad_request(format!(
-            "limit must be between 1 and {MAX_PAGE}"
-        )));
-    }
-    let page = match (query.before, query.after) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
-                "use either before or after, not both",
-            ))
-        }
-        (Some(seq), None) => HistoryPage::Before { seq, limit },
-        (None, Some(seq)) => HistoryPage::After { seq, limit },
-        (None, None) => HistoryPage::Latest { limit },
-    };
+    let page = history_page(query)?;
     let messages = state
         .chat_state()?
         .chat

@@ -345,6 +345,18 @@ impl Delivery for HubDelivery {
             ChatEvent::NewMessage(view) => {
                 ChatFrame::NewMessage(&MessageJson::from(&**view)).encode()
             }
+            // Serialised once here, for every member's sockets.
+            ChatEvent::NewGroupMessage(message) => GroupFrame::NewGroupMessage(
+                &GroupEventJson::Message(GroupMessageJson::from(&**message)),
+            )
+            .encode(),
+            ChatEvent::GroupUpdated(view) => {
+                GroupFrame::GroupUpdated(&GroupEventJson::Group(Box::new(GroupJson::from(&**view))))
+                    .encode()
+            }
+            ChatEvent::GroupRemoved { group_id } => {
+                GroupFrame::GroupRemoved(GroupRemovedFrame { group_id }).encode()
+            }
             ChatEvent::MessageEdited(message) => ChatFrame::MessageEdited(MessageEditedFrame {
                 message_id: &message.id,
                 text: &message.text,
@@ -390,18 +402,6 @@ impl Delivery for HubDelivery {
                 change_seq: message.change,
             })
             .encode(),
-            // Serialised once here, for every member's sockets.
-            ChatEvent::NewGroupMessage(message) => GroupFrame::NewGroupMessage(
-                &GroupEventJson::Message(GroupMessageJson::from(&**message)),
-            )
-            .encode(),
-            ChatEvent::GroupUpdated(view) => {
-                GroupFrame::GroupUpdated(&GroupEventJson::Group(Box::new(GroupJson::from(&**view))))
-                    .encode()
-            }
-            ChatEvent::GroupRemoved { group_id } => {
-                GroupFrame::GroupRemoved(GroupRemovedFrame { group_id }).encode()
-            }
             ChatEvent::MessageStatus {
                 message_id,
                 job_id,

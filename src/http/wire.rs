@@ -296,8 +296,12 @@ pub struct GroupMessageJson(serde_json::Value);
 
 impl From<&GroupMessage> for GroupMessageJson {
     fn from(message: &GroupMessage) -> GroupMessageJson {
-        let mut json = serde_json::to_value(MessageJson::from(&message.message))
-            .unwrap_or(serde_json::Value::Null);
+        let view = MessageView {
+            message: message.message.clone(),
+            reply: message.reply.clone(),
+        };
+        let mut json =
+            serde_json::to_value(MessageJson::from(&view)).unwrap_or(serde_json::Value::Null);
         if let Some(fields) = json.as_object_mut() {
             // The message JSON may carry these already; a group message always does.
             fields
