@@ -1,9 +1,11 @@
 //! Changes to stored messages (edits, deletes, reactions), the change index that lets a client
 //! catch up on them, and the index of the files messages refer to.
 //!
-//! A change is read-modify-write from the message's latest value, which is the one still on its
-//! way to disk if there is one (so two reactions given at once both land), decided under the
-//! state lock like every chat write. It takes the conversation's next change stamp and is one
+//! A change is read-modify-write from the message's stored value, decided under the state lock
+//! like every chat write. While an earlier change of the same message is on its way to disk, a
+//! new one waits for it to settle and then reads again: built on the earlier one's in-memory
+//! record, it would carry that change to disk even when the earlier write failed (and was
+//! reported failed), and two reactions given at once still both land. It takes the conversation's next change stamp and is one
 //! atomic write: the message under its `c` key, its new `k<conv>\0<stamp>` index key (the old one
 //! removed, so each message has one index key, its latest), and the removal of the `h` file
 //! references it no longer has. Catch-up (`HistoryPage::ChangedAfter`) is a range read of the
@@ -18,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use tokio::sync::Notify;
 
 use super::keys::{
     change_key, file_ref_key, file_ref_prefix, message_key, seq_of, FILE_REFS_MARK, MESSAGE,
@@ -29,15 +32,28 @@ use crate::store::job::Millis;
 use crate::store::sled::committer::{AfterCommit, Write};
 use crate::store::StoreError;
 
+/// What [`SledChatStore::decide_change`] decided.
+enum Decided<'a> {
+    /// Submitted: the outcome once the write is durable.
+    Written(super::Durable, ChangeOutcome),
+    /// Nothing to write.
+    Answered(ChangeOutcome),
+    /// Another change of the message is on its way to disk: try again once it settled.
+    Wait(tokio::sync::futures::Notified<'a>),
+}
+
 /// Message records changed but not yet durable.
 #[derive(Default)]
 pub(super) struct MessageWrites {
     pending: Mutex<Pending>,
+    /// Woken each time a pending change settles (durable or failed).
+    settled: Notify,
 }
 
 #[derive(Default)]
 struct Pending {
-    /// Each message's latest record with the number of the write that set it.
+    /// The record of each message whose change is on its way to disk, with the number of the
+    /// write that set it (at most one at a time: the next change waits for it).
     records: HashMap<String, (u64, MessageRecord)>,
     last: u64,
 }
@@ -49,90 +65,110 @@ impl SledChatStore {
         change: MessageChange,
         now: Millis,
     ) -> Result<ChangeOutcome, StoreError> {
-        let (durable, outcome) = {
-            let mut state = self.lock();
-            let mut pending = self.message_writes.pending.lock();
-            let latest = match pending.records.get(id) {
-                Some((_, record)) => Some(record.clone()),
-                None => self.read_message(id)?,
-            };
-            let Some(before) = latest else {
-                return Ok(ChangeOutcome::NotFound);
-            };
-            if state.deleted_users.contains(&before.sender_id)
-                || state.deleted_users.contains(&before.receiver_id)
-            {
-                return Ok(ChangeOutcome::NotFound);
-            }
-            let mut record = before.clone();
-            match change.apply(&mut record, now) {
-                Err(refused) => return Ok(ChangeOutcome::Refused(refused, before)),
-                Ok(false) => return Ok(ChangeOutcome::Unchanged(before)),
-                Ok(true) => {}
-            }
-            let mut dropped_refs = Vec::new();
-            let kept = record.file_refs();
-            let mut released = Vec::new();
-            for url in before.file_refs() {
-                if kept.contains(&url) {
-                    continue;
+        loop {
+            let settled = match self.decide_change(id, &change, now)? {
+                Decided::Written(durable, outcome) => {
+                    wait(durable).await?;
+                    return Ok(outcome);
                 }
-                dropped_refs.push(Write::Delete(file_ref_key(&url, id)));
-                if !self.referenced_elsewhere(&state, &pending, &url, id)? {
-                    released.push(url);
-                }
-            }
-            let conversation = before.conversation_key();
-            let pair = if before.sender_id <= before.receiver_id {
-                (before.sender_id.as_str(), before.receiver_id.as_str())
-            } else {
-                (before.receiver_id.as_str(), before.sender_id.as_str())
+                Decided::Answered(outcome) => return Ok(outcome),
+                Decided::Wait(settled) => settled,
             };
-            let link = before.group_id.is_none().then_some(pair);
-            let entry = self.conversation(&mut state, &conversation, link)?;
-            let stamp = entry.last_change + 1;
-            record.change = stamp;
-            let mut writes = vec![
-                Write::Put(
-                    message_key(&conversation, record.seq),
-                    encode_versioned(&record)?,
-                ),
-                Write::Put(change_key(&conversation, stamp), encode(&record.seq)?),
-            ];
-            if before.change > 0 {
-                writes.push(Write::Delete(change_key(&conversation, before.change)));
-            }
-            writes.extend(dropped_refs);
-            // Every fallible step is done: now memory may change.
-            entry.last_change = stamp;
-            pending.last += 1;
-            let number = pending.last;
-            pending
-                .records
-                .insert(id.to_owned(), (number, record.clone()));
-            let in_flight = Arc::clone(&self.message_writes);
-            let written = id.to_owned();
-            let after: AfterCommit = Box::new(move |_result| {
-                let mut pending = in_flight.pending.lock();
-                if pending
-                    .records
-                    .get(&written)
-                    .is_some_and(|(n, _)| *n == number)
-                {
-                    pending.records.remove(&written);
-                }
-            });
-            let durable = self.committer.submit_durable(writes, 0, Some(after));
-            (
-                durable,
-                ChangeOutcome::Changed {
-                    message: record,
-                    released,
-                },
-            )
+            settled.await;
+        }
+    }
+
+    /// Decides `change` of message `id` under the state lock: writes it, answers without a write,
+    /// or says to wait for a change of the same message still on its way to disk.
+    fn decide_change(
+        &self,
+        id: &str,
+        change: &MessageChange,
+        now: Millis,
+    ) -> Result<Decided<'_>, StoreError> {
+        let mut state = self.lock();
+        let mut pending = self.message_writes.pending.lock();
+        if pending.records.contains_key(id) {
+            // Registered before the lock is released: the settling write removes the record
+            // under this lock and only then wakes the waiters.
+            return Ok(Decided::Wait(self.message_writes.settled.notified()));
+        }
+        let Some(before) = self.read_message(id)? else {
+            return Ok(Decided::Answered(ChangeOutcome::NotFound));
         };
-        wait(durable).await?;
-        Ok(outcome)
+        if state.deleted_users.contains(&before.sender_id)
+            || state.deleted_users.contains(&before.receiver_id)
+        {
+            return Ok(Decided::Answered(ChangeOutcome::NotFound));
+        }
+        let mut record = before.clone();
+        match change.apply(&mut record, now) {
+            Err(refused) => return Ok(Decided::Answered(ChangeOutcome::Refused(refused, before))),
+            Ok(false) => return Ok(Decided::Answered(ChangeOutcome::Unchanged(before))),
+            Ok(true) => {}
+        }
+        let mut dropped_refs = Vec::new();
+        let kept = record.file_refs();
+        let mut released = Vec::new();
+        for url in before.file_refs() {
+            if kept.contains(&url) {
+                continue;
+            }
+            dropped_refs.push(Write::Delete(file_ref_key(&url, id)));
+            if !self.referenced_elsewhere(&state, &pending, &url, id)? {
+                released.push(url);
+            }
+        }
+        let conversation = before.conversation_key();
+        let pair = if before.sender_id <= before.receiver_id {
+            (before.sender_id.as_str(), before.receiver_id.as_str())
+        } else {
+            (before.receiver_id.as_str(), before.sender_id.as_str())
+        };
+        let link = before.group_id.is_none().then_some(pair);
+        let entry = self.conversation(&mut state, &conversation, link)?;
+        let stamp = entry.last_change + 1;
+        record.change = stamp;
+        let mut writes = vec![
+            Write::Put(
+                message_key(&conversation, record.seq),
+                encode_versioned(&record)?,
+            ),
+            Write::Put(change_key(&conversation, stamp), encode(&record.seq)?),
+        ];
+        if before.change > 0 {
+            writes.push(Write::Delete(change_key(&conversation, before.change)));
+        }
+        writes.extend(dropped_refs);
+        // Every fallible step is done: now memory may change.
+        entry.last_change = stamp;
+        pending.last += 1;
+        let number = pending.last;
+        pending
+            .records
+            .insert(id.to_owned(), (number, record.clone()));
+        let in_flight = Arc::clone(&self.message_writes);
+        let written = id.to_owned();
+        let after: AfterCommit = Box::new(move |_result| {
+            let mut pending = in_flight.pending.lock();
+            if pending
+                .records
+                .get(&written)
+                .is_some_and(|(n, _)| *n == number)
+            {
+                pending.records.remove(&written);
+            }
+            drop(pending);
+            in_flight.settled.notify_waiters();
+        });
+        let durable = self.committer.submit_durable(writes, 0, Some(after));
+        Ok(Decided::Written(
+            durable,
+            ChangeOutcome::Changed {
+                message: record,
+                released,
+            },
+        ))
     }
 
     /// Whether a message other than `id` refers to `url`: one stored (unless a change on its
@@ -207,6 +243,8 @@ impl SledChatStore {
         for id in ids {
             pending.records.remove(id);
         }
+        drop(pending);
+        self.message_writes.settled.notify_waiters();
     }
 }
 
