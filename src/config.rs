@@ -168,6 +168,10 @@ pub struct Config {
     #[arg(long, env = "RATE_LIMIT_SEND", default_value_t = 600)]
     pub rate_limit_send: u32,
 
+    /// Message searches per user per minute; 0 turns the limit off.
+    #[arg(long, env = "RATE_LIMIT_SEARCH", default_value_t = 120)]
+    pub rate_limit_search: u32,
+
     /// Sends are refused (503 with Retry-After) while this many messages wait to be processed,
     /// so an overloaded server answers at once instead of queueing without bound; 0 turns it off.
     #[arg(long, env = "SEND_BACKLOG_LIMIT", default_value_t = 5_000)]
@@ -374,6 +378,7 @@ impl Config {
             admin_read_only: false,
             rate_limit_auth: 0,
             rate_limit_send: 0,
+            rate_limit_search: 0,
             send_backlog_limit: 0,
             store_cache_mb: 64,
             login_max_failures: 0,
@@ -503,6 +508,7 @@ impl fmt::Debug for Config {
             .field("admin_read_only", &self.admin_read_only)
             .field("rate_limit_auth", &self.rate_limit_auth)
             .field("rate_limit_send", &self.rate_limit_send)
+            .field("rate_limit_search", &self.rate_limit_search)
             .field("send_backlog_limit", &self.send_backlog_limit)
             .field("store_cache_mb", &self.store_cache_mb)
             .field("login_max_failures", &self.login_max_failures)

@@ -28,6 +28,7 @@ use courier::store::chat::{
 use courier::store::job::{
     Complete, Fail, FailOutcome, JobOptions, JobState, KeepJobs, NewJob, TakeRequest,
 };
+use courier::store::search::{query_words, SearchQuery};
 use courier::store::{open, StoreConfig, Stores};
 
 const LEASE: TakeRequest = TakeRequest {
@@ -373,6 +374,18 @@ async fn data_written_by_the_first_format_opens_and_keeps_working() {
         .unwrap();
     let ids: Vec<&str> = changed.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(ids, ["m4", "m1"]);
+    // Messages from before the search index are indexed at the first open.
+    let search = |text: &str| SearchQuery {
+        words: query_words(text),
+        conversations: vec!["ada:bob".to_owned()],
+        limit: 10,
+        ..SearchQuery::default()
+    };
+    let hits = stores.chat.search_messages(&search("text")).await.unwrap();
+    let ids: Vec<&str> = hits.messages.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!((ids, hits.total), (vec!["m4", "m3", "m2"], 3));
+    let hits = stores.chat.search_messages(&search("edit")).await.unwrap();
+    assert_eq!(hits.messages, std::slice::from_ref(&edited));
     let all = stores
         .chat
         .history("ada", "bob", HistoryPage::Latest { limit: 10 })

@@ -145,7 +145,7 @@ fn members_of(group: &GroupRecord) -> Vec<&str> {
 
 impl Chat {
     /// The group, if `user` is a member; "Group not found" otherwise (also for a malformed id).
-    async fn member_group(
+    pub(super) async fn member_group(
         &self,
         user: &str,
         group_id: &str,
@@ -591,6 +591,14 @@ impl Chat {
         let messages = self
             .views(self.store.group_history(group_id, page).await?)
             .await?;
+        self.with_senders(messages).await
+    }
+
+    /// Messages with their senders' names and pictures, as group messages carry them.
+    pub(super) async fn with_senders(
+        &self,
+        messages: Vec<super::MessageView>,
+    ) -> Result<Vec<GroupMessage>, ChatError> {
         let mut resolved = Vec::with_capacity(messages.len());
         let mut senders: std::collections::HashMap<String, MemberInfo> = Default::default();
         for super::MessageView { message, reply } in messages {

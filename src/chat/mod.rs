@@ -18,6 +18,7 @@ pub mod last_seen;
 pub mod lifecycle;
 pub mod lockout;
 pub mod mail_links;
+pub mod message_search;
 pub mod messages;
 pub mod names;
 pub mod profile;

@@ -32,6 +32,7 @@ pub struct ChatState {
     pub hub: crate::ws::Hub,
     auth_limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
     send_limiter: Option<DefaultKeyedRateLimiter<String>>,
+    search_limiter: Option<DefaultKeyedRateLimiter<String>>,
     /// Messages waiting to be processed at which sends are refused; 0: no limit.
     send_backlog_limit: u64,
 }
@@ -65,6 +66,7 @@ impl ChatState {
             hub,
             auth_limiter: per_minute(config.rate_limit_auth),
             send_limiter: per_minute(config.rate_limit_send),
+            search_limiter: per_minute(config.rate_limit_search),
             send_backlog_limit: config.send_backlog_limit,
         }
     }
@@ -83,6 +85,14 @@ impl ChatState {
             &self.send_limiter,
             &user_id.to_owned(),
             "Too many messages, slow down",
+        )
+    }
+
+    pub(super) fn check_search_rate(&self, user_id: &str) -> Result<(), ApiError> {
+        limited(
+            &self.search_limiter,
+            &user_id.to_owned(),
+            "Too many searches, slow down",
         )
     }
 

@@ -15,6 +15,7 @@ mod files;
 mod frontend;
 mod groups;
 mod health;
+mod message_search;
 pub mod monitor;
 mod origin;
 mod prometheus;
@@ -234,7 +235,8 @@ pub fn app(state: AppState) -> Router {
         .merge(socket::router())
         .merge(web::router(state.config()))
         .merge(files::router(state.config()))
-        .merge(user_search::router());
+        .merge(user_search::router())
+        .merge(message_search::router());
     #[cfg(feature = "socketio")]
     let router = router.merge(crate::socketio::router());
     router

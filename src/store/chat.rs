@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::accounts::{AccountState, OneTimeToken, SessionRecord, TokenPurpose};
 use super::chat_groups::{GroupRecord, GroupSummary, GroupUpdate, GroupUpdated};
+use super::search::{SearchPage, SearchQuery};
 use super::StoreError;
 use crate::store::job::Millis;
 
@@ -479,6 +480,10 @@ pub trait ChatStore: Send + Sync + 'static {
         change: MessageChange,
         now: Millis,
     ) -> Result<ChangeOutcome, StoreError>;
+
+    /// Messages matching `query` in the conversations it names, newest first (see
+    /// `store::search`): one page, and how many match in all.
+    async fn search_messages(&self, query: &SearchQuery) -> Result<SearchPage, StoreError>;
 
     /// Whether any stored message refers to the file at `url` (its image or attachment).
     async fn file_referenced(&self, url: &str) -> Result<bool, StoreError>;

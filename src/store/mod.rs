@@ -16,6 +16,7 @@ pub mod memory;
 pub mod mongodb;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod search;
 pub mod sled;
 pub mod stats;
 pub mod watch;

@@ -31,6 +31,7 @@ use crate::store::chat::{
 };
 use crate::store::chat_groups::{GroupRecord, GroupSummary, GroupUpdate, GroupUpdated};
 use crate::store::job::Millis;
+use crate::store::search::{self, MemoryIndex, SearchPage, SearchQuery};
 use crate::store::StoreError;
 
 /// A conversation: its two user ids sorted and joined with `:`, or a group id.
@@ -78,6 +79,8 @@ struct State {
     read_marks: HashMap<(ConversationKey, String), u64>,
     /// Time of the last e-mail claim, by conversation and the user e-mailed.
     email_claims: HashMap<(ConversationKey, String), Millis>,
+    /// The words of every stored message (`store::search`).
+    search: MemoryIndex,
     /// Messages ever stored.
     message_count: u64,
     /// Users deleted: a message naming one is refused.
@@ -210,6 +213,7 @@ impl State {
                 .or_default()
                 .insert(record.id.clone());
         }
+        self.search.apply(search::entries_of(&record));
         self.message_ids
             .insert(record.id.clone(), (conversation, seq));
         self.message_count += 1;
@@ -237,6 +241,8 @@ impl State {
         }
         let stamp = self.next_change(&conversation);
         record.change = stamp;
+        self.search
+            .apply(search::changes_between(Some(&before), &record));
         let index = self.changes.entry(conversation.clone()).or_default();
         index.remove(&before.change);
         index.insert(stamp, seq);
@@ -470,6 +476,27 @@ impl ChatStore for MemoryChatStore {
         now: Millis,
     ) -> Result<ChangeOutcome, StoreError> {
         Ok(self.state.lock().change_message(id, change, now))
+    }
+
+    async fn search_messages(&self, query: &SearchQuery) -> Result<SearchPage, StoreError> {
+        let state = self.state.lock();
+        let hits = state.search.search(query)?;
+        let messages = hits
+            .page
+            .iter()
+            .filter_map(|hit| {
+                let messages = state.conversations.get(&hit.conversation)?;
+                let position = messages.partition_point(|message| message.seq < hit.seq);
+                messages
+                    .get(position)
+                    .filter(|message| message.seq == hit.seq)
+            })
+            .cloned()
+            .collect();
+        Ok(SearchPage {
+            total: hits.total,
+            messages,
+        })
     }
 
     async fn file_referenced(&self, url: &str) -> Result<bool, StoreError> {

@@ -25,6 +25,7 @@
 //! | `k<convId>\0<change u64 BE>` | seq of the message this change stamp is the latest of (see `chat/changes.rs`) |
 //! | `h<url>\0<messageId>` | empty: the message refers to the stored file at `url` |
 //! | `m:file-refs` | empty: the `h` index covers every message (see `chat/changes.rs`) |
+//! | `w<search entry>` | the message search index (see `chat/search.rs`); `m:search` marks it complete |
 //! | `m:count` | number of stored messages, u64 BE (the committer's counter key) |
 //! | `a…`, `t…`, `T…`, `b…`, `B…`, `s…`, `S…` | account states, single-use tokens, blocks, sessions (see `chat/accounts.rs`) |
 //! | `d<userId>` | when the account was disabled (see `chat/deletion.rs`, which also deletes users) |
@@ -40,6 +41,7 @@ mod changes;
 mod deletion;
 mod groups;
 mod keys;
+mod search;
 mod sessions;
 mod users;
 
@@ -244,6 +246,7 @@ impl SledChatStore {
         let committer =
             database.committer(tree.clone(), COUNT_KEY.to_vec(), message_count, false)?;
         changes::index_file_refs(&tree)?;
+        search::index_messages(&tree)?;
         Ok(SledChatStore {
             tree,
             user_cache: Mutex::new(UserCache::default()),
@@ -603,6 +606,9 @@ impl ChatStore for SledChatStore {
                 for url in record.file_refs() {
                     writes.push(Write::Put(file_ref_key(&url, &record.id), Vec::new()));
                 }
+                writes.extend(search::tree_writes(crate::store::search::entries_of(
+                    &record,
+                )));
                 let newly_linked = !entry.linked;
                 if let (true, Some((first, second))) = (newly_linked, link) {
                     writes.push(Write::Put(pair_key(PARTNER, first, second), Vec::new()));
@@ -680,6 +686,13 @@ impl ChatStore for SledChatStore {
         now: Millis,
     ) -> Result<ChangeOutcome, StoreError> {
         self.write_change(id, change, now).await
+    }
+
+    async fn search_messages(
+        &self,
+        query: &crate::store::search::SearchQuery,
+    ) -> Result<crate::store::search::SearchPage, StoreError> {
+        self.read_search(query)
     }
 
     async fn file_referenced(&self, url: &str) -> Result<bool, StoreError> {

@@ -309,6 +309,7 @@ impl State {
             }
             self.changes.remove(&conversation);
             self.last_change.remove(&conversation);
+            self.search.remove_conversation(&conversation);
         }
         let theirs = |conversation: &String| conversation.split(':').any(|part| part == id);
         self.read_marks

@@ -98,6 +98,9 @@ impl SledChatStore {
                         for url in record.file_refs() {
                             writes.push(Write::Delete(file_ref_key(&url, &record.id)));
                         }
+                        // Its search entries (those of a change still on its way may stay
+                        // behind, like its change key: searches skip a seq that is gone).
+                        writes.extend(super::search::tree_removals(record));
                         gone_messages.push(record.id.clone());
                         deleted += 1;
                     }

@@ -13,6 +13,10 @@ pub(super) const READ_MARK: u8 = b'r';
 pub(super) const EMAIL_CLAIM: u8 = b'x';
 pub(super) const CHANGE: u8 = b'k';
 pub(super) const FILE_REF: u8 = b'h';
+/// The message search index (see `chat/search.rs`).
+pub(super) const SEARCH: u8 = b'w';
+/// Present once every stored message's words are in the `w` index.
+pub(super) const SEARCH_MARK: &[u8] = b"m:search";
 /// Present once every stored message's file references are in the `h` index (written by the
 /// one-time upgrade of data from before format 2, see `chat/changes.rs`).
 pub(super) const FILE_REFS_MARK: &[u8] = b"m:file-refs";

@@ -1,0 +1,102 @@
+//! The message search index in the chat tree: `w` followed by a `store::search` entry key.
+//!
+//! Entries are written in the same batch (one write-ahead log entry) as the message they index,
+//! or as the change that edits or deletes it, so a crash never leaves the index behind the data.
+//! Data from before the index has none: the first open indexes every stored message once
+//! ([`index_messages`]) and marks the tree, as the file references are indexed.
+
+use super::keys::{message_key, MESSAGE, SEARCH, SEARCH_MARK};
+use super::SledChatStore;
+use crate::store::chat::MessageRecord;
+use crate::store::codec::decode_versioned;
+use crate::store::search::{self, IndexWrite, SearchPage, SearchQuery};
+use crate::store::sled::committer::Write;
+use crate::store::StoreError;
+
+/// An index key in the chat tree.
+fn tree_key(entry: Vec<u8>) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(1 + entry.len());
+    bytes.push(SEARCH);
+    bytes.extend_from_slice(&entry);
+    bytes
+}
+
+/// The chat-tree writes of `writes`.
+pub(super) fn tree_writes(writes: Vec<IndexWrite>) -> impl Iterator<Item = Write> {
+    writes.into_iter().map(|write| match write {
+        IndexWrite::Put(key, value) => Write::Put(tree_key(key), value),
+        IndexWrite::Delete(key) => Write::Delete(tree_key(key)),
+    })
+}
+
+/// The chat-tree deletes of a removed message's entries.
+pub(super) fn tree_removals(record: &MessageRecord) -> impl Iterator<Item = Write> {
+    search::removals_of(record)
+        .into_iter()
+        .map(|key| Write::Delete(tree_key(key)))
+}
+
+impl SledChatStore {
+    pub(super) fn read_search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError> {
+        let hits = search::evaluate(query, |prefix, each| {
+            for item in self.tree.scan_prefix(tree_key(prefix.to_vec())) {
+                let (key, value) = item?;
+                each(key.get(1..).unwrap_or_default(), &value)?;
+            }
+            Ok(())
+        })?;
+        let mut messages = Vec::with_capacity(hits.page.len());
+        for hit in &hits.page {
+            // A key left by a change racing a user's deletion names a message that is gone; a
+            // tag shared by two conversations (a hash collision) shows nothing of the other.
+            if let Some(bytes) = self.tree.get(message_key(&hit.conversation, hit.seq))? {
+                let record: MessageRecord = decode_versioned(&bytes)?;
+                if record.conversation_key() == hit.conversation {
+                    messages.push(record);
+                }
+            }
+        }
+        Ok(SearchPage {
+            total: hits.total,
+            messages,
+        })
+    }
+}
+
+/// Indexes the words of every stored message, once: data written before the index has none.
+/// Runs at open, before any write is decided; writes straight to the tree and flushes, and
+/// marks the tree only after that, so a crash half-way runs it again (the puts are idempotent).
+pub(super) fn index_messages(tree: &sled::Tree) -> Result<(), StoreError> {
+    if tree.contains_key(SEARCH_MARK)? {
+        return Ok(());
+    }
+    let mut indexed = 0u64;
+    let mut batch = sled::Batch::default();
+    let mut in_batch = 0usize;
+    for item in tree.scan_prefix([MESSAGE]) {
+        let (_, value) = item?;
+        let record: MessageRecord = decode_versioned(&value)?;
+        for write in search::entries_of(&record) {
+            if let IndexWrite::Put(key, value) = write {
+                batch.insert(tree_key(key), value);
+                in_batch += 1;
+            }
+        }
+        indexed += 1;
+        if in_batch >= 10_000 {
+            tree.apply_batch(std::mem::take(&mut batch))?;
+            in_batch = 0;
+        }
+    }
+    tree.apply_batch(batch)?;
+    tree.flush()?;
+    tree.insert(SEARCH_MARK, Vec::<u8>::new())?;
+    tree.flush()?;
+    if indexed > 0 {
+        tracing::info!(
+            messages = indexed,
+            "indexed the words of stored messages for search"
+        );
+    }
+    Ok(())
+}
