@@ -28,6 +28,8 @@ on_every_backend! {
     edits_and_deletes_change_what_is_found;
     #[tokio::test]
     a_deleted_user_s_conversations_are_not_found;
+    #[tokio::test]
+    many_candidates_are_narrowed_by_the_other_words_entries;
 }
 
 fn user(id: &str) -> UserRecord {
@@ -342,4 +344,63 @@ async fn a_deleted_user_s_conversations_are_not_found(backend: Backend) {
         found(&*store, query("hello", &["bob:cy"])).await,
         (ids(&["m2"]), 1)
     );
+}
+
+/// Past `VERIFY_AT_MOST` candidates the second word is read from its entries, not from the
+/// messages: both ways must find the same.
+async fn many_candidates_are_narrowed_by_the_other_words_entries(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with_users(backend, dir.path()).await;
+    let many = courier::store::search::VERIFY_AT_MOST + 40;
+    for n in 0..many {
+        let text = match n % 30 {
+            0 => format!("alphabet soup {n} beta"),
+            1 => format!("alphabet {n} betamax"),
+            _ => format!("alphabet {n}"),
+        };
+        save(
+            &*store,
+            direct(&format!("m{n:04}"), "ada", "bob", &text, START + n as u64),
+        )
+        .await;
+    }
+    let ab = ["ada:bob"];
+    let (all, total) = found(
+        &*store,
+        SearchQuery {
+            limit: 50,
+            ..query("alphabet", &ab)
+        },
+    )
+    .await;
+    assert_eq!((all.len(), total), (50, many));
+    let expected: Vec<String> = (0..many)
+        .rev()
+        .filter(|n| n % 30 < 2)
+        .map(|n| format!("m{n:04}"))
+        .collect();
+    let (hits, total) = found(
+        &*store,
+        SearchQuery {
+            limit: 50,
+            ..query("alphabet bet", &ab)
+        },
+    )
+    .await;
+    assert_eq!((hits, total), (expected.clone(), expected.len()));
+    // A longer, rarer word first: few candidates, and "alpha" is checked on the messages.
+    let betamax: Vec<String> = (0..many)
+        .rev()
+        .filter(|n| n % 30 == 1)
+        .map(|n| format!("m{n:04}"))
+        .collect();
+    let (hits, _) = found(
+        &*store,
+        SearchQuery {
+            limit: 50,
+            ..query("betamax alpha", &ab)
+        },
+    )
+    .await;
+    assert_eq!(hits, betamax);
 }

@@ -331,6 +331,10 @@ async fn groups_and_message_actions_work_in_a_real_browser() {
         "group-desktop-dark.png",
         "group-phone-light.png",
         "group-phone-dark.png",
+        "search-desktop-light.png",
+        "search-desktop-dark.png",
+        "search-phone-light.png",
+        "search-phone-dark.png",
     ] {
         assert!(screenshots.join(name).exists(), "{name} was not saved");
     }

@@ -6,9 +6,6 @@
 //! address matches only when the query is that whole address: the sidebar never shows other
 //! users' addresses, and a substring search on them ("@gmail") would list them.
 
-use unicode_normalization::char::is_combining_mark;
-use unicode_normalization::UnicodeNormalization as _;
-
 use super::error::ChatError;
 use super::last_seen::Presence;
 use super::{accounts, names, Chat};
@@ -31,11 +28,7 @@ pub struct FoundUser {
 /// Text as the search compares it: cleaned like a display name, decomposed, accents dropped,
 /// lowercased.
 pub fn fold(text: &str) -> String {
-    names::clean(text)
-        .nfkd()
-        .filter(|c| !is_combining_mark(*c))
-        .flat_map(char::to_lowercase)
-        .collect()
+    crate::store::search::fold(&names::clean(text))
 }
 
 /// How well a folded name matches a folded query: 0 starts with it, 1 a word starts with it,

@@ -18,10 +18,11 @@
 //! The sled backend writes a message's entries in the same write-ahead log entry as the message
 //! (and an edit's or a delete's changes with the change), so the index is never behind the data.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use sha2::{Digest, Sha256};
+use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::UnicodeNormalization;
 
 use crate::store::chat::MessageRecord;
@@ -38,25 +39,13 @@ pub const MAX_QUERY_WORDS: usize = 8;
 /// Most hits one page returns.
 pub const MAX_PAGE: usize = 50;
 
-/// Text as searches compare it: decomposed (compatibility forms too: "ﬁ" is "fi"), accents
-/// dropped, lowercased. Users, groups and messages are all searched through this.
+/// Text as searches compare it: decomposed (compatibility forms too: "ﬁ" is "fi"), combining
+/// marks dropped, lowercased. People and message search both fold through this.
 pub fn fold(text: &str) -> String {
     text.nfkd()
         .filter(|c| !is_combining_mark(*c))
         .flat_map(char::to_lowercase)
         .collect()
-}
-
-/// The combining diacritical marks a decomposition leaves after a base letter.
-fn is_combining_mark(c: char) -> bool {
-    matches!(
-        c,
-        '\u{0300}'..='\u{036F}'
-            | '\u{1AB0}'..='\u{1AFF}'
-            | '\u{1DC0}'..='\u{1DFF}'
-            | '\u{20D0}'..='\u{20FF}'
-            | '\u{FE20}'..='\u{FE2F}'
-    )
 }
 
 /// The words of `text`: folded runs of letters and digits, each cut to [`MAX_WORD_BYTES`].
@@ -302,17 +291,47 @@ pub struct SearchPage {
     pub messages: Vec<MessageRecord>,
 }
 
-/// Evaluates `query` over an index. `range` gives every entry whose key starts with the prefix
-/// it is passed, as (key, value) pairs, calling `each` on them in key order.
-pub fn evaluate<R>(query: &SearchQuery, mut range: R) -> Result<Hits, StoreError>
-where
-    R: FnMut(
-        &[u8],
-        &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError>,
-{
+/// Candidates at most which the remaining words of a query are checked on the messages
+/// themselves rather than by reading those words' entries: reading a few hundred messages costs
+/// less than one common word's entries in a long conversation.
+pub const VERIFY_AT_MOST: usize = 256;
+
+/// Whether `words` (query words, each a prefix) all match a word of `record`.
+pub fn matches_all(record: &MessageRecord, words: &[String]) -> bool {
+    let found = message_words(record);
+    words.iter().all(|query| {
+        found
+            .range::<str, _>((Bound::Included(query.as_str()), Bound::Unbounded))
+            .next()
+            .is_some_and(|word| word.starts_with(query.as_str()))
+    })
+}
+
+/// What an [`IndexSource`] calls with each entry (key, value) of a range.
+pub type EachEntry<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
+
+/// Where [`evaluate`] reads: the index entries under a key prefix, and single messages.
+pub trait IndexSource {
+    /// Calls `each` with every entry (key, value) whose key starts with `prefix`, in key order.
+    fn range(
+        &self,
+        prefix: &[u8],
+        each: &mut EachEntry<'_>,
+    ) -> Result<(), StoreError>;
+
+    /// Message `seq` of `conversation`, if stored.
+    fn message(&self, conversation: &str, seq: u64) -> Result<Option<MessageRecord>, StoreError>;
+}
+
+/// Evaluates `query` over an index: per conversation, the entries of the first (longest) word,
+/// filtered by the posting; then each further word narrows them, by its entries or, once few
+/// candidates are left, by the messages' own words.
+pub fn evaluate(query: &SearchQuery, source: &dyn IndexSource) -> Result<Hits, StoreError> {
     let mut found = Vec::new();
-    if query.words.is_empty() || query.limit == 0 {
+    let Some((first, rest)) = query.words.split_first() else {
+        return Ok(Hits::default());
+    };
+    if query.limit == 0 {
         return Ok(Hits::default());
     }
     let sender = query.sender.as_deref().map(tag);
@@ -323,32 +342,48 @@ where
             && query.until.is_none_or(|until| posting.created_at < until)
     };
     for conversation in &query.conversations {
-        let mut matches: HashMap<u64, Millis> = HashMap::new();
-        for (n, word) in query.words.iter().enumerate() {
-            let mut this_word: HashMap<u64, Millis> = HashMap::new();
-            range(&word_prefix(conversation, word), &mut |key, value| {
-                let seq = seq_of(key)?;
-                if n > 0 && !matches.contains_key(&seq) {
-                    return Ok(());
-                }
-                let posting = Posting::decode(value)?;
-                if wanted(&posting) {
-                    this_word.insert(seq, posting.created_at);
-                }
-                Ok(())
-            })?;
-            matches = this_word;
-            if matches.is_empty() {
+        // (seq, created at); a prefix may match several words of one message.
+        let mut candidates: Vec<(u64, Millis)> = Vec::new();
+        source.range(&word_prefix(conversation, first), &mut |key, value| {
+            let posting = Posting::decode(value)?;
+            if wanted(&posting) {
+                candidates.push((seq_of(key)?, posting.created_at));
+            }
+            Ok(())
+        })?;
+        candidates.sort_unstable();
+        candidates.dedup_by_key(|(seq, _)| *seq);
+        for (n, word) in rest.iter().enumerate() {
+            if candidates.is_empty() {
                 break;
             }
+            if candidates.len() <= VERIFY_AT_MOST {
+                let remaining = &rest[n..];
+                let mut kept = Vec::with_capacity(candidates.len());
+                for (seq, created_at) in candidates {
+                    if let Some(record) = source.message(conversation, seq)? {
+                        if matches_all(&record, remaining) {
+                            kept.push((seq, created_at));
+                        }
+                    }
+                }
+                candidates = kept;
+                break;
+            }
+            let mut present = std::collections::HashSet::with_capacity(candidates.len());
+            source.range(&word_prefix(conversation, word), &mut |key, _| {
+                present.insert(seq_of(key)?);
+                Ok(())
+            })?;
+            candidates.retain(|(seq, _)| present.contains(seq));
         }
-        found.extend(matches.into_iter().map(|(seq, created_at)| Hit {
+        found.extend(candidates.into_iter().map(|(seq, created_at)| Hit {
             conversation: conversation.clone(),
             seq,
             created_at,
         }));
     }
-    found.sort_by(|a, b| {
+    found.sort_unstable_by(|a, b| {
         (b.created_at, b.seq, &b.conversation).cmp(&(a.created_at, a.seq, &a.conversation))
     });
     let total = found.len();
@@ -394,17 +429,20 @@ impl MemoryIndex {
         }
     }
 
-    pub fn search(&self, query: &SearchQuery) -> Result<Hits, StoreError> {
-        evaluate(query, |prefix, each| {
-            for (key, value) in self
-                .entries
-                .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
-                .take_while(|(key, _)| key.starts_with(prefix))
-            {
-                each(key, value)?;
-            }
-            Ok(())
-        })
+    /// The entries under `prefix`, for an [`IndexSource`].
+    pub fn range(
+        &self,
+        prefix: &[u8],
+        each: &mut EachEntry<'_>,
+    ) -> Result<(), StoreError> {
+        for (key, value) in self
+            .entries
+            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix))
+        {
+            each(key, value)?;
+        }
+        Ok(())
     }
 
     pub fn len(&self) -> usize {

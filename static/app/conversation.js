@@ -13,8 +13,9 @@ import { FileProblem, fileCard, fileSize, uploadFile } from './files.js';
 import { openGroupSettings } from './groups.js';
 import { ImageProblem, prepareImage } from './images.js';
 import { messageMenu } from './message-menu.js';
+import { openMessageSearch } from './message-search.js';
 import {
-  canEdit, chatEntry, deleteMessage, discard, editMessage, groupIdOf, loadLatest, loadOlder, markReadIfVisible,
+  canEdit, chatEntry, deleteMessage, discard, editMessage, groupIdOf, loadLatest, loadOlder, loadUntil, markReadIfVisible,
   noteTyping, on, personOf, retry, sendMessage, sortedMessages, state, stopTyping, toggleReaction,
 } from './state.js';
 
@@ -128,7 +129,15 @@ export function conversationView({ navigate }) {
       if (groupId) openGroupSettings(groupId, { navigate });
     },
   }, icon('users'), 'Members');
-  const header = h('header', { class: 'chat-head' }, backButton, headAvatar, h('div', { class: 'who' }, headName, headStatus), blockButton, settingsButton);
+  const searchButton = h('button', {
+    class: 'icon-btn search-btn',
+    type: 'button',
+    'aria-label': 'Search this conversation',
+    title: 'Search this conversation',
+    'data-testid': 'conversation-search',
+    onclick: () => current && openMessageSearch({ navigate, scope: current }),
+  }, icon('search'));
+  const header = h('header', { class: 'chat-head' }, backButton, headAvatar, h('div', { class: 'who' }, headName, headStatus), searchButton, blockButton, settingsButton);
 
   // --- history
   const historyTop = h('div', { class: 'history-top' });
@@ -989,6 +998,15 @@ export function conversationView({ navigate }) {
     }),
     on('typing', (otherId) => otherId === current && renderTyping()),
     on('sent', (otherId) => otherId === current && scrollToBottom()),
+    on('jump', async ({ key, id }) => {
+      if (key !== current) return;
+      const conv = state.conversations.get(key);
+      const found = conv ? await loadUntil(conv, id).catch(() => false) : false;
+      if (key !== current) return;
+      renderMessages();
+      if (found) jumpTo(id);
+      else toast('That message could not be loaded.');
+    }),
   ];
   element._dispose = () => {
     unsubscribe.forEach((off) => off());

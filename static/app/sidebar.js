@@ -7,6 +7,7 @@ import { h, icon, reconcile } from './dom.js';
 import { displayName, listTime, plural, preview } from './format.js';
 import { dismissOffer, requestPermission, shouldOffer } from './notify.js';
 import { openCreateGroup } from './groups.js';
+import { openMessageSearch } from './message-search.js';
 import { groupKey, on, sortedChats, state } from './state.js';
 import { currentTheme, onThemeChange, toggleTheme } from './theme.js';
 
@@ -84,6 +85,14 @@ export function sidebarView({ navigate, onLogout }) {
     'data-testid': 'new-group',
     onclick: () => openCreateGroup({ navigate }),
   }, icon('plus'), 'New group');
+  const searchMessagesButton = h('button', {
+    class: 'icon-btn',
+    type: 'button',
+    'aria-label': 'Search messages',
+    title: 'Search messages',
+    'data-testid': 'search-messages',
+    onclick: () => openMessageSearch({ navigate }),
+  }, icon('search'));
 
   const offer = h('div', { class: 'notify-offer', hidden: !shouldOffer(), 'data-testid': 'notify-offer' },
     icon('bell'),
@@ -127,7 +136,7 @@ export function sidebarView({ navigate, onLogout }) {
   const element = h('aside', { class: 'sidebar', 'aria-label': 'Conversations', 'data-testid': 'sidebar' },
     h('header', { class: 'sidebar-head' },
       meButton,
-      h('div', { class: 'head-actions' }, themeButton, logoutButton)),
+      h('div', { class: 'head-actions' }, searchMessagesButton, themeButton, logoutButton)),
     h('div', { class: 'sidebar-tools' },
       h('label', { class: 'search' }, icon('search', 'icon search-icon'), search),
       h('div', { class: 'filter-row' },

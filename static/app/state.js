@@ -1109,6 +1109,18 @@ export async function leaveGroup(id) {
 }
 
 /** Groups I could join, by name. */
+export const searchMessages = (params) => get(`/api/messages/search?${new URLSearchParams(params)}`);
+
+/** Loads older pages of `conv` until it holds message `id`; whether it does. */
+export async function loadUntil(conv, id, maxPages = 100) {
+  if (!conv.loaded) await loadLatest(conv);
+  for (let page = 0; page < maxPages && !conv.messages.has(id) && conv.hasMore; page += 1) {
+    if (conv.loadingOlder) await new Promise((resolve) => setTimeout(resolve, 50));
+    else if ((await loadOlder(conv)) === 0 && !conv.hasMore) break;
+  }
+  return conv.messages.has(id);
+}
+
 export const searchGroups = (query) => get(`/api/groups/search?q=${encodeURIComponent(query)}`);
 
 export async function joinGroup(id) {

@@ -8,7 +8,8 @@
 // quote and reacts to her message, Alice edits it, attaches a file (Bob downloads it from the
 // card) and deletes it again: Bob sees every change live. Alice makes a group with both; all
 // three talk in it (names over bubbles, unread badges, a system message for each change); Alice
-// removes Carol, whose client drops the group at once and gets nothing more. Screenshots
+// removes Carol, whose client drops the group at once and gets nothing more. Bob searches all
+// his messages and opens a hit; Alice searches the group from its header. Screenshots
 // (desktop and phone, light and dark) go to the screenshot directory.
 import { mkdirSync } from 'node:fs';
 import { chromium } from 'playwright-core';
@@ -223,6 +224,38 @@ try {
   const answer = await c.page.evaluate(async (id) => (await fetch(`/api/groups/${id}/messages`)).status, groupId);
   check(answer === 404, `a removed member's history request is refused (${answer})`);
 
+  step('Bob searches all his messages: the edited text is found, the old one not; a hit opens it');
+  await b.page.getByTestId('search-messages').click();
+  const search = b.page.getByTestId('message-search-dialog');
+  await search.getByTestId('message-search-input').fill('noon');
+  await search.getByTestId('message-search-status').filter({ hasText: 'No messages found.' }).waitFor();
+  await search.getByTestId('message-search-input').fill('LUNCH 12');
+  const hit = search.getByTestId('message-search-hit').filter({ hasText: 'Lunch at 12:30?' });
+  await hit.waitFor();
+  check(await search.getByTestId('message-search-hit').count() === 1, 'one message has both words');
+  const marks = await hit.locator('mark').allTextContents();
+  check(marks.join(',') === 'Lunch,12', `the matched words are marked (${marks})`);
+  await b.page.screenshot({ path: `${screenshots}/search-desktop-light.png` });
+  await b.page.emulateMedia({ colorScheme: 'dark' });
+  await b.page.screenshot({ path: `${screenshots}/search-desktop-dark.png` });
+  await b.page.emulateMedia({ colorScheme: 'light' });
+  await hit.click();
+  await b.page.waitForURL(`${base}/chat/${alice.id}`);
+  await b.page.locator('[data-testid="message"].flash').filter({ hasText: 'Lunch at 12:30?' }).waitFor();
+
+  step('Alice searches the group from its header; markup in a message stays text');
+  await send(a.page, '<b>bold</b> trail map <img src=x onerror=alert(1)>');
+  await a.page.getByTestId('conversation-search').click();
+  const groupSearch = a.page.getByTestId('message-search-dialog');
+  await groupSearch.getByTestId('message-search-input').fill('trail');
+  const trail = groupSearch.getByTestId('message-search-hit').filter({ hasText: '<b>bold</b> trail map' });
+  await trail.waitFor();
+  check(await trail.locator('b, img').count() === 0, 'a message found is shown as text, never markup');
+  await groupSearch.getByTestId('message-search-input').fill('saturday');
+  await groupSearch.getByTestId('message-search-hit').filter({ hasText: "Who's in for Saturday?" }).waitFor();
+  check(await groupSearch.getByTestId('message-search-hit').count() === 1, 'only this group is searched');
+  await a.page.keyboard.press('Escape');
+
   step('phone layout');
   const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true, colorScheme: 'light' });
   const cookies = await b.context.cookies();
@@ -234,6 +267,13 @@ try {
   await phonePage.screenshot({ path: `${screenshots}/group-phone-light.png` });
   await phonePage.emulateMedia({ colorScheme: 'dark' });
   await phonePage.screenshot({ path: `${screenshots}/group-phone-dark.png` });
+  await phonePage.emulateMedia({ colorScheme: 'light' });
+  await phonePage.getByTestId('conversation-search').click();
+  await phonePage.getByTestId('message-search-input').fill('loop');
+  await phonePage.getByTestId('message-search-hit').filter({ hasText: 'Carol is out of the loop' }).waitFor();
+  await phonePage.screenshot({ path: `${screenshots}/search-phone-light.png` });
+  await phonePage.emulateMedia({ colorScheme: 'dark' });
+  await phonePage.screenshot({ path: `${screenshots}/search-phone-dark.png` });
 
   if (problems.length) throw new Error(`problems:\n  ${problems.join('\n  ')}`);
   console.log(`ok: groups and message actions work (${((Date.now() - started) / 1000).toFixed(1)} s)`);

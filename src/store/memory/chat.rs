@@ -31,7 +31,7 @@ use crate::store::chat::{
 };
 use crate::store::chat_groups::{GroupRecord, GroupSummary, GroupUpdate, GroupUpdated};
 use crate::store::job::Millis;
-use crate::store::search::{self, MemoryIndex, SearchPage, SearchQuery};
+use crate::store::search::{self, IndexSource, MemoryIndex, SearchPage, SearchQuery};
 use crate::store::StoreError;
 
 /// A conversation: its two user ids sorted and joined with `:`, or a group id.
@@ -87,6 +87,30 @@ struct State {
     deleted_users: HashSet<String>,
     accounts: accounts::Accounts,
     groups: groups::Groups,
+}
+
+/// The search index and the messages it points to, as `search::evaluate` reads them.
+struct IndexOf<'a>(&'a State);
+
+impl IndexSource for IndexOf<'_> {
+    fn range(
+        &self,
+        prefix: &[u8],
+        each: &mut search::EachEntry<'_>,
+    ) -> Result<(), StoreError> {
+        self.0.search.range(prefix, each)
+    }
+
+    fn message(&self, conversation: &str, seq: u64) -> Result<Option<MessageRecord>, StoreError> {
+        let Some(messages) = self.0.conversations.get(conversation) else {
+            return Ok(None);
+        };
+        let position = messages.partition_point(|message| message.seq < seq);
+        Ok(messages
+            .get(position)
+            .filter(|message| message.seq == seq)
+            .cloned())
+    }
 }
 
 /// Whether a user id could be part of a sled key (the sled store's rule, kept here so that both
@@ -480,19 +504,13 @@ impl ChatStore for MemoryChatStore {
 
     async fn search_messages(&self, query: &SearchQuery) -> Result<SearchPage, StoreError> {
         let state = self.state.lock();
-        let hits = state.search.search(query)?;
-        let messages = hits
-            .page
-            .iter()
-            .filter_map(|hit| {
-                let messages = state.conversations.get(&hit.conversation)?;
-                let position = messages.partition_point(|message| message.seq < hit.seq);
-                messages
-                    .get(position)
-                    .filter(|message| message.seq == hit.seq)
-            })
-            .cloned()
-            .collect();
+        let source = IndexOf(&state);
+        let hits = search::evaluate(query, &source)?;
+        let mut messages = Vec::with_capacity(hits.page.len());
+        for hit in &hits.page {
+            let record = source.message(&hit.conversation, hit.seq)?;
+            messages.extend(record.filter(|record| search::matches_all(record, &query.words)));
+        }
         Ok(SearchPage {
             total: hits.total,
             messages,

@@ -9,7 +9,7 @@ use super::keys::{message_key, MESSAGE, SEARCH, SEARCH_MARK};
 use super::SledChatStore;
 use crate::store::chat::MessageRecord;
 use crate::store::codec::decode_versioned;
-use crate::store::search::{self, IndexWrite, SearchPage, SearchQuery};
+use crate::store::search::{self, IndexSource, IndexWrite, SearchPage, SearchQuery};
 use crate::store::sled::committer::Write;
 use crate::store::StoreError;
 
@@ -36,25 +36,37 @@ pub(super) fn tree_removals(record: &MessageRecord) -> impl Iterator<Item = Writ
         .map(|key| Write::Delete(tree_key(key)))
 }
 
+impl IndexSource for SledChatStore {
+    fn range(
+        &self,
+        prefix: &[u8],
+        each: &mut search::EachEntry<'_>,
+    ) -> Result<(), StoreError> {
+        for item in self.tree.scan_prefix(tree_key(prefix.to_vec())) {
+            let (key, value) = item?;
+            each(key.get(1..).unwrap_or_default(), &value)?;
+        }
+        Ok(())
+    }
+
+    /// A key left by a change racing a user's deletion names a message that is gone; a tag
+    /// shared by two conversations (a hash collision) shows nothing of the other.
+    fn message(&self, conversation: &str, seq: u64) -> Result<Option<MessageRecord>, StoreError> {
+        let Some(bytes) = self.tree.get(message_key(conversation, seq))? else {
+            return Ok(None);
+        };
+        let record: MessageRecord = decode_versioned(&bytes)?;
+        Ok((record.conversation_key() == conversation).then_some(record))
+    }
+}
+
 impl SledChatStore {
     pub(super) fn read_search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError> {
-        let hits = search::evaluate(query, |prefix, each| {
-            for item in self.tree.scan_prefix(tree_key(prefix.to_vec())) {
-                let (key, value) = item?;
-                each(key.get(1..).unwrap_or_default(), &value)?;
-            }
-            Ok(())
-        })?;
+        let hits = search::evaluate(query, self)?;
         let mut messages = Vec::with_capacity(hits.page.len());
         for hit in &hits.page {
-            // A key left by a change racing a user's deletion names a message that is gone; a
-            // tag shared by two conversations (a hash collision) shows nothing of the other.
-            if let Some(bytes) = self.tree.get(message_key(&hit.conversation, hit.seq))? {
-                let record: MessageRecord = decode_versioned(&bytes)?;
-                if record.conversation_key() == hit.conversation {
-                    messages.push(record);
-                }
-            }
+            let record = self.message(&hit.conversation, hit.seq)?;
+            messages.extend(record.filter(|record| search::matches_all(record, &query.words)));
         }
         Ok(SearchPage {
             total: hits.total,
