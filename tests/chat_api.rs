@@ -798,6 +798,83 @@ async fn an_offline_receiver_gets_one_email_per_conversation_window() {
     server.stop().await;
 }
 
+/// An e-mail waits in its queue; the message it is about may change meanwhile: a deleted one is
+/// never mailed, an edited one is mailed with its current text.
+#[tokio::test]
+async fn a_queued_email_follows_the_message_it_is_about() {
+    let (port, mut received) = smtp_sink(None).await;
+    let server = TestServer::memory_with(|config| {
+        config.smtp_url = Some(format!("smtp://127.0.0.1:{port}"));
+    })
+    .await;
+    let alice = User::signup(&server, "Alice").await;
+    let carol = User::signup(&server, "Carol").await;
+    let bob = User::signup(&server, "Bob").await;
+    loop {
+        let mail = next_mail(&mut received).await;
+        if mail.contains("bob@example.com") && mail.contains("/verify-email#token=") {
+            let (status, body) = bob.open_verification_link(&mail).await;
+            assert_eq!(status, 200, "{body}");
+            break;
+        }
+    }
+    // Let the other verification mails through, then hold the e-mail queue.
+    let email_queue = server.queues.queue("email").unwrap();
+    // (Completed e-mail jobs are not kept: "done" is an empty queue.)
+    let idle = || async {
+        let counts = email_queue.counts().await.unwrap();
+        counts.waiting + counts.active + counts.delayed == 0
+    };
+    eventually("the verification mails to be sent", idle).await;
+    while tokio::time::timeout(Duration::from_millis(200), received.recv())
+        .await
+        .is_ok()
+    {}
+    email_queue.pause().await.unwrap();
+
+    let taken_back = alice.send(&bob, "the secret plan").await;
+    let drafted = carol.send(&bob, "draft wording").await;
+    let notifications = server.queues.queue("notification").unwrap();
+    eventually("both e-mails to be queued", || async {
+        notifications.counts().await.unwrap().completed >= 2
+    })
+    .await;
+    assert_eq!(email_queue.counts().await.unwrap().waiting, 2);
+    let id = taken_back["messageId"].as_str().unwrap();
+    let response = alice
+        .http
+        .delete(server.url(&format!("/api/messages/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let id = drafted["messageId"].as_str().unwrap();
+    let response = carol
+        .http
+        .put(server.url(&format!("/api/messages/edit/{id}")))
+        .json(&serde_json::json!({ "text": "final wording" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    email_queue.resume().await.unwrap();
+    let mail = next_mail(&mut received).await;
+    assert!(mail.contains("New message from Carol"), "{mail}");
+    assert!(
+        mail.contains("final wording") && !mail.contains("draft"),
+        "{mail}"
+    );
+    eventually("both e-mail jobs to finish", idle).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), received.recv())
+            .await
+            .is_err(),
+        "the deleted message was mailed"
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_refusing_smtp_server_fails_the_email_job_with_its_reason() {
     let (port, _received) = smtp_sink(Some("5.7.1 relaying denied")).await;

@@ -551,15 +551,26 @@ impl Chat {
             return Ok(json!({ "sent": false, "reason": reason }));
         }
         let sender_name = names::clean(&data.sender_name);
-        let reply_url = match self.store.message(&data.message_id).await {
-            Ok(Some(message)) => self.links.chat_url(&message.sender_id),
-            _ => self.links.public_url().to_owned(),
+        // The message as it is now: one deleted (or gone with its sender) while the e-mail
+        // waited is not sent, and an edited one shows its current text, never the one taken back.
+        let Some(message) = self
+            .store
+            .message(&data.message_id)
+            .await
+            .map_err(JobFailure::from)?
+        else {
+            return Ok(json!({ "sent": false, "reason": "message no longer exists" }));
         };
+        if message.is_deleted() {
+            return Ok(json!({ "sent": false, "reason": "message deleted" }));
+        }
+        let preview = preview_of(&message);
+        let reply_url = self.links.chat_url(&message.sender_id);
         let body = format!(
             "{sender_name} sent you a message on Courier:\n\n{}\n\nReply on Courier: {reply_url}\n\n\
              --\nYou get this e-mail because you were offline when the message arrived (at most \
              one per conversation every 15 minutes). To stop these e-mails, open {}\n",
-            data.preview,
+            preview,
             self.links.unsubscribe_page(&receiver.id),
         );
         self.mailer

@@ -313,11 +313,7 @@ pub type EachEntry<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
 /// Where [`evaluate`] reads: the index entries under a key prefix, and single messages.
 pub trait IndexSource {
     /// Calls `each` with every entry (key, value) whose key starts with `prefix`, in key order.
-    fn range(
-        &self,
-        prefix: &[u8],
-        each: &mut EachEntry<'_>,
-    ) -> Result<(), StoreError>;
+    fn range(&self, prefix: &[u8], each: &mut EachEntry<'_>) -> Result<(), StoreError>;
 
     /// Message `seq` of `conversation`, if stored.
     fn message(&self, conversation: &str, seq: u64) -> Result<Option<MessageRecord>, StoreError>;
@@ -430,11 +426,7 @@ impl MemoryIndex {
     }
 
     /// The entries under `prefix`, for an [`IndexSource`].
-    pub fn range(
-        &self,
-        prefix: &[u8],
-        each: &mut EachEntry<'_>,
-    ) -> Result<(), StoreError> {
+    pub fn range(&self, prefix: &[u8], each: &mut EachEntry<'_>) -> Result<(), StoreError> {
         for (key, value) in self
             .entries
             .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))

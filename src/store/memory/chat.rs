@@ -93,11 +93,7 @@ struct State {
 struct IndexOf<'a>(&'a State);
 
 impl IndexSource for IndexOf<'_> {
-    fn range(
-        &self,
-        prefix: &[u8],
-        each: &mut search::EachEntry<'_>,
-    ) -> Result<(), StoreError> {
+    fn range(&self, prefix: &[u8], each: &mut search::EachEntry<'_>) -> Result<(), StoreError> {
         self.0.search.range(prefix, each)
     }
 

@@ -37,11 +37,7 @@ pub(super) fn tree_removals(record: &MessageRecord) -> impl Iterator<Item = Writ
 }
 
 impl IndexSource for SledChatStore {
-    fn range(
-        &self,
-        prefix: &[u8],
-        each: &mut search::EachEntry<'_>,
-    ) -> Result<(), StoreError> {
+    fn range(&self, prefix: &[u8], each: &mut search::EachEntry<'_>) -> Result<(), StoreError> {
         for item in self.tree.scan_prefix(tree_key(prefix.to_vec())) {
             let (key, value) = item?;
             each(key.get(1..).unwrap_or_default(), &value)?;
