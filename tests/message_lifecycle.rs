@@ -546,6 +546,47 @@ async fn deleting_the_last_message_with_an_image_removes_the_stored_file() {
     server.stop().await;
 }
 
+/// The same image sent again while the last message showing it is deleted: the queued send
+/// holds the stored file, so the new message shows it once saved.
+#[tokio::test]
+async fn an_image_sent_while_its_last_message_is_deleted_is_kept() {
+    let server = TestServer::memory().await;
+    let (alice, bob, _carol) = three_users(&server).await;
+    let image = data_url(&test_images::png(6, 4, &[]));
+    let first = send_saved(&alice, &bob, json!({ "image": image })).await;
+    let url = message_in(&alice, &bob, &first).await.unwrap()["image"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let file = server
+        .data_dir
+        .join("uploads")
+        .join(url.strip_prefix("/uploads/").unwrap());
+
+    let messages = server.queues.queue("message").unwrap();
+    messages.pause().await.unwrap();
+    let (status, sent) = alice.send_json(&bob.id, json!({ "image": image })).await;
+    assert_eq!(status, 202, "{sent}");
+    assert_eq!(delete(&alice, &first).await.0, 200);
+    assert!(file.exists(), "the queued send holds the file");
+    messages.resume().await.unwrap();
+    let second = sent["messageId"].as_str().unwrap().to_owned();
+    eventually("the second message is saved", || async {
+        message_in(&alice, &bob, &second).await.is_some()
+    })
+    .await;
+    assert_eq!(
+        message_in(&bob, &alice, &second).await.unwrap()["image"],
+        url.as_str()
+    );
+    let (status, _) = bob.get(&url).await;
+    assert_eq!(status, 200);
+    // Once nothing refers to it and nothing holds it, it goes.
+    assert_eq!(delete(&alice, &second).await.0, 200);
+    assert!(!file.exists());
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_client_that_was_away_catches_up_on_every_change() {
     let dir = tempfile::tempdir().unwrap();

@@ -278,6 +278,12 @@ impl Chat {
             // Cloudinary and other hosts keep their own files.
             return;
         };
+        // Taken before the store is checked: a send that holds the file from now on, or held
+        // it and had its message saved meanwhile, keeps it.
+        let ticket = self.staging.ticket(url);
+        if self.staging.is_held(url) {
+            return;
+        }
         match self.store.file_referenced(url).await {
             Ok(false) => {}
             Ok(true) => return,
@@ -296,9 +302,9 @@ impl Chat {
                 return;
             }
         }
-        match tokio::fs::remove_file(&path).await {
-            Ok(()) => tracing::debug!(%url, "removed a file no message refers to"),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        match self.staging.remove_unless_held(url, ticket, &path) {
+            Ok(true) => tracing::debug!(%url, "removed a file no message refers to"),
+            Ok(false) => {}
             Err(err) => tracing::warn!(%url, error = %err, "cannot remove an unused file"),
         }
     }

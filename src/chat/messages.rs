@@ -272,14 +272,28 @@ impl Chat {
             ..retrying(3, 1_000)
         };
         self.remember_sender(&message_id, &sender.id);
+        let files = super::staging::files_of(&job);
+        self.staging.hold(&files);
+        // A delete may have removed the bytes between their store and the hold (they are
+        // content-addressed: another message may have shown them): check, now that no removal
+        // can happen.
+        if let Err(err) = self.check_staged(&job).await {
+            self.staging.release(&files);
+            return Err(err);
+        }
         let queue = self.queues.queue(MESSAGE_QUEUE)?;
         let added = match queue.add(PROCESS_MESSAGE, &data, opts).await {
             Ok(added) => added,
             Err(err) => {
                 self.senders.lock().remove(&message_id);
+                self.staging.release(&files);
                 return Err(err.into());
             }
         };
+        if added.existed {
+            // A repeat of a send already queued: its first copy holds the files.
+            self.staging.release(&files);
+        }
         if added.existed && matches!(added.state, JobState::Completed | JobState::Failed) {
             // A repeated send of a message whose job finished: no status will follow.
             self.senders.lock().remove(&message_id);
@@ -288,6 +302,24 @@ impl Chat {
             message_id,
             job_id: added.id,
         })
+    }
+
+    /// Whether the image a send stored is still there (checked once it is held). A `fileUrl`
+    /// is not checked: the MERN client may name a file its upload answered moments ago.
+    async fn check_staged(&self, job: &MessageJob) -> Result<(), ChatError> {
+        if let Some(hash) = &job.image_hash {
+            if !tokio::fs::try_exists(self.uploads.path_of(hash))
+                .await
+                .unwrap_or(false)
+            {
+                let gone = std::io::Error::new(std::io::ErrorKind::NotFound, "image removed");
+                return Err(ChatError::Store(crate::store::StoreError::unavailable(
+                    "the image was removed while it was being sent; send it again",
+                    gone,
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Learns the senders of the messages still queued from before a restart, for their
@@ -315,6 +347,7 @@ impl Chat {
                         continue;
                     };
                     self.remember_sender(&data.message_id, &data.sender_id);
+                    self.staging.hold(&super::staging::files_of(&data));
                     placed += 1;
                 }
             }
@@ -330,9 +363,25 @@ impl Chat {
 
     pub(super) async fn process_message(self: Arc<Self>, job: JobContext) -> JobResult {
         let data: MessageJob = job.data_as()?;
-        if let Some(group_id) = data.group_id.clone() {
-            return self.process_group_message(job, data, group_id).await;
+        let files = super::staging::files_of(&data);
+        let chat = Arc::clone(&self);
+        let result = match data.group_id.clone() {
+            Some(group_id) => self.process_group_message(job, data, group_id).await,
+            None => self.process_direct_message(job, data).await,
+        };
+        // Done (saved, or not to be saved): the message, if any, now holds its files. A failed
+        // attempt keeps holding them for the retry.
+        if result.is_ok() {
+            chat.staging.release(&files);
         }
+        result
+    }
+
+    async fn process_direct_message(
+        self: Arc<Self>,
+        job: JobContext,
+        data: MessageJob,
+    ) -> JobResult {
         // Progress only around the step that can take a while (an upload to Cloudinary): each
         // report is an event every subscriber wakes for, and a text message is done in about a
         // millisecond.

@@ -23,6 +23,7 @@ pub mod messages;
 pub mod names;
 pub mod profile;
 pub mod sessions;
+pub mod staging;
 pub mod user_search;
 pub mod verification;
 
@@ -118,6 +119,8 @@ pub struct Chat {
     /// The status forwarder, awaited by [`Chat::stop`].
     tasks: TaskTracker,
     last_seen_memo: last_seen::LastSeenMemo,
+    /// Files queued sends refer to before their messages are saved.
+    staging: staging::Staging,
 }
 
 impl Chat {
@@ -168,6 +171,7 @@ impl Chat {
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
             last_seen_memo: last_seen::LastSeenMemo::default(),
+            staging: staging::Staging::default(),
         }))
     }
 
