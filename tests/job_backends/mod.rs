@@ -1,9 +1,15 @@
 //! The job store backends the conformance tests run on, and the macro that runs a test on each.
 //!
 //! A test is written once, as a function of a [`Backend`]; `on_every_backend!` makes a test of
-//! it per backend, `memory::name` and `sled::name`, so a failure names its backend. Restarts and
-//! everything about durability (what survives a reopen) are for sled alone: a memory store lives
-//! and dies with its process.
+//! it per backend, `memory::name` and `sled::name` (and `redis::name` in a build with the `redis`
+//! feature), so a failure names its backend. Restarts and everything about durability (what
+//! survives a reopen) are for sled alone: a memory store lives and dies with its process, and a
+//! Redis store's leases live in Redis, so reopening one is no restart.
+//!
+//! The Redis tests use the server `REDIS_URL` names, or else one `redis-server` this test binary
+//! starts on a free port (append-only file, fsync on every write, in a temporary folder) and that
+//! dies with it. Each store gets keys of its own (a prefix made of its folder), so tests running
+//! at once never meet. Without a server they print why and pass, except under `CI=true`.
 #![allow(dead_code)]
 
 use std::path::Path;
@@ -16,6 +22,8 @@ use courier::store::{self, JobStore, StoreConfig, StoreError};
 pub enum Backend {
     Memory,
     Sled,
+    #[cfg(feature = "redis")]
+    Redis,
 }
 
 impl Backend {
@@ -24,6 +32,15 @@ impl Backend {
         match self {
             Backend::Memory => Ok(Arc::new(MemoryJobStore::new())),
             Backend::Sled => store::open(&StoreConfig::sled(dir)).map(|stores| stores.jobs),
+            #[cfg(feature = "redis")]
+            Backend::Redis => {
+                let Some(url) = redis_server::url() else {
+                    return Err(StoreError::Unsupported("no Redis server".to_owned()));
+                };
+                let prefix = redis_server::prefix_for(dir);
+                courier::store::redis::RedisJobStore::open(url, &prefix)
+                    .map(|store| Arc::new(store) as Arc<dyn JobStore>)
+            }
         }
     }
 
@@ -32,7 +49,134 @@ impl Backend {
         match self {
             Backend::Memory => false,
             Backend::Sled => true,
+            #[cfg(feature = "redis")]
+            Backend::Redis => false,
         }
+    }
+}
+
+/// Whether a test on `backend` cannot run here (no Redis server, outside CI): it says why.
+pub fn skipped(backend: Backend) -> bool {
+    #[cfg(feature = "redis")]
+    if backend == Backend::Redis {
+        return redis_server::url().is_none();
+    }
+    let _ = backend;
+    false
+}
+
+#[cfg(feature = "redis")]
+pub mod redis_server {
+    //! The Redis server of this test binary.
+
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::os::unix::process::CommandExt;
+    use std::path::Path;
+    use std::process::{Command, Stdio};
+    use std::sync::OnceLock;
+    use std::time::{Duration, Instant};
+
+    static SERVER: OnceLock<Option<String>> = OnceLock::new();
+
+    /// The server's URL: `REDIS_URL`, or a private `redis-server` started once. `None` (with the
+    /// reason printed) when there is none; under `CI=true` that is a failure instead.
+    pub fn url() -> Option<&'static str> {
+        let found = SERVER.get_or_init(|| {
+            if let Ok(url) = std::env::var("REDIS_URL") {
+                return Some(url);
+            }
+            match start() {
+                Ok(url) => Some(url),
+                Err(why) if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
+                    panic!("CI=true: the Redis tests cannot run: {why}")
+                }
+                Err(why) => {
+                    eprintln!(
+                        "skipping the Redis tests: {why} (set REDIS_URL or install redis-server)"
+                    );
+                    None
+                }
+            }
+        });
+        found.as_deref()
+    }
+
+    /// A key prefix of the store in `dir`: the same for a reopen of that folder, another for
+    /// every other folder and test binary run.
+    pub fn prefix_for(dir: &Path) -> String {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut hasher = DefaultHasher::new();
+        dir.hash(&mut hasher);
+        format!("test-{}-{:x}", std::process::id(), hasher.finish())
+    }
+
+    /// Starts `redis-server` on a free port from a thread that lives as long as the test binary:
+    /// the server gets SIGKILL when that thread ends (`PR_SET_PDEATHSIG`), so none outlives it.
+    fn start() -> Result<String, String> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map_err(|err| format!("no free port: {err}"))?
+            .port();
+        let dir = tempfile::tempdir().map_err(|err| format!("no temporary folder: {err}"))?;
+        let dir = dir.keep();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut command = Command::new("redis-server");
+            command
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args([
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                ])
+                .args(["--daemonize", "no", "--dir"])
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            match command.spawn() {
+                Ok(mut child) => {
+                    let _ = sender.send(Ok(()));
+                    let _ = child.wait();
+                }
+                Err(err) => {
+                    let _ = sender.send(Err(format!("cannot start redis-server: {err}")));
+                }
+            }
+        });
+        receiver
+            .recv()
+            .map_err(|_| "the redis-server thread died".to_owned())??;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if answers(port) {
+                return Ok(format!("redis://127.0.0.1:{port}/"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!(
+            "redis-server on port {port} did not answer within 10 s"
+        ))
+    }
+
+    fn answers(port: u16) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let mut reply = [0u8; 7];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG\r\n"
     }
 }
 
@@ -41,6 +185,9 @@ impl Backend {
 /// `async fn name;` for one to await (under an async test attribute such as `#[tokio::test]`).
 macro_rules! on_every_backend {
     (@tests $backend:ident;) => {};
+    (@tests $backend:ident; not_on_redis($why:literal) $($rest:tt)*) => {
+        on_every_backend!(@tests $backend; $($rest)*);
+    };
     (@tests $backend:ident; $(#[$attr:meta])* async fn $name:ident; $($rest:tt)*) => {
         $(#[$attr])*
         async fn $name() {
@@ -55,12 +202,44 @@ macro_rules! on_every_backend {
         }
         on_every_backend!(@tests $backend; $($rest)*);
     };
+    (@redis) => {};
+    // `not_on_redis("why")` before a test's attributes: ignored on Redis, with the reason.
+    (@redis not_on_redis($why:literal) $(#[$attr:meta])* async fn $name:ident; $($rest:tt)*) => {
+        on_every_backend!(@redis #[ignore = $why] $(#[$attr])* async fn $name; $($rest)*);
+    };
+    (@redis not_on_redis($why:literal) $(#[$attr:meta])* fn $name:ident; $($rest:tt)*) => {
+        on_every_backend!(@redis #[ignore = $why] $(#[$attr])* fn $name; $($rest)*);
+    };
+    (@redis $(#[$attr:meta])* async fn $name:ident; $($rest:tt)*) => {
+        $(#[$attr])*
+        async fn $name() {
+            if crate::job_backends::skipped(super::Backend::Redis) {
+                return;
+            }
+            super::$name(super::Backend::Redis).await
+        }
+        on_every_backend!(@redis $($rest)*);
+    };
+    (@redis $(#[$attr:meta])* fn $name:ident; $($rest:tt)*) => {
+        $(#[$attr])*
+        fn $name() {
+            if crate::job_backends::skipped(super::Backend::Redis) {
+                return;
+            }
+            super::$name(super::Backend::Redis)
+        }
+        on_every_backend!(@redis $($rest)*);
+    };
     ($($tests:tt)*) => {
         mod memory {
             on_every_backend!(@tests Memory; $($tests)*);
         }
         mod sled {
             on_every_backend!(@tests Sled; $($tests)*);
+        }
+        #[cfg(feature = "redis")]
+        mod redis {
+            on_every_backend!(@redis $($tests)*);
         }
     };
 }
