@@ -230,9 +230,9 @@ fn store_error(err: RedisError) -> StoreError {
         || err.is_connection_dropped()
         || err.is_connection_refusal()
     {
-        StoreError::unavailable("redis is unreachable", err)
+        StoreError::unavailable(format!("redis is unreachable: {err}"), err)
     } else {
-        StoreError::fault("redis refused a command", err)
+        StoreError::fault(format!("redis refused a command: {err}"), err)
     }
 }
 
@@ -640,11 +640,31 @@ impl JobStore for RedisJobStore {
             .query_async(&mut connection)
             .await
             .map_err(store_error)?;
-        let mut jobs = Vec::with_capacity(members.len());
-        for member in members {
-            let id = record::id_of(&member)?;
-            if let Some(job) = self.get(queue, id).await? {
-                jobs.push(job);
+        let ids = members
+            .iter()
+            .map(|member| record::id_of(member))
+            .collect::<Result<Vec<_>, _>>()?;
+        if ids.is_empty() {
+            // redis-rs refuses a pipeline of no commands.
+            return Ok(JobPage {
+                jobs: Vec::new(),
+                total,
+            });
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGETALL")
+                .arg(self.key(queue, &format!("job:{id}")));
+        }
+        let hashes: Vec<HashMap<String, String>> = pipe
+            .query_async(&mut connection)
+            .await
+            .map_err(store_error)?;
+        let mut jobs = Vec::with_capacity(ids.len());
+        for (id, fields) in ids.iter().zip(&hashes) {
+            // A job removed since the page was read is left out, as it would be a moment later.
+            if !fields.is_empty() {
+                jobs.push(record::job(queue, id, fields)?);
             }
         }
         Ok(JobPage { jobs, total })
