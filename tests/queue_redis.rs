@@ -10,7 +10,7 @@ use std::time::Duration;
 use courier::queue::model::{Complete, JobOptions, JobState, KeepJobs, NewJob, TakeRequest};
 use courier::queue::{JobContext, LocalHub, QueueConfig, QueueManager};
 use courier::store::job::GroupLimits;
-use courier::store::redis::RedisJobStore;
+use courier::store::redis::{Durability, RedisJobStore};
 use courier::store::JobStore;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -43,6 +43,30 @@ mod redis {
     #[tokio::test]
     async fn a_job_of_a_dead_instance_is_recovered_by_the_other_once() {
         super::a_job_of_a_dead_instance_is_recovered_by_the_other_once().await
+    }
+
+    #[test]
+    fn the_store_reads_how_durable_the_server_is() {
+        super::the_store_reads_how_durable_the_server_is()
+    }
+}
+
+/// The test binary's own server fsyncs every write (`appendfsync always`), and the store says
+/// so; a server named by REDIS_URL may be configured any way, so there only the read is checked.
+fn the_store_reads_how_durable_the_server_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_, _)) = two_instances(dir.path()) else {
+        return;
+    };
+    let url = redis_server::url().unwrap();
+    let store = RedisJobStore::open(url, &redis_server::prefix_for(dir.path())).unwrap();
+    if std::env::var("REDIS_URL").is_err() {
+        assert_eq!(store.durability(), Durability::Always);
+    } else {
+        eprintln!(
+            "REDIS_URL's server: durability {}",
+            store.durability().as_str()
+        );
     }
 }
 
