@@ -49,6 +49,11 @@ mod redis {
     fn the_store_reads_how_durable_the_server_is() {
         super::the_store_reads_how_durable_the_server_is()
     }
+
+    #[test]
+    fn the_test_server_refuses_a_script_key_outside_its_slot() {
+        super::the_test_server_refuses_a_script_key_outside_its_slot()
+    }
 }
 
 /// The test binary's own server fsyncs every write (`appendfsync always`), and the store says
@@ -167,4 +172,30 @@ async fn a_job_of_a_dead_instance_is_recovered_by_the_other_once() {
     assert_eq!(stored.status.stalled_count, 1);
     assert_eq!(stored.status.attempts_made, 1);
     assert_eq!(b.counts("q").await.unwrap().completed, 1);
+}
+
+/// The guard the conformance suite relies on is live: the test binary's server (cluster mode)
+/// refuses a `#!lua` script touching a key outside the slot of its first key, as it would refuse
+/// any store script that built a key outside the queue's hash tag. (Not for REDIS_URL's server,
+/// which need not run in cluster mode.)
+fn the_test_server_refuses_a_script_key_outside_its_slot() {
+    if job_backends::skipped(Backend::Redis) || std::env::var("REDIS_URL").is_ok() {
+        return;
+    }
+    let url = redis_server::url().unwrap();
+    let mut connection = ::redis::Client::open(url)
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let inside = ::redis::Script::new("#!lua\nreturn redis.call('INCR', '{courier:q}:probe')");
+    let _: i64 = inside
+        .key("{courier:q}:meta")
+        .invoke(&mut connection)
+        .unwrap();
+    let outside = ::redis::Script::new("#!lua\nreturn redis.call('INCR', '{courier:other}:probe')");
+    let refused = outside
+        .key("{courier:q}:meta")
+        .invoke::<i64>(&mut connection)
+        .unwrap_err();
+    assert!(refused.to_string().contains("same slot"), "{refused}");
 }

@@ -7,8 +7,9 @@
 //! Redis store's leases live in Redis, so reopening one is no restart.
 //!
 //! The Redis tests use the server `REDIS_URL` names, or else one `redis-server` this test binary
-//! starts on a free port (append-only file, fsync on every write, in a temporary folder) and that
-//! dies with it. Each store gets keys of its own (a prefix made of its folder), so tests running
+//! starts on a free port (append-only file, fsync on every write, in a temporary folder; cluster
+//! mode, one node holding every slot, so a script touching a key outside its queue's hash tag
+//! fails) and that dies with it. Each store gets keys of its own (a prefix made of its folder), so tests running
 //! at once never meet. Without a server they print why and pass, except under `CI=true`.
 #![allow(dead_code)]
 
@@ -124,15 +125,19 @@ pub mod redis_server {
         std::thread::spawn(move || {
             let mut command = Command::new("redis-server");
             command
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
                     "--save",
                     "",
-                    "--appendonly",
-                    "yes",
-                    "--appendfsync",
-                    "always",
                 ])
+                .args(["--appendonly", "yes", "--appendfsync", "always"])
+                // One node holding every slot: the scripts' `#!lua` then makes the server refuse
+                // any key outside a queue's slot, so the suite proves the hash tags.
+                .args(["--cluster-enabled", "yes", "--cluster-config-file"])
+                .arg(dir.join("nodes.conf"))
                 .args(["--daemonize", "no", "--dir"])
                 .arg(&dir)
                 .stdout(Stdio::null())
@@ -157,26 +162,44 @@ pub mod redis_server {
         receiver
             .recv()
             .map_err(|_| "the redis-server thread died".to_owned())??;
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut slots_assigned = false;
         while Instant::now() < deadline {
-            if answers(port) {
+            if !slots_assigned {
+                slots_assigned = ask(port, "CLUSTER ADDSLOTSRANGE 0 16383")
+                    .is_some_and(|reply| reply.starts_with("+OK"));
+            } else if ask(port, "CLUSTER INFO")
+                .is_some_and(|reply| reply.contains("cluster_state:ok"))
+            {
                 return Ok(format!("redis://127.0.0.1:{port}/"));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(50));
         }
         Err(format!(
-            "redis-server on port {port} did not answer within 10 s"
+            "redis-server on port {port} was not ready within 15 s"
         ))
     }
 
-    fn answers(port: u16) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-            return false;
-        };
-        let mut reply = [0u8; 7];
-        stream.write_all(b"PING\r\n").is_ok()
-            && stream.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
+    /// Sends one inline command; what came back within a moment (`None`: nobody listens yet).
+    fn ask(port: u16, command: &str) -> Option<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .ok()?;
+        stream.write_all(format!("{command}\r\n").as_bytes()).ok()?;
+        let mut reply = Vec::new();
+        let mut chunk = [0u8; 4096];
+        // Until the read times out or the connection ends: replies here are short.
+        while let Ok(read) = stream.read(&mut chunk) {
+            if read == 0 {
+                break;
+            }
+            reply.extend_from_slice(&chunk[..read]);
+            if reply.starts_with(b"+") || reply.starts_with(b"-") {
+                break;
+            }
+        }
+        Some(String::from_utf8_lossy(&reply).into_owned())
     }
 }
 

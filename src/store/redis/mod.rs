@@ -122,6 +122,19 @@ impl RedisJobStore {
             .map_err(|err| {
                 StoreError::unavailable(format!("Redis at {shown} does not answer: {err}"), err)
             })?;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query(&mut probe)
+            .map_err(|err| {
+                StoreError::unavailable(format!("Redis at {shown} does not answer: {err}"), err)
+            })?;
+        let version = server_version(&info);
+        if version.is_some_and(|(major, _)| major < 7) {
+            let (major, minor) = version.unwrap_or_default();
+            return Err(StoreError::Unsupported(format!(
+                "Redis at {shown} is {major}.{minor}: the job store needs Redis 7.0 or newer"
+            )));
+        }
         let durability = read_durability(&mut probe);
         match durability {
             Durability::Always => {
@@ -195,6 +208,21 @@ impl RedisJobStore {
             self.wake(queue);
         }
     }
+}
+
+/// `redis_version` (major, minor) in an `INFO server` reply; `None` when it is not there (a
+/// proxy that hides it: the scripts' own errors then say what is missing).
+fn server_version(info: &str) -> Option<(u32, u32)> {
+    let version = info
+        .lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))?;
+    let mut parts = version.trim().split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts
+        .next()
+        .and_then(|minor| minor.parse().ok())
+        .unwrap_or(0);
+    Some((major, minor))
 }
 
 /// Reads `appendonly` and `appendfsync`; a server that refuses `CONFIG` is [`Durability::Unknown`].
@@ -814,6 +842,14 @@ impl RedisJobStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_server_version_is_read_from_info() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nredis_git_sha1:00000000\r\n";
+        assert_eq!(server_version(info), Some((7, 0)));
+        assert_eq!(server_version("redis_version:6.2.14\r\n"), Some((6, 2)));
+        assert_eq!(server_version("# Server\r\n"), None);
+    }
 
     #[test]
     fn an_unreachable_server_is_unavailable_and_named() {

@@ -11,8 +11,12 @@ use redis::Script;
 
 const PRELUDE: &str = include_str!("prelude.lua");
 
+/// A script with the `#!lua` shebang (Redis 7.0+): on a Cluster the server then refuses any
+/// command of it on a key outside the slot of its first key, so a key built outside the queue's
+/// hash tag fails every test rather than only a multi-node deployment (the test server runs in
+/// cluster mode for that). Without flags it is also refused while the server is out of memory.
 fn script(body: &str) -> Script {
-    Script::new(&format!("{PRELUDE}\n{body}"))
+    Script::new(&format!("#!lua\n{PRELUDE}\n{body}"))
 }
 
 /// Every script, built once per process.
