@@ -1,5 +1,6 @@
 //! Two instances on one Redis: two job stores opened on the same server and key prefix, each
-//! with its own engine, share the queues. What one adds the other runs; a job whose instance
+//! with its own engine, share the queues. What one adds the other runs, woken by pub/sub; a job
+//! whose instance
 //! went away is recovered by the other once its lease lapses, and runs to completion once.
 //! Only with the `redis` feature; without a server the tests say why and pass (not in CI).
 #![cfg(feature = "redis")]
@@ -75,8 +76,8 @@ fn the_store_reads_how_durable_the_server_is() {
     }
 }
 
-/// A job added through A, whose engine runs no worker, is processed by B's worker, which
-/// finds it at its idle re-check (wake-ups do not cross instances yet).
+/// A job added through A, whose engine runs no worker, is processed by B's worker, woken by A's
+/// message on the queue's channel: B's idle re-check is far longer than the test.
 async fn a_job_added_on_one_instance_runs_on_the_other() {
     let dir = tempfile::tempdir().unwrap();
     let Some((a, b)) = two_instances(dir.path()) else {
@@ -84,7 +85,8 @@ async fn a_job_added_on_one_instance_runs_on_the_other() {
     };
     let adder = QueueManager::new(a.clone(), Arc::new(LocalHub::default()));
     let runner = QueueManager::new(b, Arc::new(LocalHub::default()));
-    let config = QueueConfig::new("shared");
+    let mut config = QueueConfig::new("shared");
+    config.idle_recheck_ms = Some(24 * 3_600_000);
     let adding = adder.register(config.clone()).await.unwrap();
     let running = runner.register(config).await.unwrap();
     let (ran, mut runs) = mpsc::unbounded_channel::<String>();
@@ -96,8 +98,10 @@ async fn a_job_added_on_one_instance_runs_on_the_other() {
         }
     });
     runner.start();
-    // B's worker has found nothing and sleeps until its re-check before A adds.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // B's worker has found nothing and sleeps on its watch (and B's listener has subscribed)
+    // before A adds.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
     let added = adding
         .add("from-a", &json!({}), JobOptions::default())
         .await
@@ -106,6 +110,7 @@ async fn a_job_added_on_one_instance_runs_on_the_other() {
         .await
         .expect("the job added on A never ran on B");
     assert_eq!(run.as_deref(), Some("from-a"));
+    eprintln!("added on A, running on B after {:?}", started.elapsed());
     // A reads the result B stored.
     for _ in 0..200 {
         if adding.counts().await.unwrap().completed == 1 {

@@ -20,10 +20,12 @@
 //! | `order`, `token` | string | counters of positions (and automatic ids) and attempt tokens |
 //! | `meta` | hash | `paused` |
 //!
-//! Wake-ups stay in process for now: a transition that makes a job takeable wakes this
-//! instance's idle workers, and the watches are lossy, so workers of other instances find the
-//! job at their next re-check. Waking them at once needs a `PUBLISH` from each such script and
-//! one subscriber task per instance.
+//! Wake-ups cross instances by pub/sub: a transition that makes a job takeable (an add too)
+//! wakes this instance's idle workers and publishes the instance's id on the queue's channel
+//! `{<prefix>:<queue>}:wake`; one task per store listens on `{<prefix>:*}:wake` and wakes the
+//! local workers of the queue named, ignoring its own messages. Pub/sub may drop a message (a
+//! reconnection), so the watches are lossy: idle workers look again every second anyway, and
+//! after a reconnection every watch is woken once.
 
 mod record;
 mod scripts;
@@ -48,9 +50,12 @@ use super::{JobBackend, JobStore, RemovedIds, RemovedOutcome, StoreError, WorkWa
 /// The key prefix of a server's queues (before the queue name, inside the hash tag).
 pub const DEFAULT_PREFIX: &str = "courier";
 
-/// How long an idle worker waits for a local wake-up before it looks again: what a job added
-/// through another instance may wait at most (cross-instance wake-ups are not published yet).
+/// How long an idle worker waits for a wake-up before it looks again: what a job may wait at
+/// most when its pub/sub message was lost.
 const RECHECK_AFTER: Duration = Duration::from_secs(1);
+
+/// The longest pause between two attempts of the wake-up listener to subscribe again.
+const MAX_RESUBSCRIBE_DELAY: Duration = Duration::from_secs(5);
 
 /// How long one command or script may take before the call is answered as unavailable.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -100,7 +105,19 @@ pub struct RedisJobStore {
     connection: OnceCell<ConnectionManager>,
     prefix: String,
     durability: Durability,
-    watches: Mutex<HashMap<String, WorkWatch>>,
+    watches: Arc<Mutex<HashMap<String, WorkWatch>>>,
+    /// Identifies this store's wake-up messages, so its listener skips them.
+    instance: String,
+    /// Whether the wake-up listener was started (by the first `watch` inside a runtime).
+    listening: std::sync::atomic::AtomicBool,
+    /// Stops the listener when the store goes.
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for RedisJobStore {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 impl RedisJobStore {
@@ -155,7 +172,10 @@ impl RedisJobStore {
             connection: OnceCell::new(),
             prefix: prefix.to_owned(),
             durability,
-            watches: Mutex::default(),
+            watches: Arc::default(),
+            instance: format!("{:016x}", rand::random::<u64>()),
+            listening: std::sync::atomic::AtomicBool::new(false),
+            stop: tokio_util::sync::CancellationToken::new(),
         })
     }
 
@@ -199,13 +219,117 @@ impl RedisJobStore {
             .map_err(store_error)
     }
 
+    /// Wakes the idle workers of `queue` here, and tells the other instances.
     fn wake(&self, queue: &str) {
         self.watch(queue).wake();
+        self.publish(queue);
     }
 
     fn wake_if(&self, queue: &str, wake: bool) {
         if wake {
             self.wake(queue);
+        }
+    }
+
+    /// Publishes this instance's id on `queue`'s wake-up channel, without waiting: a lost
+    /// message costs a re-check interval, never a job.
+    fn publish(&self, queue: &str) {
+        let (Some(connection), Ok(runtime)) =
+            (self.connection.get(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let mut connection = connection.clone();
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(self.key(queue, "wake")).arg(&self.instance);
+        runtime.spawn(async move {
+            let _: Result<u64, RedisError> = publish.query_async(&mut connection).await;
+        });
+    }
+
+    /// Starts the wake-up listener on the current runtime, once.
+    fn listen(&self) {
+        use std::sync::atomic::Ordering;
+        if self.listening.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.listening.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let listener = Listener {
+            client: self.client.clone(),
+            tag: format!("{{{}:", self.prefix),
+            instance: self.instance.clone(),
+            watches: self.watches.clone(),
+        };
+        let stop = self.stop.clone();
+        runtime.spawn(async move {
+            tokio::select! {
+                () = listener.run() => {}
+                () = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// The task that turns other instances' wake-up messages into local wake-ups.
+struct Listener {
+    client: redis::Client,
+    /// `{<prefix>:`, the start of every channel name.
+    tag: String,
+    instance: String,
+    watches: Arc<Mutex<HashMap<String, WorkWatch>>>,
+}
+
+impl Listener {
+    async fn run(self) {
+        use futures_util::StreamExt;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.client.get_async_pubsub().await {
+                Ok(mut pubsub) => {
+                    if pubsub
+                        .psubscribe(format!("{}*}}:wake", self.tag))
+                        .await
+                        .is_ok()
+                    {
+                        delay = Duration::from_millis(100);
+                        // Messages may have been lost while no one listened.
+                        self.wake_all();
+                        let mut messages = pubsub.on_message();
+                        while let Some(message) = messages.next().await {
+                            if message.get_payload_bytes() != self.instance.as_bytes() {
+                                self.wake(message.get_channel_name());
+                            }
+                        }
+                    }
+                }
+                Err(err) => tracing::debug!(error = %err, "redis wake-up listener cannot connect"),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(MAX_RESUBSCRIBE_DELAY);
+        }
+    }
+
+    /// Wakes the workers of the queue a channel `{<prefix>:<queue>}:wake` names.
+    fn wake(&self, channel: &str) {
+        let Some(queue) = channel
+            .strip_prefix(self.tag.as_str())
+            .and_then(|rest| rest.strip_suffix("}:wake"))
+        else {
+            return;
+        };
+        if let Some(watch) = self.watches.lock().get(queue) {
+            watch.wake();
+        }
+    }
+
+    fn wake_all(&self) {
+        for watch in self.watches.lock().values() {
+            watch.wake();
         }
     }
 }
@@ -328,7 +452,7 @@ impl JobStore for RedisJobStore {
                 }
             })
             .await?;
-        reply
+        let added = reply
             .chunks(3)
             .map(|added| match added {
                 [id, existed, found] => Ok(Added {
@@ -338,7 +462,16 @@ impl JobStore for RedisJobStore {
                 }),
                 _ => Err(codec("add: short reply")),
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        // The engine that added wakes this instance's workers once it has announced the jobs
+        // (`WorkWatch`); the other instances hear of them now.
+        if added
+            .iter()
+            .any(|job| !job.existed && job.state == JobState::Waiting)
+        {
+            self.publish(queue);
+        }
+        Ok(added)
     }
 
     async fn take(
@@ -810,6 +943,7 @@ impl JobStore for RedisJobStore {
     }
 
     fn watch(&self, queue: &str) -> WorkWatch {
+        self.listen();
         self.watches
             .lock()
             .entry(queue.to_owned())
