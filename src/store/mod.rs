@@ -300,8 +300,8 @@ pub trait JobStore: Send + Sync + 'static {
     async fn oldest_waiting(&self, queue: &str) -> Result<Option<Millis>, StoreError>;
 
     /// The wake-up signal of `queue`: it fires when a job may have become takeable there, by
-    /// whichever handle or instance caused it (see [`WorkWatch`]; a Redis backend publishes on a
-    /// channel per queue from each transition's script and wakes its local waiters from one
+    /// whichever handle or instance caused it (see [`WorkWatch`]; the Redis backend publishes on a
+    /// channel per queue after each such transition and wakes its local waiters from one
     /// subscriber task). In process, an add is signalled by the engine that made it, after it
     /// announced the job.
     fn watch(&self, queue: &str) -> WorkWatch;
