@@ -66,6 +66,9 @@ fn the_store_reads_how_durable_the_server_is() {
     };
     let url = redis_server::url().unwrap();
     let store = RedisJobStore::open(url, &redis_server::prefix_for(dir.path())).unwrap();
+    // What the health report shows as `storage.durability`.
+    let shown = store.stats().and_then(|stats| stats.durability());
+    assert_eq!(shown, Some(store.durability().as_str()));
     if std::env::var("REDIS_URL").is_err() {
         assert_eq!(store.durability(), Durability::Always);
     } else {

@@ -45,7 +45,9 @@ use super::job::{
     Added, Complete, Counts, Expired, Fail, FailOutcome, Job, JobPage, JobState, KeepJobs, Millis,
     NewJob, RateLimit, Take, TakeRequest, TakenJob,
 };
-use super::{JobBackend, JobStore, RemovedIds, RemovedOutcome, StoreError, WorkWatch};
+use super::{
+    JobBackend, JobStore, RemovedIds, RemovedOutcome, StorageStats, StoreError, WorkWatch,
+};
 
 /// The key prefix of a server's queues (before the queue name, inside the hash tag).
 pub const DEFAULT_PREFIX: &str = "courier";
@@ -954,6 +956,21 @@ impl JobStore for RedisJobStore {
     /// Nothing to flush: each write was as durable as the server makes it when it returned.
     async fn flush(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn stats(&self) -> Option<&dyn StorageStats> {
+        Some(self)
+    }
+}
+
+/// The health report shows the server's durability; the size is the server's business.
+impl StorageStats for RedisJobStore {
+    fn size_on_disk(&self) -> Option<u64> {
+        None
+    }
+
+    fn durability(&self) -> Option<&'static str> {
+        Some(self.durability.as_str())
     }
 }
 
