@@ -122,6 +122,16 @@ for _, candidate in ipairs(ring) do
   if not first then
     redis.call('LREM', P .. 'ring', 1, candidate)
     redis.call('SREM', P .. 'ringset', candidate)
+    -- An idle group's rate window is forgotten once it is over (a window still open stays
+    -- until the group runs again and passes here dry after it).
+    if candidate ~= 'u' then
+      local group = string.sub(candidate, 3)
+      local window = P .. 'grate:' .. group
+      if not redis.call('HGET', P .. 'gactive', group)
+        and not rate_check(window, 0, group_rate_ms, now) then
+        redis.call('DEL', window)
+      end
+    end
   elseif candidate == 'u' then
     lane, member = candidate, first
     break
