@@ -24,6 +24,10 @@
 //! With more than one run, each run executes in a child process (this binary, re-executed) so
 //! `rss_mb` / `rss_hwm_mb` describe that run alone; `--in-process` turns this off. It uses the
 //! server's allocator (`courier::alloc`).
+//!
+//! `--redis-url URL` (a build with `--features redis`) runs on the Redis job store at that server
+//! instead, under a key prefix of its own; `durability` then says what the server's `appendfsync`
+//! makes of an acknowledged add, and `commit_batches` is 0 (Redis has no group commit to count).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -105,6 +109,10 @@ struct Args {
     /// in a loop and records how late it wakes, reported as `host_stall_ms`.
     #[arg(long)]
     probe: bool,
+    /// Run on the Redis job store at this URL instead of sled.
+    #[cfg(feature = "redis")]
+    #[arg(long)]
+    redis_url: Option<String>,
 }
 
 impl Args {
@@ -148,6 +156,10 @@ impl Args {
         }
         if let Some(path) = &self.dump_latencies {
             args.extend(["--dump-latencies".to_owned(), path.display().to_string()]);
+        }
+        #[cfg(feature = "redis")]
+        if let Some(url) = &self.redis_url {
+            args.extend(["--redis-url".to_owned(), url.clone()]);
         }
         args
     }
@@ -273,6 +285,23 @@ fn job_options() -> JobOptions {
     }
 }
 
+/// The store of one run: sled in `dir` (kept apart to read its commit counters), or Redis. The
+/// last value is what an acknowledged add survives (`always`: fsynced).
+type Opened = (Option<Arc<SledJobStore>>, Arc<dyn JobStore>, &'static str);
+
+fn open_store(args: &Args, dir: &Path) -> anyhow::Result<Opened> {
+    #[cfg(feature = "redis")]
+    if let Some(url) = &args.redis_url {
+        let prefix = format!("bench-{}-{}", std::process::id(), dir.display());
+        let store = courier::store::redis::RedisJobStore::open(url, &prefix)?;
+        let durability = store.durability().as_str();
+        return Ok((None, Arc::new(store), durability));
+    }
+    let _ = args;
+    let sled_store = Arc::new(SledJobStore::open(&open_db(dir)?)?);
+    Ok((Some(sled_store.clone()), sled_store, "always"))
+}
+
 async fn run(args: &Args, mode: Mode, concurrency: usize) -> anyhow::Result<Value> {
     let n = args.n;
     let dir = match &args.dir {
@@ -290,8 +319,7 @@ async fn run(args: &Args, mode: Mode, concurrency: usize) -> anyhow::Result<Valu
     }
 
     // Opened by hand (rather than `open_job_store`) to read the group-commit batch count.
-    let sled_store = Arc::new(SledJobStore::open(&open_db(dir.path())?)?);
-    let store: Arc<dyn JobStore> = sled_store.clone();
+    let (sled_store, store, durability) = open_store(args, dir.path())?;
     let manager = QueueManager::new(store.clone(), Arc::new(LocalHub::default()));
     let mut config = QueueConfig::new("bench");
     config.concurrency = concurrency;
@@ -308,7 +336,7 @@ async fn run(args: &Args, mode: Mode, concurrency: usize) -> anyhow::Result<Valu
     // Job payloads are built before the clock starts; turning them into text is the add's job.
     let datas: Vec<Value> = (0..n).map(|i| job_data(i, args.data_bytes)).collect();
     let probe = (args.probe || args.rate.is_some()).then(StallProbe::start);
-    let batches_before = sled_store.batch_count();
+    let batches_before = sled_store.as_ref().map_or(0, |store| store.batch_count());
     let cpu_before = cpu_ticks();
     let first_add = recorder.now();
     let adds = match (mode, args.rate) {
@@ -331,7 +359,7 @@ async fn run(args: &Args, mode: Mode, concurrency: usize) -> anyhow::Result<Valu
     );
     let host_stalls = probe.map(StallProbe::finish);
     manager.shutdown(Duration::from_secs(5)).await?;
-    let batches = sled_store.batch_count() - batches_before;
+    let batches = sled_store.as_ref().map_or(0, |store| store.batch_count()) - batches_before;
     let left = queue.counts().await?.total();
 
     let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
@@ -374,7 +402,8 @@ async fn run(args: &Args, mode: Mode, concurrency: usize) -> anyhow::Result<Valu
             "p999": ms(0.999),
             "max": round3(latency.max() as f64 / 1_000.0),
         },
-        "durable": true,
+        "durable": durability == "always",
+        "durability": durability,
         "offered_rate": args.rate,
         "add_secs": round3(add_secs),
         "processing_secs": round3(processing_secs),
@@ -412,7 +441,10 @@ async fn run(args: &Args, mode: Mode, concurrency: usize) -> anyhow::Result<Valu
             }),
         );
     }
-    if let Some(times) = StorageStats::activity(sled_store.as_ref()).commit_times {
+    if let Some(times) = sled_store
+        .as_ref()
+        .and_then(|store| StorageStats::activity(store.as_ref()).commit_times)
+    {
         // The disk's share: every add waits for one of these.
         fields.insert(
             "commit_ms".to_owned(),

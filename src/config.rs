@@ -96,7 +96,12 @@ pub struct Config {
     #[arg(long, env = "QUEUE_BACKEND", value_enum, default_value_t = QueueBackend::Sled)]
     pub queue_backend: QueueBackend,
 
-    /// Redis host, used when QUEUE_BACKEND=redis.
+    /// Redis server, used when QUEUE_BACKEND=redis: `redis://[:password@]host:port/db`, or
+    /// `rediss://` for TLS. When set, REDIS_HOST, REDIS_PORT and REDIS_PASSWORD are not read.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Redis host, used when QUEUE_BACKEND=redis and REDIS_URL is unset.
     #[arg(long, env = "REDIS_HOST", default_value = "localhost")]
     pub redis_host: String,
 
@@ -275,6 +280,22 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The Redis server to use: REDIS_URL, or one built from REDIS_HOST, REDIS_PORT and
+    /// REDIS_PASSWORD (percent-encoded, so any password fits in the URL).
+    pub fn redis_url(&self) -> String {
+        if let Some(url) = &self.redis_url {
+            return url.clone();
+        }
+        let auth = match &self.redis_password {
+            Some(password) => format!(
+                ":{}@",
+                percent_encoding::utf8_percent_encode(password, percent_encoding::NON_ALPHANUMERIC)
+            ),
+            None => String::new(),
+        };
+        format!("redis://{auth}{}:{}/", self.redis_host, self.redis_port)
+    }
+
     /// Reads `.env`, then flags and environment variables, then validates. On `--help` or
     /// `--version` prints and exits 0; on an invalid setting prints one line to stderr and exits
     /// with [`EXIT_INVALID_CONFIG`].
@@ -363,6 +384,7 @@ impl Config {
             queue_admin_key: Some(random_hex_secret()),
             allow_short_admin_key: false,
             queue_backend: QueueBackend::Sled,
+            redis_url: None,
             redis_host: "localhost".to_owned(),
             redis_port: 6379,
             redis_password: None,
@@ -441,6 +463,11 @@ impl Config {
             "MONGODB_URI",
             self.mongodb_uri.as_deref(),
             &["mongodb://", "mongodb+srv://"],
+        )?;
+        check_scheme(
+            "REDIS_URL",
+            self.redis_url.as_deref(),
+            &["redis://", "rediss://"],
         )?;
         check_scheme(
             "CLOUDINARY_URL",

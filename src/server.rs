@@ -365,6 +365,13 @@ async fn open_stores(config: &Config) -> anyhow::Result<(Arc<dyn JobStore>, Arc<
         Ok(stores) => Ok((stores.jobs, stores.chat)),
         // A backend this binary cannot open is a setting to change: exit 2 like any other.
         Err(StoreError::Unsupported(message)) => Err(ConfigError::Invalid(message).into()),
+        // So is a Redis nobody answers at start-up (a wrong address, a server not started): one
+        // line and exit 2, rather than a server that would answer 503 to everything.
+        Err(err @ StoreError::Unavailable { .. })
+            if config.queue_backend == QueueBackend::Redis =>
+        {
+            Err(ConfigError::Invalid(err.to_string()).into())
+        }
         Err(err) => Err(anyhow::Error::new(err).context("cannot open the store")),
     }
 }
@@ -381,9 +388,7 @@ fn store_config(config: &Config) -> StoreConfig {
         jobs: match config.queue_backend {
             QueueBackend::Sled => JobBackend::Sled,
             QueueBackend::Redis => JobBackend::Redis {
-                host: config.redis_host.clone(),
-                port: config.redis_port,
-                password: config.redis_password.clone(),
+                url: config.redis_url(),
             },
         },
         chat: match config.chat_backend {

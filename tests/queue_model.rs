@@ -465,10 +465,12 @@ struct Model {
     queues: [ModelQueue; 2],
     /// Tokens of attempts that ended, with their queue and job: each must stay powerless.
     stale: Vec<(usize, String, u64)>,
-    /// Highest token handed out by this store process.
-    last_token: u64,
-    /// Highest automatic id handed out; automatic ids never repeat, even across reopen.
-    last_auto_id: u64,
+    /// Highest token handed out by this store process, per queue: tokens count up within a
+    /// queue (a Redis store keeps one counter per queue, so its keys share one Cluster slot).
+    last_token: [u64; 2],
+    /// Highest automatic id handed out per queue; automatic ids never repeat, even across
+    /// reopen.
+    last_auto_id: [u64; 2],
 }
 
 impl Model {
@@ -479,8 +481,8 @@ impl Model {
             names: 0,
             queues: Default::default(),
             stale: Vec::new(),
-            last_token: 0,
-            last_auto_id: 0,
+            last_token: [0; 2],
+            last_auto_id: [0; 2],
         }
     }
 
@@ -1237,12 +1239,12 @@ impl Harness {
                         TestCaseError::fail(format!("automatic id {} is not a number", result.id))
                     })?;
                     prop_assert!(
-                        numeric > self.model.last_auto_id,
+                        numeric > self.model.last_auto_id[queue],
                         "automatic id {} after {}",
                         numeric,
-                        self.model.last_auto_id
+                        self.model.last_auto_id[queue]
                     );
-                    self.model.last_auto_id = numeric;
+                    self.model.last_auto_id[queue] = numeric;
                 }
             }
             let order = self.model.next_order();
@@ -1301,11 +1303,11 @@ impl Harness {
         );
         let id = taken.id.clone();
         prop_assert!(
-            taken.token > self.model.last_token,
+            taken.token > self.model.last_token[queue],
             "token {} reused",
             taken.token
         );
-        self.model.last_token = taken.token;
+        self.model.last_token[queue] = taken.token;
         let model_queue = &mut self.model.queues[queue];
         let job = model_queue
             .jobs
@@ -1340,7 +1342,7 @@ impl Harness {
             let store = open_again(self.dir.path()).await?;
             self.store = Some(store.clone());
             self.model.stale.clear();
-            self.model.last_token = 0;
+            self.model.last_token = [0; 2];
             store
         } else {
             self.store()

@@ -232,11 +232,10 @@ impl HealthMonitor {
     }
 
     fn check_storage(&self, queues: &QueueManager) -> StorageHealth {
+        let stats = queues.store().stats();
         let mut storage = StorageHealth {
-            size_on_disk: queues
-                .store()
-                .stats()
-                .and_then(|stats| stats.size_on_disk()),
+            size_on_disk: stats.and_then(|stats| stats.size_on_disk()),
+            durability: stats.and_then(|stats| stats.durability()),
             ..StorageHealth::default()
         };
         // statvfs: one quick system call, not worth a blocking-pool hop.

@@ -87,6 +87,8 @@ pub struct QueueHealth {
 pub struct StorageHealth {
     pub status: Status,
     pub size_on_disk: Option<u64>,
+    /// What an acknowledged job survives, where the store's server decides it.
+    pub durability: Option<&'static str>,
     pub free_bytes: Option<u64>,
     pub issues: Vec<Issue>,
 }

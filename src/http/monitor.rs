@@ -134,6 +134,9 @@ struct StorageHealthBody {
     healthy: bool,
     status: &'static str,
     size_on_disk: Option<u64>,
+    /// Only for a store whose server decides it (Redis's `appendfsync`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    durability: Option<&'static str>,
     free_bytes: Option<u64>,
     issues: Vec<IssueBody>,
 }
@@ -144,6 +147,7 @@ impl StorageHealthBody {
             healthy: storage.status == crate::alerts::Status::Healthy,
             status: storage.status.as_str(),
             size_on_disk: storage.size_on_disk,
+            durability: storage.durability,
             free_bytes: storage.free_bytes,
             issues: storage.issues.iter().map(IssueBody::new).collect(),
         }

@@ -8,10 +8,10 @@
 //! back. A lane skipped because it is at its limit keeps its place, so it is first once a job of
 //! it finishes. A queue without groups has one lane and takes exactly as before.
 //!
-//! A Redis backend would keep the same state in keys: a sorted set of waiting jobs per group,
-//! a list of groups in turn order, a hash of active counts per group and a rate counter per group
-//! with an expiry; one Lua script per `take` walks the list, moves the chosen job to active,
-//! increments its group's count and rotates the list (`LMOVE`), so the transition stays atomic.
+//! The Redis backend keeps the same state in keys (`src/store/redis/`): a sorted set of waiting
+//! jobs per lane, a list of lanes in turn order, a hash of active counts per group and a rate
+//! window per group; its `take` script walks the list, moves the chosen job to active, counts it
+//! in its group and rotates the list, so the transition stays atomic.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;

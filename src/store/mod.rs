@@ -301,8 +301,8 @@ pub trait JobStore: Send + Sync + 'static {
     async fn oldest_waiting(&self, queue: &str) -> Result<Option<Millis>, StoreError>;
 
     /// The wake-up signal of `queue`: it fires when a job may have become takeable there, by
-    /// whichever handle or instance caused it (see [`WorkWatch`]; a Redis backend publishes on a
-    /// channel per queue from each transition's script and wakes its local waiters from one
+    /// whichever handle or instance caused it (see [`WorkWatch`]; the Redis backend publishes on a
+    /// channel per queue after each such transition and wakes its local waiters from one
     /// subscriber task). In process, an add is signalled by the engine that made it, after it
     /// announced the job.
     fn watch(&self, queue: &str) -> WorkWatch;
@@ -338,12 +338,9 @@ pub enum JobBackend {
     Sled,
     /// Process memory: nothing is written, everything is gone when the process ends.
     Memory,
-    /// A Redis server (needs the `redis` cargo feature).
-    Redis {
-        host: String,
-        port: u16,
-        password: Option<String>,
-    },
+    /// A Redis server (needs the `redis` cargo feature), as a `redis://[:password@]host:port/db`
+    /// or `rediss://` URL; it may hold a password.
+    Redis { url: String },
 }
 
 impl std::fmt::Debug for JobBackend {
@@ -351,17 +348,26 @@ impl std::fmt::Debug for JobBackend {
         match self {
             JobBackend::Sled => f.write_str("Sled"),
             JobBackend::Memory => f.write_str("Memory"),
-            JobBackend::Redis {
-                host,
-                port,
-                password,
-            } => f
+            JobBackend::Redis { url } => f
                 .debug_struct("Redis")
-                .field("host", host)
-                .field("port", port)
-                .field("password", &password.as_ref().map(|_| "<redacted>"))
+                .field("url", &redact_url(url))
                 .finish(),
         }
+    }
+}
+
+/// `url` with its password (between `:` and `@` after the scheme) replaced, for logs.
+pub fn redact_url(url: &str) -> String {
+    let Some(start) = url.find("://").map(|at| at + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[start..];
+    match rest.rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or_default();
+            format!("{}{}:<redacted>@{}", &url[..start], user, &rest[at + 1..])
+        }
+        None => url.to_owned(),
     }
 }
 
@@ -498,25 +504,43 @@ mod tests {
         assert!(!std::path::Path::new("db").exists());
     }
 
-    /// No fallback: a backend this build cannot open is refused before anything is opened.
+    #[test]
+    fn a_redis_password_never_reaches_a_log() {
+        assert_eq!(
+            redact_url("redis://:secret@host:6379/2"),
+            "redis://:<redacted>@host:6379/2"
+        );
+        assert_eq!(
+            redact_url("rediss://user:secret@host/0"),
+            "rediss://user:<redacted>@host/0"
+        );
+        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+    }
+
+    /// No fallback: a backend this build cannot open (or cannot reach) is refused before
+    /// anything is opened.
     #[test]
     fn a_backend_this_build_cannot_open_is_unsupported() {
         let dir = tempfile::tempdir().unwrap();
         let mut config = StoreConfig::sled(dir.path());
         config.jobs = JobBackend::Redis {
-            host: "127.0.0.1".to_owned(),
-            port: 1,
-            password: Some("secret".to_owned()),
+            url: "redis://:secret@127.0.0.1:1/0".to_owned(),
         };
-        let Err(StoreError::Unsupported(message)) = open(&config) else {
-            panic!("a Redis job store opened");
+        // With the feature the store opens only a server that answers: nothing listens on
+        // port 1, which is "unavailable", named without its password.
+        let message = match open(&config) {
+            Err(StoreError::Unsupported(message)) if !cfg!(feature = "redis") => message,
+            Err(err @ StoreError::Unavailable { .. }) if cfg!(feature = "redis") => err.to_string(),
+            Err(err) => panic!("unexpected error {err:?}"),
+            Ok(_) => panic!("a Redis job store opened"),
         };
         let expected = if cfg!(feature = "redis") {
-            "not implemented yet"
+            "cannot reach Redis at redis://:<redacted>@127.0.0.1:1/0"
         } else {
             "`redis` cargo feature"
         };
         assert!(message.contains(expected), "{message}");
+        assert!(!message.contains("secret"), "{message}");
         assert!(!format!("{config:?}").contains("secret"));
 
         let mut config = StoreConfig::sled(dir.path());

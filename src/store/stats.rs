@@ -10,6 +10,12 @@ pub trait StorageStats: Send + Sync {
     /// Bytes the store occupies on disk, when known.
     fn size_on_disk(&self) -> Option<u64>;
 
+    /// What an acknowledged write survives, for a backend whose server decides it (Redis:
+    /// `always`, `everysec`, `none` or `unknown`); `None` where the backend itself fsyncs.
+    fn durability(&self) -> Option<&'static str> {
+        None
+    }
+
     /// What the store's write path has done since start-up, where the backend counts it.
     fn activity(&self) -> StoreActivity {
         StoreActivity::default()

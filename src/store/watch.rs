@@ -7,10 +7,11 @@
 //! exception in process: the engine that added signals the watch itself once it has published
 //! the job's `added` and `waiting` events, so no worker's `active` comes before them (a store
 //! waking at visibility raced the announcement); the watch being the store's, workers of every
-//! handle still wake. A shared backend still publishes an add for the other instances. Memory and sled signal in process; a shared backend (Redis) would publish on
-//! a channel per queue from the Lua script of each such transition and have one subscriber task
-//! per instance call [`WorkWatch::wake`] on each message; pub/sub can drop a message, so its
-//! watches would be [`WorkWatch::lossy`] and the engine re-checks at their interval.
+//! handle still wake. A shared backend still publishes an add for the other instances. Memory and
+//! sled signal in process; the Redis backend publishes on a channel per queue after each such
+//! transition and has one subscriber task per store call [`WorkWatch::wake`] on each message;
+//! pub/sub can drop a message, so its watches are [`WorkWatch::lossy`] and the engine re-checks
+//! at their interval.
 
 use std::collections::HashMap;
 use std::sync::Arc;
