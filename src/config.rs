@@ -173,6 +173,17 @@ pub struct Config {
     #[arg(long, env = "RATE_LIMIT_SEND", default_value_t = 600)]
     pub rate_limit_send: u32,
 
+    /// Index messages for search (`GET /api/messages/search`). Off, sends cost less CPU (see
+    /// BENCHMARKS.md) and searches answer 403; turned on again, the index is rebuilt at start.
+    #[arg(
+        long,
+        env = "SEARCH_INDEX",
+        action = ArgAction::Set,
+        default_value_t = true,
+        value_parser = clap::builder::BoolishValueParser::new(),
+    )]
+    pub search_index: bool,
+
     /// Message searches per user per minute; 0 turns the limit off.
     #[arg(long, env = "RATE_LIMIT_SEARCH", default_value_t = 120)]
     pub rate_limit_search: u32,
@@ -401,6 +412,7 @@ impl Config {
             rate_limit_auth: 0,
             rate_limit_send: 0,
             rate_limit_search: 0,
+            search_index: true,
             send_backlog_limit: 0,
             store_cache_mb: 64,
             login_max_failures: 0,
@@ -536,6 +548,7 @@ impl fmt::Debug for Config {
             .field("rate_limit_auth", &self.rate_limit_auth)
             .field("rate_limit_send", &self.rate_limit_send)
             .field("rate_limit_search", &self.rate_limit_search)
+            .field("search_index", &self.search_index)
             .field("send_backlog_limit", &self.send_backlog_limit)
             .field("store_cache_mb", &self.store_cache_mb)
             .field("login_max_failures", &self.login_max_failures)

@@ -385,6 +385,7 @@ fn store_config(config: &Config) -> StoreConfig {
     StoreConfig {
         data_dir: config.data_dir.clone(),
         cache_bytes: config.store_cache_mb.saturating_mul(1024 * 1024),
+        search_index: config.search_index,
         jobs: match config.queue_backend {
             QueueBackend::Sled => JobBackend::Sled,
             QueueBackend::Redis => JobBackend::Redis {

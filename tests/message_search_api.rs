@@ -238,3 +238,47 @@ async fn bad_searches_are_400s_with_a_message() {
     assert_eq!(anonymous.status(), 401);
     server.stop().await;
 }
+
+/// `SEARCH_INDEX=off`: searches answer 403 with the reason; turned on again, the index is
+/// rebuilt from the messages as they are (written and edited while it was off included).
+#[tokio::test]
+async fn the_index_can_be_turned_off_and_is_rebuilt_when_turned_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let ada = User::signup(&server, "Ada Toggle").await;
+    let bob = User::signup(&server, "Bob Toggle").await;
+    let first = sent(&ada, &bob, "alpha one").await;
+    server.stop().await;
+
+    let server = TestServer::start_with(dir.path(), |config| config.search_index = false).await;
+    let ada = User::login(&server, &ada.email, "secret123").await.unwrap();
+    let bob = User::login(&server, &bob.email, "secret123").await.unwrap();
+    sent(&ada, &bob, "alpha two").await;
+    let (status, body) = call(
+        &ada,
+        "PUT",
+        &format!("/api/messages/edit/{first}"),
+        json!({ "text": "beta one" }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = search(&ada, "q=alpha").await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("SEARCH_INDEX"),
+        "{body}"
+    );
+    server.stop().await;
+
+    let server = TestServer::start(dir.path()).await;
+    let ada = User::login(&server, &ada.email, "secret123").await.unwrap();
+    let (_, found) = search(&ada, "q=alpha").await;
+    assert_eq!(texts(&found), ["alpha two"]);
+    assert_eq!(
+        found["pagination"]["totalMessages"], 1,
+        "the old entry is cleared"
+    );
+    let (_, found) = search(&ada, "q=beta").await;
+    assert_eq!(texts(&found), ["beta one"]);
+    server.stop().await;
+}

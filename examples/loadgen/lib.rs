@@ -1555,7 +1555,7 @@ pub fn time_open(data_dir: &Path) -> anyhow::Result<Value> {
     let jobs = SledJobStore::open(&db)?;
     let jobs_ms = jobs_started.elapsed().as_secs_f64() * 1000.0;
     let chat_started = Instant::now();
-    let chat = SledChatStore::open(&db)?;
+    let chat = SledChatStore::open(&db, true)?;
     let chat_ms = chat_started.elapsed().as_secs_f64() * 1000.0;
     let total_ms = started.elapsed().as_secs_f64() * 1000.0;
     let rss_after = own_rss();

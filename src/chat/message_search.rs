@@ -101,7 +101,11 @@ impl Chat {
             offset: (search.page - 1).saturating_mul(search.limit),
             limit: search.limit,
         };
-        let found = self.store.search_messages(&query).await?;
+        let found = match self.store.search_messages(&query).await {
+            Ok(found) => found,
+            Err(crate::store::StoreError::Unsupported(why)) => return Err(ChatError::Refused(why)),
+            Err(err) => return Err(err.into()),
+        };
         let views = self.views(found.messages).await?;
         Ok(FoundMessages {
             messages: self.with_senders(views).await?,

@@ -401,6 +401,9 @@ pub struct StoreConfig {
     pub cache_bytes: u64,
     pub jobs: JobBackend,
     pub chat: ChatBackend,
+    /// Whether the chat store indexes messages for search (`SEARCH_INDEX`; sled only: the
+    /// memory store always does).
+    pub search_index: bool,
 }
 
 impl StoreConfig {
@@ -411,6 +414,7 @@ impl StoreConfig {
             cache_bytes: 0,
             jobs: JobBackend::Memory,
             chat: ChatBackend::Memory,
+            search_index: true,
         }
     }
 
@@ -421,6 +425,7 @@ impl StoreConfig {
             cache_bytes: sled::DEFAULT_CACHE_BYTES,
             jobs: JobBackend::Sled,
             chat: ChatBackend::Sled,
+            search_index: true,
         }
     }
 }
@@ -455,7 +460,10 @@ pub fn open(config: &StoreConfig) -> Result<Stores, StoreError> {
         JobBackend::Redis { .. } => open_redis(&config.jobs)?,
     };
     let chat: Arc<dyn ChatStore> = match &config.chat {
-        ChatBackend::Sled => Arc::new(sled::SledChatStore::open(&sled_database()?)?),
+        ChatBackend::Sled => Arc::new(sled::SledChatStore::open(
+            &sled_database()?,
+            config.search_index,
+        )?),
         ChatBackend::Memory => Arc::new(memory::MemoryChatStore::new()),
         ChatBackend::Mongodb { uri } => open_mongodb(uri)?,
     };

@@ -226,13 +226,15 @@ pub struct SledChatStore {
     /// Group records read recently (`groups.rs`).
     groups: groups::GroupCache,
     committer: Committer,
+    /// Whether messages are indexed for search (`SEARCH_INDEX`).
+    search_index: bool,
 }
 
 impl SledChatStore {
     /// Opens the chat tree of `database`, committing through the database's one commit thread
     /// (shared with the job store when both are on sled: one log entry and one sync for both;
     /// see `committer.rs`).
-    pub fn open(database: &Database) -> Result<SledChatStore, StoreError> {
+    pub fn open(database: &Database, search_index: bool) -> Result<SledChatStore, StoreError> {
         let tree = database.db.open_tree("chat")?;
         let message_count = match tree.get(COUNT_KEY)? {
             Some(bytes) => u64::from_be_bytes(
@@ -246,7 +248,11 @@ impl SledChatStore {
         let committer =
             database.committer(tree.clone(), COUNT_KEY.to_vec(), message_count, false)?;
         changes::index_file_refs(&tree)?;
-        search::index_messages(&tree)?;
+        if search_index {
+            search::index_messages(&tree)?;
+        } else {
+            search::forget_index(&tree)?;
+        }
         Ok(SledChatStore {
             tree,
             user_cache: Mutex::new(UserCache::default()),
@@ -260,6 +266,7 @@ impl SledChatStore {
             user_writes: Arc::default(),
             groups: groups::GroupCache::default(),
             committer,
+            search_index,
         })
     }
 
@@ -606,9 +613,11 @@ impl ChatStore for SledChatStore {
                 for url in record.file_refs() {
                     writes.push(Write::Put(file_ref_key(&url, &record.id), Vec::new()));
                 }
-                writes.extend(search::tree_writes(crate::store::search::entries_of(
-                    &record,
-                )));
+                if self.search_index {
+                    writes.extend(search::tree_writes(crate::store::search::entries_of(
+                        &record,
+                    )));
+                }
                 let newly_linked = !entry.linked;
                 if let (true, Some((first, second))) = (newly_linked, link) {
                     writes.push(Write::Put(pair_key(PARTNER, first, second), Vec::new()));

@@ -140,9 +140,11 @@ impl SledChatStore {
             writes.push(Write::Delete(change_key(&conversation, before.change)));
         }
         writes.extend(dropped_refs);
-        writes.extend(super::search::tree_writes(
-            crate::store::search::changes_between(Some(&before), &record),
-        ));
+        if self.search_index {
+            writes.extend(super::search::tree_writes(
+                crate::store::search::changes_between(Some(&before), &record),
+            ));
+        }
         // Every fallible step is done: now memory may change.
         entry.last_change = stamp;
         pending.last += 1;

@@ -58,6 +58,11 @@ impl IndexSource for SledChatStore {
 
 impl SledChatStore {
     pub(super) fn read_search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError> {
+        if !self.search_index {
+            return Err(StoreError::Unsupported(
+                "message search is turned off on this server (SEARCH_INDEX=off)".to_owned(),
+            ));
+        }
         let hits = search::evaluate(query, self)?;
         let mut messages = Vec::with_capacity(hits.page.len());
         for hit in &hits.page {
@@ -71,12 +76,26 @@ impl SledChatStore {
     }
 }
 
-/// Indexes the words of every stored message, once: data written before the index has none.
-/// Runs at open, before any write is decided; writes straight to the tree and flushes, and
-/// marks the tree only after that, so a crash half-way runs it again (the puts are idempotent).
+/// Indexes the words of every stored message, once: data written before the index has none,
+/// nor do messages written or changed while it was off (whatever it still holds from before is
+/// cleared first). Runs at open, before any write is decided; writes straight to the tree and
+/// flushes, and marks the tree only after that, so a crash half-way runs it again.
 pub(super) fn index_messages(tree: &sled::Tree) -> Result<(), StoreError> {
     if tree.contains_key(SEARCH_MARK)? {
         return Ok(());
+    }
+    let mut stale = sled::Batch::default();
+    let mut cleared = 0u64;
+    for item in tree.scan_prefix([SEARCH]) {
+        stale.remove(item?.0);
+        cleared += 1;
+    }
+    tree.apply_batch(stale)?;
+    if cleared > 0 {
+        tracing::info!(
+            entries = cleared,
+            "cleared an out-of-date message search index"
+        );
     }
     let mut indexed = 0u64;
     let mut batch = sled::Batch::default();
@@ -105,6 +124,16 @@ pub(super) fn index_messages(tree: &sled::Tree) -> Result<(), StoreError> {
             messages = indexed,
             "indexed the words of stored messages for search"
         );
+    }
+    Ok(())
+}
+
+/// With the index off, the next open with it on must rebuild it: messages written meanwhile
+/// have no entries.
+pub(super) fn forget_index(tree: &sled::Tree) -> Result<(), StoreError> {
+    if tree.remove(SEARCH_MARK)?.is_some() {
+        tree.flush()?;
+        tracing::info!("message search is off: the index will be rebuilt when it is turned on");
     }
     Ok(())
 }
