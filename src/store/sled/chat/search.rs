@@ -76,6 +76,9 @@ impl SledChatStore {
     }
 }
 
+/// Writes per sled batch while the index is built or cleared.
+const INDEX_BATCH: usize = 10_000;
+
 /// Indexes the words of every stored message, once: data written before the index has none,
 /// nor do messages written or changed while it was off (whatever it still holds from before is
 /// cleared first). Runs at open, before any write is decided; writes straight to the tree and
@@ -84,11 +87,18 @@ pub(super) fn index_messages(tree: &sled::Tree) -> Result<(), StoreError> {
     if tree.contains_key(SEARCH_MARK)? {
         return Ok(());
     }
+    if tree.scan_prefix([MESSAGE]).next().is_some() {
+        tracing::info!("building the message search index; the server is ready when it is done");
+    }
+    // In batches of a bounded size: one sled batch holds all of its writes in memory.
     let mut stale = sled::Batch::default();
     let mut cleared = 0u64;
     for item in tree.scan_prefix([SEARCH]) {
         stale.remove(item?.0);
         cleared += 1;
+        if cleared % INDEX_BATCH as u64 == 0 {
+            tree.apply_batch(std::mem::take(&mut stale))?;
+        }
     }
     tree.apply_batch(stale)?;
     if cleared > 0 {
@@ -110,7 +120,7 @@ pub(super) fn index_messages(tree: &sled::Tree) -> Result<(), StoreError> {
             }
         }
         indexed += 1;
-        if in_batch >= 10_000 {
+        if in_batch >= INDEX_BATCH {
             tree.apply_batch(std::mem::take(&mut batch))?;
             in_batch = 0;
         }
