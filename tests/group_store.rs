@@ -38,15 +38,7 @@ on_every_backend! {
 }
 
 fn user(id: &str) -> UserRecord {
-    UserRecord {
-        id: id.to_owned(),
-        full_name: format!("User {id}"),
-        email: format!("{id}@example.com"),
-        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
-        profile_pic: String::new(),
-        created_at: START,
-        updated_at: START,
-    }
+    chat_backends::user(id, START)
 }
 
 async fn users(store: &Arc<dyn ChatStore>, ids: &[&str]) {

@@ -17,8 +17,8 @@ use tokio::sync::Barrier;
 use chat_backends::Backend;
 use courier::queue::model::Millis;
 use courier::store::chat::{
-    Attachment, ChangeOutcome, ChangeRefused, ChatStore, CreateUser, HistoryPage, MessageChange,
-    MessageRecord, NewMessage, UserRecord,
+    Attachment, ChangeOutcome, ChangeRefused, ChatStore, HistoryPage, MessageChange, MessageRecord,
+    NewMessage,
 };
 
 const START: Millis = 1_700_000_000_000;
@@ -46,27 +46,8 @@ on_every_backend! {
     deleting_a_user_removes_their_change_index;
 }
 
-fn user(id: &str) -> UserRecord {
-    UserRecord {
-        id: id.to_owned(),
-        full_name: format!("User {id}"),
-        email: format!("{id}@example.com"),
-        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
-        profile_pic: String::new(),
-        created_at: START,
-        updated_at: START,
-    }
-}
-
 async fn open_with_users(backend: Backend, dir: &std::path::Path) -> Arc<dyn ChatStore> {
-    let store = backend.open(dir).await;
-    for id in ["ada", "bob", "cy"] {
-        assert_eq!(
-            store.create_user(user(id)).await.unwrap(),
-            CreateUser::Created
-        );
-    }
-    store
+    chat_backends::open_with_users(backend, dir, START).await
 }
 
 fn direct(id: &str, from: &str, to: &str, at: Millis) -> NewMessage {

@@ -6,9 +6,34 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use courier::store::chat::ChatStore;
+use courier::store::chat::{ChatStore, CreateUser, UserRecord};
 use courier::store::memory::MemoryChatStore;
 use courier::store::{self, StoreConfig, StoreError, Stores};
+
+/// A user record for the suite: the name and address follow from `id`, created at `at`.
+pub fn user(id: &str, at: u64) -> UserRecord {
+    UserRecord {
+        id: id.to_owned(),
+        full_name: format!("User {id}"),
+        email: format!("{id}@example.com"),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
+        profile_pic: String::new(),
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+/// A fresh store of `backend` in `dir` with the users `ada`, `bob` and `cy`.
+pub async fn open_with_users(backend: Backend, dir: &Path, at: u64) -> Arc<dyn ChatStore> {
+    let store = backend.open(dir).await;
+    for id in ["ada", "bob", "cy"] {
+        assert_eq!(
+            store.create_user(user(id, at)).await.unwrap(),
+            CreateUser::Created
+        );
+    }
+    store
+}
 
 /// A chat store backend under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

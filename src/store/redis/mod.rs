@@ -10,7 +10,7 @@
 //! | --- | --- | --- |
 //! | `job:<id>` | hash | the spec (JSON) and the status fields of one job |
 //! | `logs:<id>` | list | its log lines |
-//! | `waiting`, `delayed`, `active`, `completed`, `failed` | sorted set | the jobs in each state, in line order |
+//! | `waiting`, `delayed`, `active`, `completed`, `failed` | sorted set | the jobs in each state, in line order: member = 16-digit position + id; score = priority class (waiting: priority × 2, LIFO before FIFO, a LIFO job's position counting down), due time, start or finish |
 //! | `lane:u`, `lane:g:<group>` | sorted set | waiting jobs without a group, and of each group |
 //! | `ring` (+ `ringset`) | list (+ set) | lanes with waiting jobs, in turn order |
 //! | `gactive` | hash | active jobs per group |
@@ -29,6 +29,11 @@
 
 mod record;
 mod scripts;
+mod server;
+mod wakeups;
+
+pub use self::server::Durability;
+use self::wakeups::Listener;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -64,30 +69,6 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long connecting may take, at start-up and on each reconnection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// What an acknowledged write survives, as the server's configuration says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// `appendonly yes` with `appendfsync always`: a reply comes after the fsync.
-    Always,
-    /// `appendfsync everysec`: a crash of the server's machine loses up to a second.
-    Everysec,
-    /// No append-only file (or `appendfsync no`): a crash loses what the last snapshot lacks.
-    None,
-    /// The server refuses `CONFIG GET` (a managed service): not known.
-    Unknown,
-}
-
-impl Durability {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Durability::Always => "always",
-            Durability::Everysec => "everysec",
-            Durability::None => "none",
-            Durability::Unknown => "unknown",
-        }
-    }
-}
 
 /// Opens the job store on the Redis server `backend` names, with the default key prefix.
 pub fn open(backend: &JobBackend) -> Result<Arc<dyn JobStore>, StoreError> {
@@ -131,44 +112,7 @@ impl RedisJobStore {
         let client = redis::Client::open(url).map_err(|err| {
             StoreError::Unsupported(format!("REDIS_URL {shown} is not a Redis URL: {err}"))
         })?;
-        let mut probe = client
-            .get_connection_with_timeout(CONNECT_TIMEOUT)
-            .map_err(|err| {
-                StoreError::unavailable(format!("cannot reach Redis at {shown}: {err}"), err)
-            })?;
-        redis::cmd("PING")
-            .query::<String>(&mut probe)
-            .map_err(|err| {
-                StoreError::unavailable(format!("Redis at {shown} does not answer: {err}"), err)
-            })?;
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query(&mut probe)
-            .map_err(|err| {
-                StoreError::unavailable(format!("Redis at {shown} does not answer: {err}"), err)
-            })?;
-        let version = server_version(&info);
-        if version.is_some_and(|(major, _)| major < 7) {
-            let (major, minor) = version.unwrap_or_default();
-            return Err(StoreError::Unsupported(format!(
-                "Redis at {shown} is {major}.{minor}: the job store needs Redis 7.0 or newer"
-            )));
-        }
-        let durability = read_durability(&mut probe);
-        match durability {
-            Durability::Always => {
-                tracing::info!(server = %shown, "redis job store: acknowledged writes are fsynced (appendfsync always)")
-            }
-            Durability::Unknown => tracing::warn!(
-                server = %shown,
-                "redis job store: CONFIG GET is refused, so whether acknowledged jobs are fsynced is unknown"
-            ),
-            weaker => tracing::warn!(
-                server = %shown,
-                durability = weaker.as_str(),
-                "redis job store: acknowledged jobs are not fsynced (set appendonly yes and appendfsync always for that)"
-            ),
-        }
+        let durability = server::check(&client, &shown)?;
         Ok(RedisJobStore {
             client,
             connection: OnceCell::new(),
@@ -274,104 +218,6 @@ impl RedisJobStore {
                 () = stop.cancelled() => {}
             }
         });
-    }
-}
-
-/// The task that turns other instances' wake-up messages into local wake-ups.
-struct Listener {
-    client: redis::Client,
-    /// `{<prefix>:`, the start of every channel name.
-    tag: String,
-    instance: String,
-    watches: Arc<Mutex<HashMap<String, WorkWatch>>>,
-}
-
-impl Listener {
-    async fn run(self) {
-        use futures_util::StreamExt;
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match self.client.get_async_pubsub().await {
-                Ok(mut pubsub) => {
-                    if pubsub
-                        .psubscribe(format!("{}*}}:wake", self.tag))
-                        .await
-                        .is_ok()
-                    {
-                        delay = Duration::from_millis(100);
-                        // Messages may have been lost while no one listened.
-                        self.wake_all();
-                        let mut messages = pubsub.on_message();
-                        while let Some(message) = messages.next().await {
-                            if message.get_payload_bytes() != self.instance.as_bytes() {
-                                self.wake(message.get_channel_name());
-                            }
-                        }
-                    }
-                }
-                Err(err) => tracing::debug!(error = %err, "redis wake-up listener cannot connect"),
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(MAX_RESUBSCRIBE_DELAY);
-        }
-    }
-
-    /// Wakes the workers of the queue a channel `{<prefix>:<queue>}:wake` names.
-    fn wake(&self, channel: &str) {
-        let Some(queue) = channel
-            .strip_prefix(self.tag.as_str())
-            .and_then(|rest| rest.strip_suffix("}:wake"))
-        else {
-            return;
-        };
-        if let Some(watch) = self.watches.lock().get(queue) {
-            watch.wake();
-        }
-    }
-
-    fn wake_all(&self) {
-        for watch in self.watches.lock().values() {
-            watch.wake();
-        }
-    }
-}
-
-/// `redis_version` (major, minor) in an `INFO server` reply; `None` when it is not there (a
-/// proxy that hides it: the scripts' own errors then say what is missing).
-fn server_version(info: &str) -> Option<(u32, u32)> {
-    let version = info
-        .lines()
-        .find_map(|line| line.strip_prefix("redis_version:"))?;
-    let mut parts = version.trim().split('.');
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts
-        .next()
-        .and_then(|minor| minor.parse().ok())
-        .unwrap_or(0);
-    Some((major, minor))
-}
-
-/// Reads `appendonly` and `appendfsync`; a server that refuses `CONFIG` is [`Durability::Unknown`].
-fn read_durability(connection: &mut redis::Connection) -> Durability {
-    let config = |name: &str, connection: &mut redis::Connection| -> Option<String> {
-        let pairs: Vec<String> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg(name)
-            .query(connection)
-            .ok()?;
-        pairs.get(1).cloned()
-    };
-    let Some(appendonly) = config("appendonly", connection) else {
-        return Durability::Unknown;
-    };
-    if appendonly != "yes" {
-        return Durability::None;
-    }
-    match config("appendfsync", connection).as_deref() {
-        Some("always") => Durability::Always,
-        Some("everysec") => Durability::Everysec,
-        Some(_) => Durability::None,
-        None => Durability::Unknown,
     }
 }
 
@@ -993,14 +839,6 @@ impl RedisJobStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_server_version_is_read_from_info() {
-        let info = "# Server\r\nredis_version:7.0.15\r\nredis_git_sha1:00000000\r\n";
-        assert_eq!(server_version(info), Some((7, 0)));
-        assert_eq!(server_version("redis_version:6.2.14\r\n"), Some((6, 2)));
-        assert_eq!(server_version("# Server\r\n"), None);
-    }
 
     #[test]
     fn an_unreachable_server_is_unavailable_and_named() {
